@@ -1,0 +1,141 @@
+//! The in-memory backend: keys parsed into AWS-LC, one copy per core.
+
+mod evp;
+mod verify;
+
+pub use verify::PublicKey;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+use zeroize::Zeroizing;
+
+use crate::{CryptoError, KeyAlgorithm, LoadError, Operation, PrivateKey, PublicKeyInfo};
+use evp::EvpKey;
+
+/// A private key as loaded from disk: its DER bytes (zeroized on drop) and
+/// its public half. `Send + Sync`, shared by the cores, each of which parses
+/// its own [`InMemoryKey`] from it so no two cores touch the same key object.
+pub struct KeyMaterial {
+    der: Zeroizing<Vec<u8>>,
+    public: PublicKeyInfo,
+    path: PathBuf,
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("path", &self.path)
+            .field("algorithm", &self.public.algorithm)
+            .field("ski", &self.public.ski_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyMaterial {
+    /// Parse a PEM (PKCS#8, PKCS#1 RSA, SEC1 EC) or DER private key.
+    /// `path` only names the key in errors and logs.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<KeyMaterial, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            let key = PrivateKeyDer::from_pem_slice(bytes)
+                .map_err(|e| invalid(format!("no private key in PEM: {e}")))?;
+            Zeroizing::new(key.secret_der().to_vec())
+        } else {
+            Zeroizing::new(bytes.to_vec())
+        };
+        let key = EvpKey::from_der(&der).map_err(|e| invalid(e.0.to_string()))?;
+        let algorithm = key.algorithm().map_err(|e| invalid(e.0.to_string()))?;
+        if let KeyAlgorithm::Rsa { bits } = algorithm {
+            if !(2048..=8192).contains(&bits) {
+                return Err(invalid(format!(
+                    "RSA key of {bits} bits; 2048 to 8192 are supported"
+                )));
+            }
+        }
+        let spki = key.spki_der().map_err(|e| invalid(e.0.to_string()))?;
+        let public = PublicKeyInfo::from_spki(algorithm, spki).map_err(invalid)?;
+        Ok(KeyMaterial {
+            der,
+            public,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Read and parse a key file.
+    pub fn load(path: &Path) -> Result<KeyMaterial, LoadError> {
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        })?);
+        Self::parse(&bytes, path)
+    }
+
+    pub fn public(&self) -> &PublicKeyInfo {
+        &self.public
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A private copy of the key for one core.
+    pub fn instantiate(&self) -> Result<InMemoryKey, CryptoError> {
+        Ok(InMemoryKey {
+            key: EvpKey::from_der(&self.der)?,
+            public: self.public.clone(),
+        })
+    }
+}
+
+/// A key owned by one core.
+pub struct InMemoryKey {
+    key: EvpKey,
+    public: PublicKeyInfo,
+}
+
+impl fmt::Debug for InMemoryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryKey")
+            .field("ski", &self.public.ski_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrivateKey for InMemoryKey {
+    fn public(&self) -> &PublicKeyInfo {
+        &self.public
+    }
+
+    fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let is_rsa = matches!(self.public.algorithm, KeyAlgorithm::Rsa { .. });
+        let is_ec = matches!(
+            self.public.algorithm,
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::EcdsaP521
+        );
+        if let Some(hash) = op.digest() {
+            if input.len() != hash.len() {
+                return Err(CryptoError(
+                    "payload length does not match the digest algorithm",
+                ));
+            }
+        }
+        match op {
+            Operation::RsaPkcs1(hash) if is_rsa => {
+                self.key.sign_digest(hash, Some(evp::PKCS1), input)
+            }
+            Operation::RsaPss(hash) if is_rsa => self.key.sign_digest(hash, Some(evp::PSS), input),
+            Operation::Ecdsa(hash) if is_ec => self.key.sign_digest(hash, None, input),
+            Operation::Ed25519 if self.public.algorithm == KeyAlgorithm::Ed25519 => {
+                self.key.sign_message(input)
+            }
+            Operation::RsaRawDecrypt if is_rsa => self.key.rsa_raw_decrypt(input),
+            _ => Err(CryptoError("operation does not match the key type")),
+        }
+    }
+}

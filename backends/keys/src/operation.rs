@@ -1,0 +1,37 @@
+//! The private-key operations a key server performs.
+
+use keyless_protocol::{Hash, OpKind};
+
+/// One private-key operation. Signing operations take a digest the client
+/// already computed, except Ed25519, which signs the message itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    RsaPkcs1(Hash),
+    RsaPss(Hash),
+    Ecdsa(Hash),
+    Ed25519,
+    /// The raw RSA private operation (`c^d mod n`), no padding removed.
+    RsaRawDecrypt,
+}
+
+impl Operation {
+    /// The operation a protocol opcode asks for, if it asks for one.
+    pub fn from_kind(kind: OpKind) -> Option<Operation> {
+        Some(match kind {
+            OpKind::RsaDecrypt => Operation::RsaRawDecrypt,
+            OpKind::RsaPkcs1Sign(h) => Operation::RsaPkcs1(h),
+            OpKind::RsaPssSign(h) => Operation::RsaPss(h),
+            OpKind::EcdsaSign(h) => Operation::Ecdsa(h),
+            OpKind::Ed25519Sign => Operation::Ed25519,
+            _ => return None,
+        })
+    }
+
+    /// The digest the input must be, if the operation signs a digest.
+    pub fn digest(self) -> Option<Hash> {
+        match self {
+            Operation::RsaPkcs1(h) | Operation::RsaPss(h) | Operation::Ecdsa(h) => Some(h),
+            Operation::Ed25519 | Operation::RsaRawDecrypt => None,
+        }
+    }
+}
