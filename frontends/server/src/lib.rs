@@ -1,1 +1,162 @@
+//! The keyless key server: a drop-in replacement for Cloudflare's gokeyless.
+//!
+//! What it does: reads gokeyless's configuration ([`config`]), loads the keys,
+//! builds the mutual-TLS listener ([`tls`]) and serves the keyless protocol on
+//! one pinned executor per core ([`listener`], [`connection`]).
+//!
+//! What it does not do: decide what a request means (that is
+//! `keyless-engine`'s handler) or hold key bytes itself (`keyless-keys`).
 
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keyless_engine::runtime::{run_per_core, RuntimeConfig, RuntimeError};
+use keyless_keys::memory::KeyMaterial;
+
+pub use config::Settings;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Keys(#[from] keyless_keys::LoadError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// A server whose cores are all listening.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub key_count: usize,
+    thread: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl RunningServer {
+    /// Block until every core has stopped.
+    pub fn wait(self) -> Result<(), ServerError> {
+        match self.thread.join() {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ServerError::Startup("server thread panicked".into())),
+        }
+    }
+}
+
+/// Load keys and TLS from `settings` and start serving.
+pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
+    if settings.activation_requested {
+        tracing::warn!(
+            "zone_id/origin_ca_api_key are set: activation through Cloudflare's API is not supported; \
+             provide auth_cert, auth_key and cloudflare_ca_cert instead"
+        );
+    }
+    let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let keys = keyless_keys::load_sources(&settings.key_sources)?;
+    if keys.is_empty() {
+        tracing::warn!("no private keys configured: every signing request will get key-not-found");
+    }
+    let mut runtime = RuntimeConfig::default();
+    if let Some(w) = settings.workers {
+        runtime.cores = w;
+    }
+    start_with(settings.listen, tls, keys, runtime)
+}
+
+/// Start with already-loaded parts (tests and tools use this directly).
+pub fn start_with(
+    listen: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    keys: Vec<KeyMaterial>,
+    runtime: RuntimeConfig,
+) -> Result<RunningServer, ServerError> {
+    // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
+    // that is bound but never listens, held until every core has bound.
+    let reservation = reserve_port(listen)?;
+    let addr = reservation.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let addr = addr.as_socket().unwrap_or(listen);
+    let keys = Arc::new(keys);
+    let key_count = keys.len();
+    let cores = runtime.cores.max(1);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let thread = std::thread::Builder::new()
+        .name("keyless-main".into())
+        .spawn(move || {
+            run_per_core(&runtime, move |core| {
+                let tls = tls.clone();
+                let keys = keys.clone();
+                let ready = ready_tx.clone();
+                async move {
+                    let setup = core_key_setup(&keys, addr);
+                    let (listener, store) = match setup {
+                        Ok(x) => {
+                            let _ = ready.send(Ok(core));
+                            x
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    };
+                    drop(ready);
+                    listener::accept_loop(listener, tls, Rc::new(store)).await.map_err(|e| e.to_string())
+                }
+            })
+        })
+        .map_err(|e| ServerError::Startup(e.to_string()))?;
+    for _ in 0..cores {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ServerError::Startup(e)),
+            Err(_) => {
+                return Err(match thread.is_finished() {
+                    true => match thread.join() {
+                        Ok(Err(e)) => ServerError::Runtime(e),
+                        _ => ServerError::Startup("server thread stopped during start-up".into()),
+                    },
+                    false => ServerError::Startup("cores did not start within 30 s".into()),
+                })
+            }
+        }
+    }
+    drop(reservation);
+    tracing::info!("serving {key_count} keys on {addr} with {cores} cores");
+    Ok(RunningServer { addr, key_count, thread })
+}
+
+fn core_key_setup(
+    keys: &[KeyMaterial],
+    addr: SocketAddr,
+) -> Result<(glommio::net::TcpListener, keyless_keys::KeyStore), String> {
+    let store = listener::core_key_store(keys)?;
+    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok((listener, store))
+}
+
+fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
+    use socket2::{Domain, Socket, Type};
+    let bind_err = |source| ServerError::Bind { addr: listen, source };
+    let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None).map_err(bind_err)?;
+    socket.set_reuse_port(true).map_err(bind_err)?;
+    socket.set_reuse_address(true).map_err(bind_err)?;
+    socket.bind(&listen.into()).map_err(bind_err)?;
+    Ok(socket)
+}

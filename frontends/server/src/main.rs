@@ -1,1 +1,93 @@
-fn main() {}
+//! `keyless-server`: start the key server from gokeyless's configuration.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyless_server::config::{self, Cli};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn init_logging(loglevel: u8) {
+    let level = match loglevel {
+        0 => "debug",
+        1 => "info",
+        2 => "warn",
+        _ => "error",
+    };
+    let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn dev_setup(cli: &mut Cli) -> Result<(), String> {
+    let pki = keyless_pki::DevPki::at(&cli.dev_dir);
+    if pki.is_complete() {
+        eprintln!("using the development PKI in {}", pki.dir.display());
+    } else {
+        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407).map_err(|e| e.to_string())?;
+        eprintln!("created a throwaway development PKI in {}", pki.dir.display());
+    }
+    cli.config_file.get_or_insert(pki.config.clone());
+    cli.listen_host.get_or_insert([127, 0, 0, 1].into());
+    Ok(())
+}
+
+fn print_dev_help(pki: &keyless_pki::DevPki, addr: std::net::SocketAddr) {
+    let d = pki.dir.display();
+    eprintln!(
+        "\nDevelopment key server on {addr}\n  CA:          {}\n  client cert: {}\n  client key:  {}\n  keys:        {}\n\n\
+         Check it with the conformance suite:\n  cargo run --release --bin keyless-tool -- conformance --server {addr} \
+         --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem --pubkeys {d}/pubkeys\n\
+         or by hand:\n  openssl s_client -connect {addr} -CAfile {d}/ca.pem -cert {d}/client.pem -key {d}/client-key.pem\n",
+        pki.ca_cert.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        pki.keys_dir.display(),
+    );
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    if cli.dev {
+        if let Err(e) = dev_setup(&mut cli) {
+            eprintln!("keyless-server: development PKI: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let settings = match config::load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keyless-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(settings.loglevel);
+    match &settings.config_file {
+        Some(p) => tracing::info!("using configuration {}", p.display()),
+        None => tracing::info!("no configuration file found; using flags, environment and defaults"),
+    }
+    let running = match keyless_server::start(&settings) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("keyless-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(pid_file) = &settings.pid_file {
+        if let Err(e) = std::fs::write(pid_file, std::process::id().to_string()) {
+            tracing::error!("cannot write pid file {}: {e}", pid_file.display());
+        }
+    }
+    if cli.dev {
+        print_dev_help(&keyless_pki::DevPki::at(&cli.dev_dir), running.addr);
+    }
+    match running.wait() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Thread-per-core: one pinned glommio executor per core.
+
+use std::future::Future;
+
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+/// How to lay out the executors.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Number of cores (executors). Each gets its own thread, pinned.
+    pub cores: usize,
+    /// io_uring registered buffer memory per executor. Locked memory counts
+    /// against `ulimit -l` (often 8 MiB), so keep it small: 1 MiB each.
+    pub io_memory: usize,
+    /// Submission ring depth per executor.
+    pub ring_depth: usize,
+    /// Thread name prefix.
+    pub name: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cores: available_cores(),
+            io_memory: 1 << 20,
+            ring_depth: 128,
+            name: "keyless-core".into(),
+        }
+    }
+}
+
+/// Cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Errors starting or running the executors.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start executors: {0}")]
+    Start(String),
+    #[error("executor {core} failed: {reason}")]
+    Core { core: usize, reason: String },
+}
+
+/// Run `task(core_index)` on every core and wait for all of them. A core
+/// whose task returns an error is reported; the first error is returned.
+pub fn run_per_core<F, Fut, E>(config: &RuntimeConfig, task: F) -> Result<(), RuntimeError>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<(), E>> + 'static,
+    E: std::fmt::Display + 'static,
+{
+    let cores = config.cores.max(1);
+    // Pin only when we have at least as many CPUs as executors.
+    let placement = match CpuSet::online() {
+        Ok(set) if set.len() >= cores => PoolPlacement::MaxSpread(cores, Some(set)),
+        _ => PoolPlacement::Unbound(cores),
+    };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .io_memory(config.io_memory)
+        .ring_depth(config.ring_depth)
+        .name(&config.name)
+        .on_all_shards(move || {
+            let core = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let task = task.clone();
+            async move { task(core).await.map_err(|e| (core, e.to_string())) }
+        })
+        .map_err(|e| RuntimeError::Start(e.to_string()))?;
+    let mut first_error = None;
+    for result in handles.join_all() {
+        let err = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err((core, reason))) => RuntimeError::Core { core, reason },
+            Err(e) => RuntimeError::Start(e.to_string()),
+        };
+        tracing::error!("{err}");
+        first_error.get_or_insert(err);
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,245 @@
+//! Configuration, drop-in compatible with gokeyless: the same YAML keys, the
+//! same flags, the same `KEYLESS_*` environment variables and the same
+//! precedence (flag, then environment, then file, then default).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use keyless_keys::KeySource;
+use serde::Deserialize;
+
+/// Where gokeyless looks for its configuration when `-c` is not given.
+pub const SEARCH_PATH: &[&str] = &["gokeyless.yaml", "/etc/keyless/gokeyless.yaml"];
+
+/// Command line. Every setting can also come from `KEYLESS_<NAME>`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "keyless-server", version, about = "Keyless SSL key server, wire-compatible with gokeyless")]
+pub struct Cli {
+    /// Configuration file (default: ./gokeyless.yaml, then /etc/keyless/gokeyless.yaml).
+    #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Log level: 0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal.
+    #[arg(short = 'l', long, env = "KEYLESS_LOGLEVEL")]
+    pub loglevel: Option<u8>,
+    /// Key server hostname (used by gokeyless for activation).
+    #[arg(long, env = "KEYLESS_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Cloudflare zone ID (activation through Cloudflare's API is not supported).
+    #[arg(long = "zone-id", env = "KEYLESS_ZONE_ID")]
+    pub zone_id: Option<String>,
+    /// Origin CA API key (activation through Cloudflare's API is not supported).
+    #[arg(long = "origin-ca-api-key", env = "KEYLESS_ORIGIN_CA_API_KEY")]
+    pub origin_ca_api_key: Option<String>,
+    /// Server certificate (PEM chain) presented to clients.
+    #[arg(long = "auth-cert", env = "KEYLESS_AUTH_CERT")]
+    pub auth_cert: Option<PathBuf>,
+    /// Private key of the server certificate.
+    #[arg(long = "auth-key", env = "KEYLESS_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+    /// CSR file (gokeyless activation; accepted and unused).
+    #[arg(long = "auth-csr", env = "KEYLESS_AUTH_CSR")]
+    pub auth_csr: Option<PathBuf>,
+    /// CA that client certificates must chain to.
+    #[arg(long = "cloudflare-ca-cert", env = "KEYLESS_CLOUDFLARE_CA_CERT")]
+    pub cloudflare_ca_cert: Option<PathBuf>,
+    /// Port of the keyless listener.
+    #[arg(long, env = "KEYLESS_PORT")]
+    pub port: Option<u16>,
+    /// Port of the metrics listener.
+    #[arg(long = "metrics-port", env = "KEYLESS_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Write the process ID here at start-up.
+    #[arg(long = "pid-file", env = "KEYLESS_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Directories of `*.key` files, added to private_key_stores.
+    #[arg(long = "private-key-dirs", env = "KEYLESS_PRIVATE_KEY_DIRS", value_delimiter = ',')]
+    pub private_key_dirs: Vec<PathBuf>,
+    /// Key files, added to private_key_stores.
+    #[arg(long = "private-key-files", env = "KEYLESS_PRIVATE_KEY_FILES", value_delimiter = ',')]
+    pub private_key_files: Vec<PathBuf>,
+    /// Address to listen on (ours; gokeyless listens on all addresses).
+    #[arg(long = "listen-host", env = "KEYLESS_LISTEN_HOST")]
+    pub listen_host: Option<IpAddr>,
+    /// Number of cores to serve on (ours; default: all).
+    #[arg(long, env = "KEYLESS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Development mode: create a throwaway PKI and keys in --dev-dir (if
+    /// missing) and serve them on 127.0.0.1.
+    #[arg(long)]
+    pub dev: bool,
+    /// Folder of the development PKI.
+    #[arg(long = "dev-dir", default_value = "dev-pki")]
+    pub dev_dir: PathBuf,
+}
+
+/// The YAML file. Unknown keys are ignored, as gokeyless (viper) does.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileConfig {
+    pub loglevel: Option<u8>,
+    pub hostname: Option<String>,
+    pub zone_id: Option<String>,
+    pub origin_ca_api_key: Option<String>,
+    pub private_key_stores: Option<Vec<StoreEntry>>,
+    pub auth_cert: Option<PathBuf>,
+    pub auth_key: Option<PathBuf>,
+    pub auth_csr: Option<PathBuf>,
+    pub cloudflare_ca_cert: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub metrics_port: Option<u16>,
+    pub pid_file: Option<PathBuf>,
+    pub listen_host: Option<IpAddr>,
+    pub workers: Option<usize>,
+}
+
+/// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawStoreEntry")]
+pub struct StoreEntry(pub KeySource);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStoreEntry {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+    uri: Option<String>,
+}
+
+impl TryFrom<RawStoreEntry> for StoreEntry {
+    type Error = String;
+
+    fn try_from(raw: RawStoreEntry) -> Result<Self, String> {
+        match (raw.dir, raw.file, raw.uri) {
+            (Some(d), None, None) => Ok(StoreEntry(KeySource::Dir(d))),
+            (None, Some(f), None) => Ok(StoreEntry(KeySource::File(f))),
+            (None, None, Some(_)) => {
+                Err("`uri` (PKCS#11) key stores are not supported by this build yet; use `dir` or `file`".into())
+            }
+            _ => Err("each entry needs exactly one of `dir`, `file` or `uri`".into()),
+        }
+    }
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub config_file: Option<PathBuf>,
+    pub loglevel: u8,
+    pub hostname: Option<String>,
+    pub activation_requested: bool,
+    pub auth_cert: PathBuf,
+    pub auth_key: PathBuf,
+    pub cloudflare_ca_cert: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics_port: u16,
+    pub pid_file: Option<PathBuf>,
+    pub key_sources: Vec<KeySource>,
+    pub workers: Option<usize>,
+}
+
+/// A configuration that cannot be used. Names the file, where, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Parse YAML text from `path` (the path is for messages only).
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // serde_yaml_ng appends " at line L column C"; we put it in front instead.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// The configuration file to read: `-c` if given (it must exist), else the
+/// first of the search path that exists, else none.
+pub fn locate(cli: &Cli) -> Option<PathBuf> {
+    if let Some(p) = &cli.config_file {
+        return Some(p.clone());
+    }
+    SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// Merge flags and environment (already folded together by clap) over the file over defaults.
+pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<Settings, ConfigError> {
+    let loglevel = cli.loglevel.or(file.loglevel).unwrap_or(1);
+    if loglevel > 5 {
+        let message = format!("loglevel {loglevel} is out of range (0 debug ... 5 fatal)");
+        return Err(match (cli.loglevel, file_path) {
+            (None, Some(p)) => ConfigError::Invalid { path: p.to_owned(), message: format!("field `loglevel`: {message}") },
+            _ => ConfigError::Other(message),
+        });
+    }
+    let mut key_sources: Vec<KeySource> =
+        file.private_key_stores.unwrap_or_default().into_iter().map(|s| s.0).collect();
+    key_sources.extend(cli.private_key_dirs.iter().cloned().map(KeySource::Dir));
+    key_sources.extend(cli.private_key_files.iter().cloned().map(KeySource::File));
+    let host = cli.listen_host.or(file.listen_host).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = cli.port.or(file.port).unwrap_or(2407);
+    if let Some(0) = cli.workers.or(file.workers) {
+        return Err(ConfigError::Other("workers must be at least 1".into()));
+    }
+    Ok(Settings {
+        config_file: file_path.map(Path::to_owned),
+        loglevel,
+        hostname: cli.hostname.clone().or(file.hostname),
+        activation_requested: cli.zone_id.is_some()
+            || cli.origin_ca_api_key.is_some()
+            || file.zone_id.is_some()
+            || file.origin_ca_api_key.is_some(),
+        auth_cert: cli.auth_cert.clone().or(file.auth_cert).unwrap_or_else(|| "server.pem".into()),
+        auth_key: cli.auth_key.clone().or(file.auth_key).unwrap_or_else(|| "server-key.pem".into()),
+        cloudflare_ca_cert: cli
+            .cloudflare_ca_cert
+            .clone()
+            .or(file.cloudflare_ca_cert)
+            .unwrap_or_else(|| "keyless_cacert.pem".into()),
+        listen: SocketAddr::new(host, port),
+        metrics_port: cli.metrics_port.or(file.metrics_port).unwrap_or(2406),
+        pid_file: cli.pid_file.clone().or(file.pid_file),
+        key_sources,
+        workers: cli.workers.or(file.workers),
+    })
+}
+
+/// Read the configuration the way gokeyless does.
+pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+    match locate(cli) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file = parse_file(&path, &text)?;
+            resolve(cli, Some(&path), file)
+        }
+        None => resolve(cli, None, FileConfig::default()),
+    }
+}
