@@ -1,1 +1,121 @@
-fn main() {}
+//! `keyless-tool`: the operator's utilities.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyless_tools::conformance;
+
+#[derive(Parser)]
+#[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a throwaway development PKI: CA, server and client
+    /// certificates, a P-256 and an RSA-2048 signing key, and a gokeyless.yaml.
+    GenPki {
+        /// Output folder.
+        #[arg(long, default_value = "dev-pki")]
+        out: PathBuf,
+        /// Port written into the configuration.
+        #[arg(long, default_value_t = 2407)]
+        port: u16,
+    },
+    /// Run the conformance suite against a key server (ours or gokeyless).
+    Conformance {
+        /// Key server address, HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// Name to verify in the server's certificate (default: HOST).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// CA that signed the server's certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Client certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Client certificate's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Folder of public keys or certificates of the keys the server holds.
+        #[arg(long)]
+        pubkeys: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::GenPki { out, port } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
+            Ok(pki) => {
+                println!("development PKI written to {}", pki.dir.display());
+                println!("start a key server with: keyless-server -c {}", pki.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keyless-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Conformance {
+            server,
+            server_name,
+            ca,
+            cert,
+            key,
+            pubkeys,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+            let rt = match rt {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run_conformance(&server, server_name, &ca, &cert, &key, &pubkeys)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run_conformance(
+    server: &str,
+    server_name: Option<String>,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    pubkeys: &std::path::Path,
+) -> Result<bool, String> {
+    let host = server.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(server);
+    let addr: SocketAddr = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| format!("{server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server}: no address"))?;
+    let tls = keyless_client::client_config_from_files(ca, cert, key).map_err(|e| e.to_string())?;
+    let keys = conformance::load_expected_keys(pubkeys)?;
+    let name = server_name.unwrap_or_else(|| host.to_owned());
+    let conn = keyless_client::connect(addr, &name, tls).await.map_err(|e| e.to_string())?;
+    let report = conformance::run(&conn, &keys).await;
+    for o in &report.outcomes {
+        match &o.result {
+            Ok(()) => println!("ok    {}", o.name),
+            Err(e) => println!("FAIL  {}: {e}", o.name),
+        }
+    }
+    let failed = report.failed().count();
+    println!("{} passed, {} failed", report.passed(), failed);
+    Ok(failed == 0)
+}

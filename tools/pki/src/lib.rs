@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256,
+    RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_ED25519, PKCS_RSA_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -33,6 +33,7 @@ pub enum PkiError {
 pub enum KeyType {
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Rsa2048,
     Rsa3072,
     Rsa4096,
@@ -45,6 +46,7 @@ impl KeyType {
         Ok(match self {
             KeyType::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
             KeyType::EcdsaP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
+            KeyType::EcdsaP521 => KeyPair::generate_for(&PKCS_ECDSA_P521_SHA512)?,
             KeyType::Ed25519 => KeyPair::generate_for(&PKCS_ED25519)?,
             KeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
             KeyType::Rsa3072 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_3072)?,
