@@ -11,6 +11,11 @@ pub struct PublicKey {
     algorithm: KeyAlgorithm,
 }
 
+// SAFETY: a public key is only read after parsing: AWS-LC's verify and
+// encrypt paths create their own EVP_PKEY_CTX per call and only up-ref the
+// shared EVP_PKEY (atomically), so concurrent use from several threads is safe.
+unsafe impl Sync for PublicKey {}
+
 impl PublicKey {
     /// Parse a DER SubjectPublicKeyInfo.
     pub fn from_spki(der: &[u8]) -> Result<PublicKey, CryptoError> {
