@@ -91,6 +91,20 @@ impl Ca {
         })
     }
 
+    /// The CA's private key, PEM (to issue more certificates later).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Load a CA written by [`DevPki::generate`].
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+        })
+    }
+
     /// Issue a P-384 leaf certificate valid for a year.
     pub fn issue(&self, common_name: &str, names: &[&str], usage: Usage) -> Result<Issued, PkiError> {
         let now = OffsetDateTime::now_utc();
@@ -139,6 +153,8 @@ impl Ca {
 pub struct DevPki {
     pub dir: PathBuf,
     pub ca_cert: PathBuf,
+    /// The CA's private key, so more client certificates can be issued.
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
@@ -157,6 +173,7 @@ impl DevPki {
         DevPki {
             dir: dir.to_owned(),
             ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca-key.pem"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server-key.pem"),
             client_cert: dir.join("client.pem"),
@@ -175,6 +192,17 @@ impl DevPki {
             && self.keys_dir.is_dir()
     }
 
+    /// The CA, loaded back from disk.
+    pub fn ca(&self) -> Result<Ca, PkiError> {
+        let read = |p: &Path| {
+            fs::read_to_string(p).map_err(|source| PkiError::Io {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        Ca::load(&read(&self.ca_cert)?, &read(&self.ca_key)?)
+    }
+
     /// Generate a fresh PKI with the given signing keys (file stem, type),
     /// and a config that listens on `port`.
     pub fn generate(dir: &Path, keys: &[(&str, KeyType)], port: u16) -> Result<DevPki, PkiError> {
@@ -185,6 +213,7 @@ impl DevPki {
         mkdir(&pki.keys_dir)?;
         mkdir(&pki.pubkeys_dir)?;
         write(&pki.ca_cert, &ca.cert_pem)?;
+        write_secret(&pki.ca_key, &ca.key_pem())?;
         write(&pki.server_cert, &server.cert_pem)?;
         write_secret(&pki.server_key, &server.key_pem)?;
         write(&pki.client_cert, &client.cert_pem)?;
