@@ -17,7 +17,14 @@ fn init_logging(loglevel: u8) {
         _ => "error",
     };
     let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    use std::io::IsTerminal;
+    // Logs go to stderr, as gokeyless's do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 fn dev_setup(cli: &mut Cli) -> Result<(), String> {

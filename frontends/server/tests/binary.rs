@@ -1,0 +1,89 @@
+//! The real `keyless-server` binary: start-up errors are clear and exit
+//! non-zero; a good configuration serves.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn server() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyless-server"));
+    c.env_remove("KEYLESS_PORT").stdin(Stdio::null());
+    c
+}
+
+fn fails_with(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_yaml_exits_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gokeyless.yaml");
+    std::fs::write(&cfg, "loglevel: 1\nport: seventy\n").unwrap();
+    let err = fails_with(server().arg("-c").arg(&cfg));
+    assert!(err.contains(&format!("{}:2:", cfg.display())) && err.contains("port"), "{err}");
+}
+
+#[test]
+fn a_key_that_does_not_load_stops_start_up_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let bad = pki.keys_dir.join("broken.key");
+    std::fs::write(&bad, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let err = fails_with(server().arg("-c").arg(&pki.config).args(["--listen-host", "127.0.0.1"]));
+    assert!(err.contains(bad.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn a_missing_server_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    std::fs::remove_file(&pki.server_cert).unwrap();
+    let err = fails_with(server().arg("-c").arg(&pki.config));
+    assert!(err.contains(pki.server_cert.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn dev_mode_creates_a_pki_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = server()
+        .current_dir(dir.path())
+        .args(["--dev", "--workers", "1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pki = keyless_pki::DevPki::at(&dir.path().join("dev-pki"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "dev server did not start");
+        assert!(child.try_wait().unwrap().is_none(), "dev server exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pki.is_complete());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let report = rt.block_on(async {
+        let tls = keyless_client::client_config_from_files(
+            &dir.path().join(&pki.ca_cert),
+            &dir.path().join(&pki.client_cert),
+            &dir.path().join(&pki.client_key),
+        )
+        .unwrap();
+        let conn = keyless_client::connect(addr, "localhost", tls).await.unwrap();
+        let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
+        keyless_tools::conformance::run(&conn, &keys).await
+    });
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(report.failed().count(), 0, "{:?}", report.failed().collect::<Vec<_>>());
+    assert!(log.contains("loading dev-pki/keys/p256.key..."), "{log}");
+    assert!(log.contains("fetch key with SKI: "), "{log}");
+    assert!(log.contains("conformance --server"), "prints a ready client command: {log}");
+}

@@ -1,0 +1,141 @@
+//! gokeyless.yaml compatibility: keys, precedence, search path, and errors
+//! that name the file, the line and the field.
+
+use std::path::Path;
+
+use clap::Parser;
+use keyless_keys::KeySource;
+use keyless_server::config::{self, Cli, ConfigError};
+
+fn cli(args: &[&str]) -> Cli {
+    let mut argv = vec!["keyless-server"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).unwrap()
+}
+
+const GOKEYLESS_YAML: &str = r#"
+# A gokeyless configuration as the Keyless SSL walkthrough writes it.
+hostname: keyserver.example.com
+zone_id: ""
+origin_ca_api_key: ""
+auth_csr: server.csr
+auth_cert: /etc/keyless/server.pem
+auth_key: /etc/keyless/server-key.pem
+cloudflare_ca_cert: /etc/keyless/keyless_cacert.pem
+private_key_stores:
+  - dir: /etc/keyless/keys
+  - file: /etc/keyless/extra/site.key
+loglevel: 2
+port: 2407
+metrics_port: 2406
+pid_file: /run/gokeyless.pid
+some_future_setting: ignored
+"#;
+
+#[test]
+fn a_gokeyless_file_is_read_with_its_keys() {
+    let path = Path::new("/etc/keyless/gokeyless.yaml");
+    let file = config::parse_file(path, GOKEYLESS_YAML).unwrap();
+    let s = config::resolve(&cli(&[]), Some(path), file).unwrap();
+    assert_eq!(s.loglevel, 2);
+    assert_eq!(s.hostname.as_deref(), Some("keyserver.example.com"));
+    assert_eq!(s.auth_cert, Path::new("/etc/keyless/server.pem"));
+    assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"));
+    assert_eq!(s.cloudflare_ca_cert, Path::new("/etc/keyless/keyless_cacert.pem"));
+    assert_eq!(s.listen.port(), 2407);
+    assert_eq!(s.metrics_port, 2406);
+    assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/gokeyless.pid")));
+    assert_eq!(
+        s.key_sources,
+        vec![KeySource::Dir("/etc/keyless/keys".into()), KeySource::File("/etc/keyless/extra/site.key".into())]
+    );
+    // Empty zone_id/origin_ca_api_key strings still count as "set" in gokeyless's
+    // file, so the server says once that activation is not supported.
+    assert!(s.activation_requested);
+}
+
+#[test]
+fn defaults_match_gokeyless() {
+    let s = config::resolve(&cli(&[]), None, Default::default()).unwrap();
+    assert_eq!(s.loglevel, 1);
+    assert_eq!(s.listen.port(), 2407);
+    assert_eq!(s.metrics_port, 2406);
+    assert_eq!(s.auth_cert, Path::new("server.pem"));
+    assert_eq!(s.auth_key, Path::new("server-key.pem"));
+    assert_eq!(s.cloudflare_ca_cert, Path::new("keyless_cacert.pem"));
+    assert!(s.key_sources.is_empty());
+    assert!(!s.activation_requested);
+}
+
+#[test]
+fn flags_override_the_file_and_key_flags_add_stores() {
+    let path = Path::new("gokeyless.yaml");
+    let file = config::parse_file(path, GOKEYLESS_YAML).unwrap();
+    let c = cli(&[
+        "--port",
+        "3000",
+        "-l",
+        "0",
+        "--auth-cert",
+        "flag.pem",
+        "--private-key-dirs",
+        "/a,/b",
+        "--private-key-files",
+        "/c.key",
+    ]);
+    let s = config::resolve(&c, Some(path), file).unwrap();
+    assert_eq!(s.listen.port(), 3000);
+    assert_eq!(s.loglevel, 0);
+    assert_eq!(s.auth_cert, Path::new("flag.pem"));
+    assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"), "unset flags leave the file's value");
+    assert_eq!(s.key_sources.len(), 5);
+    assert_eq!(s.key_sources[2], KeySource::Dir("/a".into()));
+    assert_eq!(s.key_sources[4], KeySource::File("/c.key".into()));
+}
+
+fn syntax_error(text: &str) -> (usize, String) {
+    match config::parse_file(Path::new("/etc/keyless/gokeyless.yaml"), text) {
+        Err(e @ ConfigError::Syntax { line, .. }) => (line, e.to_string()),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_value_names_file_line_and_field() {
+    let (line, msg) = syntax_error("loglevel: 1\nport: not-a-port\n");
+    assert_eq!(line, 2);
+    assert!(msg.starts_with("/etc/keyless/gokeyless.yaml:2:"), "{msg}");
+    assert!(msg.contains("port"), "{msg}");
+
+    let (line, msg) = syntax_error("port: 2407\nprivate_key_stores:\n  - dir: /keys\n  - path: /other\n");
+    assert_eq!(line, 4);
+    assert!(msg.contains("private_key_stores[1]") && msg.contains("path"), "{msg}");
+
+    let (line, msg) = syntax_error("port: 1\nprivate_key_stores:\n  - dir: /keys\n    file: /k.key\n");
+    assert_eq!(line, 3, "{msg}");
+    assert!(msg.contains("private_key_stores") && msg.contains("exactly one"), "{msg}");
+
+    let (line, msg) = syntax_error("private_key_stores:\n  - uri: pkcs11:token=SoftHSM;object=k\n");
+    assert_eq!(line, 2, "{msg}");
+    assert!(msg.contains("private_key_stores") && msg.contains("PKCS#11"), "{msg}");
+
+    let (line, msg) = syntax_error("port: 2407\nauth_cert: [unclosed\n");
+    assert!(line >= 2, "{msg}");
+
+    let (_, msg) = syntax_error("port: 2407\nport: 2408\n");
+    assert!(msg.contains("duplicate field `port`"), "{msg}");
+}
+
+#[test]
+fn an_out_of_range_loglevel_names_the_field() {
+    let path = Path::new("g.yaml");
+    let file = config::parse_file(path, "loglevel: 9\n").unwrap();
+    let e = config::resolve(&cli(&[]), Some(path), file).unwrap_err().to_string();
+    assert!(e.contains("g.yaml") && e.contains("loglevel"), "{e}");
+}
+
+#[test]
+fn an_explicit_config_file_must_exist() {
+    let e = config::load(&cli(&["-c", "/nonexistent/gokeyless.yaml"])).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/gokeyless.yaml"), "{e}");
+}
