@@ -39,25 +39,41 @@ pub fn load_expected_keys(dir: &Path) -> Result<Vec<ExpectedKey>, String> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "pub" || e == "crt"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "pem" || e == "pub" || e == "crt")
+        })
         .collect();
     paths.sort();
     let mut keys = Vec::new();
     for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("key").to_owned();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("key")
+            .to_owned();
         let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let spki = if let Ok(key) = SubjectPublicKeyInfoDer::from_pem_slice(&text) {
             key.to_vec()
         } else if let Ok(cert) = CertificateDer::from_pem_slice(&text) {
-            let (_, parsed) = X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (_, parsed) =
+                X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
             parsed.tbs_certificate.subject_pki.raw.to_vec()
         } else {
-            return Err(format!("{}: neither a PUBLIC KEY nor a CERTIFICATE", path.display()));
+            return Err(format!(
+                "{}: neither a PUBLIC KEY nor a CERTIFICATE",
+                path.display()
+            ));
         };
-        keys.push(ExpectedKey::from_spki(&name, &spki).map_err(|e| format!("{}: {e}", path.display()))?);
+        keys.push(
+            ExpectedKey::from_spki(&name, &spki).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
     }
     if keys.is_empty() {
-        return Err(format!("{}: no public keys (*.pem, *.pub, *.crt)", dir.display()));
+        return Err(format!(
+            "{}: no public keys (*.pem, *.pub, *.crt)",
+            dir.display()
+        ));
     }
     Ok(keys)
 }
@@ -95,15 +111,6 @@ fn random(len: usize) -> Vec<u8> {
     v
 }
 
-fn applies(op: Operation, alg: KeyAlgorithm) -> bool {
-    match (op, alg) {
-        (Operation::RsaPkcs1(_) | Operation::RsaPss(_) | Operation::RsaRawDecrypt, KeyAlgorithm::Rsa { .. }) => true,
-        (Operation::Ecdsa(_), KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::EcdsaP521) => true,
-        (Operation::Ed25519, KeyAlgorithm::Ed25519) => true,
-        _ => false,
-    }
-}
-
 fn input_for(op: Operation) -> Vec<u8> {
     random(op.digest().map_or(64, |h| h.len()))
 }
@@ -116,10 +123,20 @@ fn expect_error(result: Result<Vec<u8>, ClientError>, want: ErrorCode) -> Result
     }
 }
 
-async fn sign_and_verify(conn: &Connection, key: &ExpectedKey, opcode: Opcode, op: Operation) -> Result<(), String> {
+async fn sign_and_verify(
+    conn: &Connection,
+    key: &ExpectedKey,
+    opcode: Opcode,
+    op: Operation,
+) -> Result<(), String> {
     let input = input_for(op);
-    let sig = conn.perform(opcode, key.info.ski, &input).await.map_err(|e| e.to_string())?;
-    key.verifier.verify(op, &input, &sig).map_err(|e| format!("{e} ({} byte signature)", sig.len()))
+    let sig = conn
+        .perform(opcode, key.info.ski, &input)
+        .await
+        .map_err(|e| e.to_string())?;
+    key.verifier
+        .verify(op, &input, &sig)
+        .map_err(|e| format!("{e} ({} byte signature)", sig.len()))
 }
 
 /// Run the whole suite on one connection.
@@ -130,27 +147,47 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
         for opcode in Opcode::SIGNING {
             let op = Operation::from_kind(opcode.kind()).expect("signing opcode");
             let name = format!("{} ({alg}): opcode 0x{:02x} {op:?}", key.name, opcode.0);
-            if applies(op, alg) {
+            if op.applies_to(alg) {
                 report.record(name.clone(), sign_and_verify(conn, key, opcode, op).await);
                 if let Some(h) = op.digest() {
                     let short = random(h.len() - 1);
                     let r = conn.perform(opcode, key.info.ski, &short).await;
-                    report.record(format!("{name}: {}-byte digest refused", h.len() - 1), expect_error(r, ErrorCode::Crypto));
+                    report.record(
+                        format!("{name}: {}-byte digest refused", h.len() - 1),
+                        expect_error(r, ErrorCode::Crypto),
+                    );
                 }
             } else {
                 let r = conn.perform(opcode, key.info.ski, &input_for(op)).await;
-                report.record(format!("{name}: refused for this key type"), expect_error(r, ErrorCode::Crypto));
+                report.record(
+                    format!("{name}: refused for this key type"),
+                    expect_error(r, ErrorCode::Crypto),
+                );
             }
         }
         if let KeyAlgorithm::Rsa { bits } = alg {
-            report.record(format!("{} ({alg}): raw RSA decrypt", key.name), rsa_decrypt(conn, key, bits as usize).await);
-            report.record(format!("{} ({alg}): found by certificate digest", key.name), by_digest(conn, key).await);
+            report.record(
+                format!("{} ({alg}): raw RSA decrypt", key.name),
+                rsa_decrypt(conn, key, bits as usize).await,
+            );
+            report.record(
+                format!("{} ({alg}): found by certificate digest", key.name),
+                by_digest(conn, key).await,
+            );
         }
-        report.record(format!("{} ({alg}): 64 pipelined requests", key.name), pipelined(conn, key, 64).await);
+        report.record(
+            format!("{} ({alg}): 64 pipelined requests", key.name),
+            pipelined(conn, key, 64).await,
+        );
     }
     report.record("ping echoes its payload".into(), ping(conn).await);
-    let r = conn.perform(Opcode::ECDSA_SIGN_SHA256, [0xEE; 20], &random(32)).await;
-    report.record("unknown SKI is key-not-found".into(), expect_error(r, ErrorCode::KeyNotFound));
+    let r = conn
+        .perform(Opcode::ECDSA_SIGN_SHA256, [0xEE; 20], &random(32))
+        .await;
+    report.record(
+        "unknown SKI is key-not-found".into(),
+        expect_error(r, ErrorCode::KeyNotFound),
+    );
     let ski: Ski = keys.first().map_or([0; 20], |k| k.info.ski);
     for (op, want) in [
         (0x21, ErrorCode::BadOpcode),
@@ -163,7 +200,10 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
         (0xFF, ErrorCode::UnexpectedOpcode),
     ] {
         let r = conn.perform(Opcode(op), ski, &random(32)).await;
-        report.record(format!("opcode 0x{op:02x} is {want}"), expect_error(r, want));
+        report.record(
+            format!("opcode 0x{op:02x} is {want}"),
+            expect_error(r, want),
+        );
     }
     report
 }
@@ -171,8 +211,14 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
 async fn rsa_decrypt(conn: &Connection, key: &ExpectedKey, bits: usize) -> Result<(), String> {
     let mut plain = random(bits / 8);
     plain[0] = 0; // below the modulus
-    let cipher = key.verifier.rsa_raw_encrypt(&plain).map_err(|e| e.to_string())?;
-    let got = conn.perform(Opcode::RSA_DECRYPT, key.info.ski, &cipher).await.map_err(|e| e.to_string())?;
+    let cipher = key
+        .verifier
+        .rsa_raw_encrypt(&plain)
+        .map_err(|e| e.to_string())?;
+    let got = conn
+        .perform(Opcode::RSA_DECRYPT, key.info.ski, &cipher)
+        .await
+        .map_err(|e| e.to_string())?;
     if got == plain {
         Ok(())
     } else {
@@ -189,7 +235,11 @@ async fn by_digest(conn: &Connection, key: &ExpectedKey) -> Result<(), String> {
     let answer = conn.call(request).await.map_err(|e| e.to_string())?;
     let sig = keyless_client_response(answer)?;
     key.verifier
-        .verify(Operation::RsaPkcs1(keyless_protocol::Hash::Sha256), &digest, &sig)
+        .verify(
+            Operation::RsaPkcs1(keyless_protocol::Hash::Sha256),
+            &digest,
+            &sig,
+        )
         .map_err(|e| e.to_string())
 }
 
@@ -203,9 +253,15 @@ fn keyless_client_response(answer: Message) -> Result<Vec<u8>, String> {
 
 async fn pipelined(conn: &Connection, key: &ExpectedKey, n: usize) -> Result<(), String> {
     let (opcode, op) = match key.info.algorithm {
-        KeyAlgorithm::Rsa { .. } => (Opcode::RSA_PSS_SIGN_SHA256, Operation::RsaPss(keyless_protocol::Hash::Sha256)),
+        KeyAlgorithm::Rsa { .. } => (
+            Opcode::RSA_PSS_SIGN_SHA256,
+            Operation::RsaPss(keyless_protocol::Hash::Sha256),
+        ),
         KeyAlgorithm::Ed25519 => (Opcode::ED25519_SIGN, Operation::Ed25519),
-        _ => (Opcode::ECDSA_SIGN_SHA256, Operation::Ecdsa(keyless_protocol::Hash::Sha256)),
+        _ => (
+            Opcode::ECDSA_SIGN_SHA256,
+            Operation::Ecdsa(keyless_protocol::Hash::Sha256),
+        ),
     };
     let results = join_all((0..n).map(|_| sign_and_verify(conn, key, opcode, op))).await;
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
@@ -219,7 +275,11 @@ async fn ping(conn: &Connection) -> Result<(), String> {
     for payload in [b"".to_vec(), b"keyless".to_vec(), random(900)] {
         let echoed = conn.ping(&payload).await.map_err(|e| e.to_string())?;
         if echoed != payload {
-            return Err(format!("sent {} bytes, got back {} different bytes", payload.len(), echoed.len()));
+            return Err(format!(
+                "sent {} bytes, got back {} different bytes",
+                payload.len(),
+                echoed.len()
+            ));
         }
     }
     Ok(())

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
 #[derive(Parser)]
-#[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
+#[command(
+    name = "keyless-tool",
+    version,
+    about = "Utilities for keyless key servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,17 +55,22 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::GenPki { out, port } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
-            Ok(pki) => {
-                println!("development PKI written to {}", pki.dir.display());
-                println!("start a key server with: keyless-server -c {}", pki.config.display());
-                ExitCode::SUCCESS
+        Command::GenPki { out, port } => {
+            match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
+                Ok(pki) => {
+                    println!("development PKI written to {}", pki.dir.display());
+                    println!(
+                        "start a key server with: keyless-server -c {}",
+                        pki.config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("keyless-tool: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Conformance {
             server,
             server_name,
@@ -70,7 +79,10 @@ fn main() -> ExitCode {
             key,
             pubkeys,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build();
             let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -78,7 +90,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run_conformance(&server, server_name, &ca, &cert, &key, &pubkeys)) {
+            match rt.block_on(run_conformance(
+                &server,
+                server_name,
+                &ca,
+                &cert,
+                &key,
+                &pubkeys,
+            )) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
@@ -98,7 +117,10 @@ async fn run_conformance(
     key: &std::path::Path,
     pubkeys: &std::path::Path,
 ) -> Result<bool, String> {
-    let host = server.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(server);
+    let host = server
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or(server);
     let addr: SocketAddr = tokio::net::lookup_host(server)
         .await
         .map_err(|e| format!("{server}: {e}"))?
@@ -107,7 +129,9 @@ async fn run_conformance(
     let tls = keyless_client::client_config_from_files(ca, cert, key).map_err(|e| e.to_string())?;
     let keys = conformance::load_expected_keys(pubkeys)?;
     let name = server_name.unwrap_or_else(|| host.to_owned());
-    let conn = keyless_client::connect(addr, &name, tls).await.map_err(|e| e.to_string())?;
+    let conn = keyless_client::connect(addr, &name, tls)
+        .await
+        .map_err(|e| e.to_string())?;
     let report = conformance::run(&conn, &keys).await;
     for o in &report.outcomes {
         match &o.result {

@@ -2,6 +2,8 @@
 
 use keyless_protocol::{Hash, OpKind};
 
+use crate::KeyAlgorithm;
+
 /// One private-key operation. Signing operations take a digest the client
 /// already computed, except Ed25519, which signs the message itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,18 @@ impl Operation {
             OpKind::Ed25519Sign => Operation::Ed25519,
             _ => return None,
         })
+    }
+
+    /// Whether a key of this type can perform the operation.
+    pub fn applies_to(self, key: KeyAlgorithm) -> bool {
+        use KeyAlgorithm::*;
+        match self {
+            Operation::RsaPkcs1(_) | Operation::RsaPss(_) | Operation::RsaRawDecrypt => {
+                matches!(key, Rsa { .. })
+            }
+            Operation::Ecdsa(_) => matches!(key, EcdsaP256 | EcdsaP384 | EcdsaP521),
+            Operation::Ed25519 => key == Ed25519,
+        }
     }
 
     /// The digest the input must be, if the operation signs a digest.

@@ -49,7 +49,10 @@ pub async fn connect_stream(
         .map_err(|e| ClientError::Config(format!("server name {server_name:?}: {e}")))?;
     let tcp = TcpStream::connect(addr).await.map_err(err)?;
     tcp.set_nodelay(true).map_err(err)?;
-    let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(err)?;
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(err)?;
     // With TLS 1.3 the server checks our certificate after the handshake
     // completes on our side; a zero-length flush surfaces nothing, so callers
     // learn of a refusal on their first read.
@@ -58,7 +61,11 @@ pub async fn connect_stream(
 }
 
 /// Connect and start the reader and writer tasks on the current tokio runtime.
-pub async fn connect(addr: SocketAddr, server_name: &str, tls: Arc<ClientConfig>) -> Result<Connection, ClientError> {
+pub async fn connect(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: Arc<ClientConfig>,
+) -> Result<Connection, ClientError> {
     let stream = connect_stream(addr, server_name, tls).await?;
     let (reader, writer) = tokio::io::split(stream);
     let pending: Pending = Arc::default();
@@ -73,7 +80,11 @@ pub async fn connect(addr: SocketAddr, server_name: &str, tls: Arc<ClientConfig>
     })
 }
 
-async fn write_loop(mut writer: WriteHalf<TlsStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>, pending: Pending) {
+async fn write_loop(
+    mut writer: WriteHalf<TlsStream>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Pending,
+) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
@@ -118,7 +129,11 @@ async fn read_loop(mut reader: ReadHalf<TlsStream>, pending: Pending) {
                     Message::error(ErrorCode::Format)
                 }
             };
-            let waiter = pending.lock().map(|mut p| p.waiting.remove(&id)).ok().flatten();
+            let waiter = pending
+                .lock()
+                .map(|mut p| p.waiting.remove(&id))
+                .ok()
+                .flatten();
             match waiter {
                 Some(tx) => {
                     let _ = tx.send(message);
@@ -152,10 +167,15 @@ impl Connection {
     /// Send one message and wait for the answer with the same ID.
     pub async fn call(&self, message: Message) -> Result<Message, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = Frame::new(id, message).encode().map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = Frame::new(id, message)
+            .encode()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut p = self.pending.lock().map_err(|_| ClientError::Closed("poisoned".into()))?;
+            let mut p = self
+                .pending
+                .lock()
+                .map_err(|_| ClientError::Closed("poisoned".into()))?;
             if let Some(reason) = &p.closed {
                 return Err(ClientError::Closed(reason.clone()));
             }
@@ -163,22 +183,39 @@ impl Connection {
         }
         if self.writer.send(bytes).is_err() {
             self.pending.lock().ok().map(|mut p| p.waiting.remove(&id));
-            return Err(ClientError::Closed(self.closed().unwrap_or_else(|| "writer stopped".into())));
+            return Err(ClientError::Closed(
+                self.closed().unwrap_or_else(|| "writer stopped".into()),
+            ));
         }
-        rx.await.map_err(|_| ClientError::Closed(self.closed().unwrap_or_else(|| "connection lost".into())))
+        rx.await.map_err(|_| {
+            ClientError::Closed(self.closed().unwrap_or_else(|| "connection lost".into()))
+        })
     }
 
     /// Perform `opcode` with key `ski` on `payload`; the result or the server's error.
-    pub async fn perform(&self, opcode: Opcode, ski: Ski, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        expect_response(self.call(Message::request(opcode, Some(ski), payload.to_vec())).await?)
+    pub async fn perform(
+        &self,
+        opcode: Opcode,
+        ski: Ski,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        expect_response(
+            self.call(Message::request(opcode, Some(ski), payload.to_vec()))
+                .await?,
+        )
     }
 
     /// Ping with a payload; returns the echoed payload.
     pub async fn ping(&self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let answer = self.call(Message::request(Opcode::PING, None, payload.to_vec())).await?;
+        let answer = self
+            .call(Message::request(Opcode::PING, None, payload.to_vec()))
+            .await?;
         check_error(&answer)?;
         if answer.opcode != Some(Opcode::PONG) {
-            return Err(ClientError::Protocol(format!("ping answered with {:?}", answer.opcode)));
+            return Err(ClientError::Protocol(format!(
+                "ping answered with {:?}",
+                answer.opcode
+            )));
         }
         Ok(answer.payload.unwrap_or_default())
     }
@@ -196,7 +233,10 @@ fn check_error(answer: &Message) -> Result<(), ClientError> {
 pub fn expect_response(answer: Message) -> Result<Vec<u8>, ClientError> {
     check_error(&answer)?;
     if answer.opcode != Some(Opcode::RESPONSE) {
-        return Err(ClientError::Protocol(format!("expected a response, got {:?}", answer.opcode)));
+        return Err(ClientError::Protocol(format!(
+            "expected a response, got {:?}",
+            answer.opcode
+        )));
     }
     Ok(answer.payload.unwrap_or_default())
 }

@@ -17,7 +17,9 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>, ClientError> {
     let mut roots = RootCertStore::empty();
     for c in ca {
-        roots.add(c).map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
@@ -34,13 +36,17 @@ pub fn client_config(
 }
 
 /// [`client_config`] from PEM files.
-pub fn client_config_from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, ClientError> {
+pub fn client_config_from_files(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, ClientError> {
     let certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, ClientError> {
         CertificateDer::pem_file_iter(p)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| ClientError::Config(format!("{}: {e}", p.display())))
     };
-    let private_key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Config(format!("{}: {e}", key.display())))?;
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ClientError::Config(format!("{}: {e}", key.display())))?;
     client_config(certs(ca)?, Some((certs(cert)?, private_key)))
 }

@@ -14,7 +14,11 @@ pub const SEARCH_PATH: &[&str] = &["gokeyless.yaml", "/etc/keyless/gokeyless.yam
 
 /// Command line. Every setting can also come from `KEYLESS_<NAME>`.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "keyless-server", version, about = "Keyless SSL key server, wire-compatible with gokeyless")]
+#[command(
+    name = "keyless-server",
+    version,
+    about = "Keyless SSL key server, wire-compatible with gokeyless"
+)]
 pub struct Cli {
     /// Configuration file (default: ./gokeyless.yaml, then /etc/keyless/gokeyless.yaml).
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
@@ -53,10 +57,18 @@ pub struct Cli {
     #[arg(long = "pid-file", env = "KEYLESS_PID_FILE")]
     pub pid_file: Option<PathBuf>,
     /// Directories of `*.key` files, added to private_key_stores.
-    #[arg(long = "private-key-dirs", env = "KEYLESS_PRIVATE_KEY_DIRS", value_delimiter = ',')]
+    #[arg(
+        long = "private-key-dirs",
+        env = "KEYLESS_PRIVATE_KEY_DIRS",
+        value_delimiter = ','
+    )]
     pub private_key_dirs: Vec<PathBuf>,
     /// Key files, added to private_key_stores.
-    #[arg(long = "private-key-files", env = "KEYLESS_PRIVATE_KEY_FILES", value_delimiter = ',')]
+    #[arg(
+        long = "private-key-files",
+        env = "KEYLESS_PRIVATE_KEY_FILES",
+        value_delimiter = ','
+    )]
     pub private_key_files: Vec<PathBuf>,
     /// Address to listen on (ours; gokeyless listens on all addresses).
     #[arg(long = "listen-host", env = "KEYLESS_LISTEN_HOST")]
@@ -168,7 +180,11 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         // serde_yaml_ng appends " at line L column C"; we put it in front instead.
         let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
         ConfigError::Syntax {
             path: path.to_owned(),
             line,
@@ -188,20 +204,34 @@ pub fn locate(cli: &Cli) -> Option<PathBuf> {
 }
 
 /// Merge flags and environment (already folded together by clap) over the file over defaults.
-pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<Settings, ConfigError> {
+pub fn resolve(
+    cli: &Cli,
+    file_path: Option<&Path>,
+    file: FileConfig,
+) -> Result<Settings, ConfigError> {
     let loglevel = cli.loglevel.or(file.loglevel).unwrap_or(1);
     if loglevel > 5 {
         let message = format!("loglevel {loglevel} is out of range (0 debug ... 5 fatal)");
         return Err(match (cli.loglevel, file_path) {
-            (None, Some(p)) => ConfigError::Invalid { path: p.to_owned(), message: format!("field `loglevel`: {message}") },
+            (None, Some(p)) => ConfigError::Invalid {
+                path: p.to_owned(),
+                message: format!("field `loglevel`: {message}"),
+            },
             _ => ConfigError::Other(message),
         });
     }
-    let mut key_sources: Vec<KeySource> =
-        file.private_key_stores.unwrap_or_default().into_iter().map(|s| s.0).collect();
+    let mut key_sources: Vec<KeySource> = file
+        .private_key_stores
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
     key_sources.extend(cli.private_key_dirs.iter().cloned().map(KeySource::Dir));
     key_sources.extend(cli.private_key_files.iter().cloned().map(KeySource::File));
-    let host = cli.listen_host.or(file.listen_host).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let host = cli
+        .listen_host
+        .or(file.listen_host)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port = cli.port.or(file.port).unwrap_or(2407);
     if let Some(0) = cli.workers.or(file.workers) {
         return Err(ConfigError::Other("workers must be at least 1".into()));
@@ -214,8 +244,16 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
             || cli.origin_ca_api_key.is_some()
             || file.zone_id.is_some()
             || file.origin_ca_api_key.is_some(),
-        auth_cert: cli.auth_cert.clone().or(file.auth_cert).unwrap_or_else(|| "server.pem".into()),
-        auth_key: cli.auth_key.clone().or(file.auth_key).unwrap_or_else(|| "server-key.pem".into()),
+        auth_cert: cli
+            .auth_cert
+            .clone()
+            .or(file.auth_cert)
+            .unwrap_or_else(|| "server.pem".into()),
+        auth_key: cli
+            .auth_key
+            .clone()
+            .or(file.auth_key)
+            .unwrap_or_else(|| "server-key.pem".into()),
         cloudflare_ca_cert: cli
             .cloudflare_ca_cert
             .clone()

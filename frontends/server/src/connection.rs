@@ -35,7 +35,13 @@ where
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(if inbuf.is_empty() { Closed::Clean } else { Closed::MidFrame { buffered: inbuf.len() } });
+            return Ok(if inbuf.is_empty() {
+                Closed::Clean
+            } else {
+                Closed::MidFrame {
+                    buffered: inbuf.len(),
+                }
+            });
         }
         inbuf.extend_from_slice(&chunk[..n]);
         let mut consumed = 0;
@@ -52,7 +58,7 @@ where
                 stream.write_all(&outbuf).await?;
                 outbuf.clear();
             }
-            if answered % 16 == 0 {
+            if answered.is_multiple_of(16) {
                 // Let other connections on this core have a turn.
                 glommio::executor().yield_if_needed().await;
             }

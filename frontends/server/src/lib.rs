@@ -69,7 +69,11 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
              provide auth_cert, auth_key and cloudflare_ca_cert instead"
         );
     }
-    let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let tls = tls::server_config(
+        &settings.auth_cert,
+        &settings.auth_key,
+        &settings.cloudflare_ca_cert,
+    )?;
     let keys = keyless_keys::load_sources(&settings.key_sources)?;
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
@@ -91,7 +95,12 @@ pub fn start_with(
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
     let reservation = reserve_port(listen)?;
-    let addr = reservation.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let addr = reservation
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
     let addr = addr.as_socket().unwrap_or(listen);
     let keys = Arc::new(keys);
     let key_count = keys.len();
@@ -117,7 +126,9 @@ pub fn start_with(
                         }
                     };
                     drop(ready);
-                    listener::accept_loop(listener, tls, Rc::new(store)).await.map_err(|e| e.to_string())
+                    listener::accept_loop(listener, tls, Rc::new(store))
+                        .await
+                        .map_err(|e| e.to_string())
                 }
             })
         })
@@ -139,7 +150,11 @@ pub fn start_with(
     }
     drop(reservation);
     tracing::info!("serving {key_count} keys on {addr} with {cores} cores");
-    Ok(RunningServer { addr, key_count, thread })
+    Ok(RunningServer {
+        addr,
+        key_count,
+        thread,
+    })
 }
 
 fn core_key_setup(
@@ -147,13 +162,17 @@ fn core_key_setup(
     addr: SocketAddr,
 ) -> Result<(glommio::net::TcpListener, keyless_keys::KeyStore), String> {
     let store = listener::core_key_store(keys)?;
-    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     Ok((listener, store))
 }
 
 fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
     use socket2::{Domain, Socket, Type};
-    let bind_err = |source| ServerError::Bind { addr: listen, source };
+    let bind_err = |source| ServerError::Bind {
+        addr: listen,
+        source,
+    };
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None).map_err(bind_err)?;
     socket.set_reuse_port(true).map_err(bind_err)?;
     socket.set_reuse_address(true).map_err(bind_err)?;

@@ -17,7 +17,9 @@ use crate::connection::{self, Closed};
 pub fn core_key_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
     let mut store = KeyStore::new();
     for k in keys {
-        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.path().display()))?;
+        let key = k
+            .instantiate()
+            .map_err(|e| format!("{}: {e}", k.path().display()))?;
         store.insert(Box::new(key));
     }
     Ok(store)
@@ -56,7 +58,10 @@ pub async fn accept_loop(
             match connection::serve(&mut tls, &store).await {
                 Ok(Closed::Clean) => tracing::debug!(?peer, "connection closed"),
                 Ok(Closed::MidFrame { buffered }) => {
-                    tracing::warn!(?peer, "connection closed mid-frame ({buffered} bytes unread)")
+                    tracing::warn!(
+                        ?peer,
+                        "connection closed mid-frame ({buffered} bytes unread)"
+                    )
                 }
                 Err(e) => tracing::info!(?peer, "connection ended: {e}"),
             }

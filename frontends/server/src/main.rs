@@ -32,8 +32,12 @@ fn dev_setup(cli: &mut Cli) -> Result<(), String> {
     if pki.is_complete() {
         eprintln!("using the development PKI in {}", pki.dir.display());
     } else {
-        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407).map_err(|e| e.to_string())?;
-        eprintln!("created a throwaway development PKI in {}", pki.dir.display());
+        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "created a throwaway development PKI in {}",
+            pki.dir.display()
+        );
     }
     cli.config_file.get_or_insert(pki.config.clone());
     cli.listen_host.get_or_insert([127, 0, 0, 1].into());
@@ -72,7 +76,9 @@ fn main() -> ExitCode {
     init_logging(settings.loglevel);
     match &settings.config_file {
         Some(p) => tracing::info!("using configuration {}", p.display()),
-        None => tracing::info!("no configuration file found; using flags, environment and defaults"),
+        None => {
+            tracing::info!("no configuration file found; using flags, environment and defaults")
+        }
     }
     let running = match keyless_server::start(&settings) {
         Ok(r) => r,

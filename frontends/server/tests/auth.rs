@@ -20,7 +20,9 @@ fn ca_roots() -> Vec<CertificateDer<'static>> {
     keyless_server::tls::load_certs(&common::server().pki.ca_cert).unwrap()
 }
 
-fn identity(issued: &keyless_pki::Issued) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn identity(
+    issued: &keyless_pki::Issued,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     (
         vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
         PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
@@ -30,10 +32,13 @@ fn identity(issued: &keyless_pki::Issued) -> (Vec<CertificateDer<'static>>, Priv
 /// Whether the server answers a ping from a client with this configuration.
 async fn served(config: Arc<rustls::ClientConfig>) -> bool {
     let server = common::server();
-    let Ok(mut stream) = keyless_client::connect_stream(server.addr, "localhost", config).await else {
+    let Ok(mut stream) = keyless_client::connect_stream(server.addr, "localhost", config).await
+    else {
         return false; // TLS 1.2: refused during the handshake
     };
-    let ping = Frame::new(1, Message::request(Opcode::PING, None, b"hi".to_vec())).encode().unwrap();
+    let ping = Frame::new(1, Message::request(Opcode::PING, None, b"hi".to_vec()))
+        .encode()
+        .unwrap();
     if stream.write_all(&ping).await.is_err() {
         return false;
     }
@@ -56,7 +61,9 @@ async fn served(config: Arc<rustls::ClientConfig>) -> bool {
     read.expect("server neither answered nor closed within 10 s")
 }
 
-fn with_identity(id: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>) -> Arc<rustls::ClientConfig> {
+fn with_identity(
+    id: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Arc<rustls::ClientConfig> {
     keyless_client::client_config(ca_roots(), id).unwrap()
 }
 
@@ -82,7 +89,13 @@ async fn an_expired_certificate_is_refused() {
     let ca = common::server().pki.ca().unwrap();
     let now = OffsetDateTime::now_utc();
     let issued = ca
-        .issue_with("expired", &[], &[Usage::Client], now - time::Duration::days(30), now - time::Duration::days(1))
+        .issue_with(
+            "expired",
+            &[],
+            &[Usage::Client],
+            now - time::Duration::days(30),
+            now - time::Duration::days(1),
+        )
         .unwrap();
     assert!(!served(with_identity(Some(identity(&issued)))).await);
     // Control: the same CA's valid client certificate is served.
@@ -93,21 +106,39 @@ async fn an_expired_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_only_certificate_is_refused_as_a_client() {
     let ca = common::server().pki.ca().unwrap();
-    let issued = ca.issue("not a client", &["localhost"], Usage::Server).unwrap();
+    let issued = ca
+        .issue("not a client", &["localhost"], Usage::Server)
+        .unwrap();
     assert!(!served(with_identity(Some(identity(&issued)))).await);
 }
 
 /// Run `openssl s_client` with a keyless ping on stdin; return what came back.
 fn openssl_ping(extra: &[&str]) -> Option<Frame> {
     let server = common::server();
-    let ping = Frame::new(77, Message::request(Opcode::PING, None, b"openssl".to_vec())).encode().unwrap();
+    let ping = Frame::new(
+        77,
+        Message::request(Opcode::PING, None, b"openssl".to_vec()),
+    )
+    .encode()
+    .unwrap();
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-quiet", "-connect", &server.addr.to_string(), "-servername", "localhost"])
-        .args(["-CAfile", server.pki.ca_cert.to_str().unwrap(), "-verify_return_error"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "s_client",
+        "-quiet",
+        "-connect",
+        &server.addr.to_string(),
+        "-servername",
+        "localhost",
+    ])
+    .args([
+        "-CAfile",
+        server.pki.ca_cert.to_str().unwrap(),
+        "-verify_return_error",
+    ])
+    .args(extra)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let mut child = cmd.spawn().expect("openssl binary");
     child.stdin.as_mut().unwrap().write_all(&ping).unwrap();
     let mut stdout = child.stdout.take().unwrap();
@@ -126,7 +157,12 @@ fn openssl_ping(extra: &[&str]) -> Option<Frame> {
 #[test]
 fn openssl_s_client_with_the_client_certificate_gets_a_pong() {
     let pki = &common::server().pki;
-    let cert = ["-cert", pki.client_cert.to_str().unwrap(), "-key", pki.client_key.to_str().unwrap()];
+    let cert = [
+        "-cert",
+        pki.client_cert.to_str().unwrap(),
+        "-key",
+        pki.client_key.to_str().unwrap(),
+    ];
     for version in ["-tls1_2", "-tls1_3"] {
         let mut args = cert.to_vec();
         args.push(version);
@@ -140,6 +176,9 @@ fn openssl_s_client_with_the_client_certificate_gets_a_pong() {
 #[test]
 fn openssl_s_client_without_a_certificate_is_refused() {
     for version in ["-tls1_2", "-tls1_3"] {
-        assert!(openssl_ping(&[version]).is_none(), "served without a certificate over {version}");
+        assert!(
+            openssl_ping(&[version]).is_none(),
+            "served without a certificate over {version}"
+        );
     }
 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn raw_stream() -> keyless_client::TlsStream {
     let s = common::server();
-    keyless_client::connect_stream(s.addr, "localhost", s.client_tls()).await.unwrap()
+    keyless_client::connect_stream(s.addr, "localhost", s.client_tls())
+        .await
+        .unwrap()
 }
 
 /// Read one whole frame (with a timeout, so a silent server fails the test).
@@ -65,38 +67,119 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
     let rsa = key(&keys, "rsa-2048");
     let ping = [item(0x11, &[0xF1]), item(0x12, b"still here")].concat();
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
-        ("wrong major version", frame_bytes(2, 101, &ping), ErrorCode::VersionMismatch),
-        ("duplicate tag", frame_bytes(1, 102, &[item(0x11, &[0xF1]), item(0x11, &[0xF1])].concat()), ErrorCode::Format),
-        ("truncated item", frame_bytes(1, 103, &[item(0x11, &[0xF1]), vec![0x12, 0x00, 0x40, 1, 2]].concat()), ErrorCode::Format),
-        ("truncated item header", frame_bytes(1, 104, &[item(0x11, &[0xF1]), vec![0x12, 0x00]].concat()), ErrorCode::Format),
-        ("opcode of two bytes", frame_bytes(1, 105, &item(0x11, &[0x15, 0x15])), ErrorCode::Format),
-        ("SKI of 19 bytes", frame_bytes(1, 106, &[item(0x11, &[0x15]), item(0x04, &[1; 19])].concat()), ErrorCode::Format),
-        ("missing opcode", frame_bytes(1, 107, &[item(0x04, &ec), item(0x12, &[0; 32])].concat()), ErrorCode::BadOpcode),
-        ("unknown opcode", frame_bytes(1, 108, &[item(0x11, &[0x77]), item(0x04, &ec)].concat()), ErrorCode::BadOpcode),
-        ("response opcode in a request", frame_bytes(1, 109, &item(0x11, &[0xF0])), ErrorCode::UnexpectedOpcode),
-        ("error opcode in a request", frame_bytes(1, 110, &item(0x11, &[0xFF])), ErrorCode::UnexpectedOpcode),
+        (
+            "wrong major version",
+            frame_bytes(2, 101, &ping),
+            ErrorCode::VersionMismatch,
+        ),
+        (
+            "duplicate tag",
+            frame_bytes(1, 102, &[item(0x11, &[0xF1]), item(0x11, &[0xF1])].concat()),
+            ErrorCode::Format,
+        ),
+        (
+            "truncated item",
+            frame_bytes(
+                1,
+                103,
+                &[item(0x11, &[0xF1]), vec![0x12, 0x00, 0x40, 1, 2]].concat(),
+            ),
+            ErrorCode::Format,
+        ),
+        (
+            "truncated item header",
+            frame_bytes(1, 104, &[item(0x11, &[0xF1]), vec![0x12, 0x00]].concat()),
+            ErrorCode::Format,
+        ),
+        (
+            "opcode of two bytes",
+            frame_bytes(1, 105, &item(0x11, &[0x15, 0x15])),
+            ErrorCode::Format,
+        ),
+        (
+            "SKI of 19 bytes",
+            frame_bytes(
+                1,
+                106,
+                &[item(0x11, &[0x15]), item(0x04, &[1; 19])].concat(),
+            ),
+            ErrorCode::Format,
+        ),
+        (
+            "missing opcode",
+            frame_bytes(1, 107, &[item(0x04, &ec), item(0x12, &[0; 32])].concat()),
+            ErrorCode::BadOpcode,
+        ),
+        (
+            "unknown opcode",
+            frame_bytes(1, 108, &[item(0x11, &[0x77]), item(0x04, &ec)].concat()),
+            ErrorCode::BadOpcode,
+        ),
+        (
+            "response opcode in a request",
+            frame_bytes(1, 109, &item(0x11, &[0xF0])),
+            ErrorCode::UnexpectedOpcode,
+        ),
+        (
+            "error opcode in a request",
+            frame_bytes(1, 110, &item(0x11, &[0xFF])),
+            ErrorCode::UnexpectedOpcode,
+        ),
         (
             "31-byte SHA-256 digest",
-            frame_bytes(1, 111, &[item(0x11, &[0x15]), item(0x04, &ec), item(0x12, &[1; 31])].concat()),
+            frame_bytes(
+                1,
+                111,
+                &[item(0x11, &[0x15]), item(0x04, &ec), item(0x12, &[1; 31])].concat(),
+            ),
             ErrorCode::Crypto,
         ),
         (
             "ECDSA opcode on an RSA key",
-            frame_bytes(1, 112, &[item(0x11, &[0x15]), item(0x04, &rsa), item(0x12, &[1; 32])].concat()),
+            frame_bytes(
+                1,
+                112,
+                &[item(0x11, &[0x15]), item(0x04, &rsa), item(0x12, &[1; 32])].concat(),
+            ),
             ErrorCode::Crypto,
         ),
         (
             "RSA opcode on an ECDSA key",
-            frame_bytes(1, 113, &[item(0x11, &[0x05]), item(0x04, &ec), item(0x12, &[1; 32])].concat()),
+            frame_bytes(
+                1,
+                113,
+                &[item(0x11, &[0x05]), item(0x04, &ec), item(0x12, &[1; 32])].concat(),
+            ),
             ErrorCode::Crypto,
         ),
         (
             "unknown SKI",
-            frame_bytes(1, 114, &[item(0x11, &[0x15]), item(0x04, &[9; 20]), item(0x12, &[1; 32])].concat()),
+            frame_bytes(
+                1,
+                114,
+                &[
+                    item(0x11, &[0x15]),
+                    item(0x04, &[9; 20]),
+                    item(0x12, &[1; 32]),
+                ]
+                .concat(),
+            ),
             ErrorCode::KeyNotFound,
         ),
-        ("no key named at all", frame_bytes(1, 115, &[item(0x11, &[0x15]), item(0x12, &[1; 32])].concat()), ErrorCode::KeyNotFound),
-        ("seal is not served", frame_bytes(1, 116, &[item(0x11, &[0x21]), item(0x12, b"x")].concat()), ErrorCode::BadOpcode),
+        (
+            "no key named at all",
+            frame_bytes(
+                1,
+                115,
+                &[item(0x11, &[0x15]), item(0x12, &[1; 32])].concat(),
+            ),
+            ErrorCode::KeyNotFound,
+        ),
+        (
+            "seal is not served",
+            frame_bytes(1, 116, &[item(0x11, &[0x21]), item(0x12, b"x")].concat()),
+            ErrorCode::BadOpcode,
+        ),
     ];
     let mut stream = raw_stream().await;
     let mut buf = Vec::new();
@@ -107,9 +190,16 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
         assert_eq!(answer.id, id, "{name}: answer carries the request's ID");
         assert_eq!(answer.message.error_code(), Some(Ok(*want)), "{name}");
         // The same connection still answers a good request.
-        stream.write_all(&frame_bytes(1, 9000 + id, &ping)).await.unwrap();
+        stream
+            .write_all(&frame_bytes(1, 9000 + id, &ping))
+            .await
+            .unwrap();
         let pong = read_frame(&mut stream, &mut buf).await;
-        assert_eq!((pong.id, pong.message.opcode), (9000 + id, Some(Opcode::PONG)), "after {name}");
+        assert_eq!(
+            (pong.id, pong.message.opcode),
+            (9000 + id, Some(Opcode::PONG)),
+            "after {name}"
+        );
         assert_eq!(pong.message.payload.as_deref(), Some(&b"still here"[..]));
     }
 }
@@ -119,7 +209,11 @@ async fn all_bad_requests_pipelined_in_one_write() {
     let mut stream = raw_stream().await;
     let mut batch = Vec::new();
     for id in 0..200u32 {
-        let body = if id % 2 == 0 { item(0x11, &[0xF1]) } else { [item(0x11, &[0xF1]), item(0x11, &[0xF1])].concat() };
+        let body = if id % 2 == 0 {
+            item(0x11, &[0xF1])
+        } else {
+            [item(0x11, &[0xF1]), item(0x11, &[0xF1])].concat()
+        };
         batch.extend(frame_bytes(1, id, &body));
     }
     stream.write_all(&batch).await.unwrap();
@@ -127,7 +221,11 @@ async fn all_bad_requests_pipelined_in_one_write() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..200 {
         let f = read_frame(&mut stream, &mut buf).await;
-        let want = if f.id % 2 == 0 { None } else { Some(Ok(ErrorCode::Format)) };
+        let want = if f.id % 2 == 0 {
+            None
+        } else {
+            Some(Ok(ErrorCode::Format))
+        };
         assert_eq!(f.message.error_code(), want, "id {}", f.id);
         assert!(seen.insert(f.id));
     }
@@ -149,7 +247,10 @@ async fn lost_framing_closes_only_that_connection() {
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     let closed = matches!(read, Ok(Ok(_)) | Ok(Err(_)));
     assert!(closed, "the server should close the connection");
-    assert!(rest.is_empty(), "no answer for a frame that never completed");
+    assert!(
+        rest.is_empty(),
+        "no answer for a frame that never completed"
+    );
 
     // Garbage that is not a frame at all, then hang up mid-frame.
     let mut garbage = raw_stream().await;
@@ -157,7 +258,10 @@ async fn lost_framing_closes_only_that_connection() {
     drop(garbage);
 
     assert_eq!(bystander.ping(b"after").await.unwrap(), b"after");
-    let m = bystander.call(Message::request(Opcode::PING, None, vec![1; 3000])).await.unwrap();
+    let m = bystander
+        .call(Message::request(Opcode::PING, None, vec![1; 3000]))
+        .await
+        .unwrap();
     assert_eq!(m.payload.unwrap().len(), 3000);
 }
 

@@ -41,13 +41,19 @@ fn a_gokeyless_file_is_read_with_its_keys() {
     assert_eq!(s.hostname.as_deref(), Some("keyserver.example.com"));
     assert_eq!(s.auth_cert, Path::new("/etc/keyless/server.pem"));
     assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"));
-    assert_eq!(s.cloudflare_ca_cert, Path::new("/etc/keyless/keyless_cacert.pem"));
+    assert_eq!(
+        s.cloudflare_ca_cert,
+        Path::new("/etc/keyless/keyless_cacert.pem")
+    );
     assert_eq!(s.listen.port(), 2407);
     assert_eq!(s.metrics_port, 2406);
     assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/gokeyless.pid")));
     assert_eq!(
         s.key_sources,
-        vec![KeySource::Dir("/etc/keyless/keys".into()), KeySource::File("/etc/keyless/extra/site.key".into())]
+        vec![
+            KeySource::Dir("/etc/keyless/keys".into()),
+            KeySource::File("/etc/keyless/extra/site.key".into())
+        ]
     );
     // Empty zone_id/origin_ca_api_key strings still count as "set" in gokeyless's
     // file, so the server says once that activation is not supported.
@@ -87,7 +93,11 @@ fn flags_override_the_file_and_key_flags_add_stores() {
     assert_eq!(s.listen.port(), 3000);
     assert_eq!(s.loglevel, 0);
     assert_eq!(s.auth_cert, Path::new("flag.pem"));
-    assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"), "unset flags leave the file's value");
+    assert_eq!(
+        s.auth_key,
+        Path::new("/etc/keyless/server-key.pem"),
+        "unset flags leave the file's value"
+    );
     assert_eq!(s.key_sources.len(), 5);
     assert_eq!(s.key_sources[2], KeySource::Dir("/a".into()));
     assert_eq!(s.key_sources[4], KeySource::File("/c.key".into()));
@@ -107,17 +117,28 @@ fn a_bad_value_names_file_line_and_field() {
     assert!(msg.starts_with("/etc/keyless/gokeyless.yaml:2:"), "{msg}");
     assert!(msg.contains("port"), "{msg}");
 
-    let (line, msg) = syntax_error("port: 2407\nprivate_key_stores:\n  - dir: /keys\n  - path: /other\n");
+    let (line, msg) =
+        syntax_error("port: 2407\nprivate_key_stores:\n  - dir: /keys\n  - path: /other\n");
     assert_eq!(line, 4);
-    assert!(msg.contains("private_key_stores[1]") && msg.contains("path"), "{msg}");
+    assert!(
+        msg.contains("private_key_stores[1]") && msg.contains("path"),
+        "{msg}"
+    );
 
-    let (line, msg) = syntax_error("port: 1\nprivate_key_stores:\n  - dir: /keys\n    file: /k.key\n");
+    let (line, msg) =
+        syntax_error("port: 1\nprivate_key_stores:\n  - dir: /keys\n    file: /k.key\n");
     assert_eq!(line, 3, "{msg}");
-    assert!(msg.contains("private_key_stores") && msg.contains("exactly one"), "{msg}");
+    assert!(
+        msg.contains("private_key_stores") && msg.contains("exactly one"),
+        "{msg}"
+    );
 
     let (line, msg) = syntax_error("private_key_stores:\n  - uri: pkcs11:token=SoftHSM;object=k\n");
     assert_eq!(line, 2, "{msg}");
-    assert!(msg.contains("private_key_stores") && msg.contains("PKCS#11"), "{msg}");
+    assert!(
+        msg.contains("private_key_stores") && msg.contains("PKCS#11"),
+        "{msg}"
+    );
 
     let (line, msg) = syntax_error("port: 2407\nauth_cert: [unclosed\n");
     assert!(line >= 2, "{msg}");
@@ -130,12 +151,16 @@ fn a_bad_value_names_file_line_and_field() {
 fn an_out_of_range_loglevel_names_the_field() {
     let path = Path::new("g.yaml");
     let file = config::parse_file(path, "loglevel: 9\n").unwrap();
-    let e = config::resolve(&cli(&[]), Some(path), file).unwrap_err().to_string();
+    let e = config::resolve(&cli(&[]), Some(path), file)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("g.yaml") && e.contains("loglevel"), "{e}");
 }
 
 #[test]
 fn an_explicit_config_file_must_exist() {
-    let e = config::load(&cli(&["-c", "/nonexistent/gokeyless.yaml"])).unwrap_err().to_string();
+    let e = config::load(&cli(&["-c", "/nonexistent/gokeyless.yaml"]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/gokeyless.yaml"), "{e}");
 }

@@ -8,10 +8,22 @@ use std::sync::Arc;
 use keyless_tools::conformance;
 
 fn assert_all_passed(report: &conformance::Report) {
-    let failures: Vec<String> = report.failed().map(|o| format!("{}: {:?}", o.name, o.result)).collect();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    let failures: Vec<String> = report
+        .failed()
+        .map(|o| format!("{}: {:?}", o.name, o.result))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Six keys, each with 16 signing opcodes and more: the suite really ran.
-    assert!(report.passed() > 6 * 16, "only {} checks ran", report.passed());
+    assert!(
+        report.passed() > 6 * 16,
+        "only {} checks ran",
+        report.passed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,15 +63,22 @@ async fn gokeyless_cipher_suite_over_tls12() {
         )
         .unwrap();
     config.alpn_protocols = base.alpn_protocols.clone();
-    let stream = keyless_client::connect_stream(server.addr, "localhost", Arc::new(config.clone())).await.unwrap();
+    let stream = keyless_client::connect_stream(server.addr, "localhost", Arc::new(config.clone()))
+        .await
+        .unwrap();
     let (_, session) = stream.get_ref();
-    assert_eq!(session.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
     assert_eq!(
         session.negotiated_cipher_suite().unwrap().suite(),
         rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
     );
     drop(stream);
-    let conn = keyless_client::connect(server.addr, "localhost", Arc::new(config)).await.unwrap();
+    let conn = keyless_client::connect(server.addr, "localhost", Arc::new(config))
+        .await
+        .unwrap();
     assert_all_passed(&conformance::run(&conn, &keys).await);
 }
 
@@ -72,12 +91,26 @@ async fn many_connections_at_once_all_verified() {
         let keys = keys.clone();
         tasks.push(tokio::spawn(async move {
             let conn = common::server().connect().await;
-            let ecdsa: Vec<_> = keys.iter().filter(|k| k.name.starts_with("ecdsa-p256")).collect();
+            let ecdsa: Vec<_> = keys
+                .iter()
+                .filter(|k| k.name.starts_with("ecdsa-p256"))
+                .collect();
             for k in ecdsa {
                 let input = [7u8; 32];
-                let sig = conn.perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, k.info.ski, &input).await.unwrap();
+                let sig = conn
+                    .perform(
+                        keyless_protocol::Opcode::ECDSA_SIGN_SHA256,
+                        k.info.ski,
+                        &input,
+                    )
+                    .await
+                    .unwrap();
                 k.verifier
-                    .verify(keyless_keys::Operation::Ecdsa(keyless_protocol::Hash::Sha256), &input, &sig)
+                    .verify(
+                        keyless_keys::Operation::Ecdsa(keyless_protocol::Hash::Sha256),
+                        &input,
+                        &sig,
+                    )
                     .unwrap();
             }
         }));

@@ -11,8 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_ED25519, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    PKCS_ECDSA_P521_SHA512, PKCS_ED25519, PKCS_RSA_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -79,9 +80,15 @@ impl Ca {
     pub fn new(common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyType::EcdsaP384.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
         let cert = params.self_signed(&key)?;
@@ -106,9 +113,20 @@ impl Ca {
     }
 
     /// Issue a P-384 leaf certificate valid for a year.
-    pub fn issue(&self, common_name: &str, names: &[&str], usage: Usage) -> Result<Issued, PkiError> {
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usage: Usage,
+    ) -> Result<Issued, PkiError> {
         let now = OffsetDateTime::now_utc();
-        self.issue_with(common_name, names, &[usage], now - Duration::hours(1), now + Duration::days(365))
+        self.issue_with(
+            common_name,
+            names,
+            &[usage],
+            now - Duration::hours(1),
+            now + Duration::days(365),
+        )
     }
 
     /// Issue a leaf with explicit usages and validity (tests make expired
@@ -129,7 +147,9 @@ impl Ca {
                 Err(_) => SanType::DnsName((*name).try_into()?),
             });
         }
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages
             .iter()
@@ -186,9 +206,16 @@ impl DevPki {
 
     /// True when every file of the layout is present.
     pub fn is_complete(&self) -> bool {
-        [&self.ca_cert, &self.server_cert, &self.server_key, &self.client_cert, &self.client_key, &self.config]
-            .iter()
-            .all(|p| p.is_file())
+        [
+            &self.ca_cert,
+            &self.server_cert,
+            &self.server_key,
+            &self.client_cert,
+            &self.client_key,
+            &self.config,
+        ]
+        .iter()
+        .all(|p| p.is_file())
             && self.keys_dir.is_dir()
     }
 
@@ -208,7 +235,11 @@ impl DevPki {
     pub fn generate(dir: &Path, keys: &[(&str, KeyType)], port: u16) -> Result<DevPki, PkiError> {
         let pki = DevPki::at(dir);
         let ca = Ca::new("keyless development CA")?;
-        let server = ca.issue("keyless server", &["localhost", "127.0.0.1", "::1"], Usage::Server)?;
+        let server = ca.issue(
+            "keyless server",
+            &["localhost", "127.0.0.1", "::1"],
+            Usage::Server,
+        )?;
         let client = ca.issue("keyless client", &[], Usage::Client)?;
         mkdir(&pki.keys_dir)?;
         mkdir(&pki.pubkeys_dir)?;
@@ -220,8 +251,14 @@ impl DevPki {
         write_secret(&pki.client_key, &client.key_pem)?;
         for (name, kind) in keys {
             let key = kind.generate()?;
-            write_secret(&pki.keys_dir.join(format!("{name}.key")), &key.serialize_pem())?;
-            write(&pki.pubkeys_dir.join(format!("{name}.pem")), &key.public_key_pem())?;
+            write_secret(
+                &pki.keys_dir.join(format!("{name}.key")),
+                &key.serialize_pem(),
+            )?;
+            write(
+                &pki.pubkeys_dir.join(format!("{name}.pem")),
+                &key.public_key_pem(),
+            )?;
         }
         let config = format!(
             "# Development configuration written by keyless-pki. Not for production.\n\
@@ -242,7 +279,8 @@ impl DevPki {
 }
 
 /// The signing keys of the default development PKI.
-pub const DEFAULT_KEYS: &[(&str, KeyType)] = &[("p256", KeyType::EcdsaP256), ("rsa2048", KeyType::Rsa2048)];
+pub const DEFAULT_KEYS: &[(&str, KeyType)] =
+    &[("p256", KeyType::EcdsaP256), ("rsa2048", KeyType::Rsa2048)];
 
 fn mkdir(path: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(path).map_err(|source| PkiError::Io {
@@ -266,6 +304,12 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
         path: path.to_owned(),
         source,
     };
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)
 }

@@ -113,11 +113,9 @@ impl PrivateKey for InMemoryKey {
     }
 
     fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let is_rsa = matches!(self.public.algorithm, KeyAlgorithm::Rsa { .. });
-        let is_ec = matches!(
-            self.public.algorithm,
-            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::EcdsaP521
-        );
+        if !op.applies_to(self.public.algorithm) {
+            return Err(CryptoError("operation does not match the key type"));
+        }
         if let Some(hash) = op.digest() {
             if input.len() != hash.len() {
                 return Err(CryptoError(
@@ -126,16 +124,11 @@ impl PrivateKey for InMemoryKey {
             }
         }
         match op {
-            Operation::RsaPkcs1(hash) if is_rsa => {
-                self.key.sign_digest(hash, Some(evp::PKCS1), input)
-            }
-            Operation::RsaPss(hash) if is_rsa => self.key.sign_digest(hash, Some(evp::PSS), input),
-            Operation::Ecdsa(hash) if is_ec => self.key.sign_digest(hash, None, input),
-            Operation::Ed25519 if self.public.algorithm == KeyAlgorithm::Ed25519 => {
-                self.key.sign_message(input)
-            }
-            Operation::RsaRawDecrypt if is_rsa => self.key.rsa_raw_decrypt(input),
-            _ => Err(CryptoError("operation does not match the key type")),
+            Operation::RsaPkcs1(hash) => self.key.sign_digest(hash, Some(evp::PKCS1), input),
+            Operation::RsaPss(hash) => self.key.sign_digest(hash, Some(evp::PSS), input),
+            Operation::Ecdsa(hash) => self.key.sign_digest(hash, None, input),
+            Operation::Ed25519 => self.key.sign_message(input),
+            Operation::RsaRawDecrypt => self.key.rsa_raw_decrypt(input),
         }
     }
 }

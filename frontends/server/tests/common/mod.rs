@@ -36,27 +36,43 @@ pub fn server() -> &'static Fixture {
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate(dir.path(), TEST_KEYS, 0).unwrap();
-        let tls = keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert).unwrap();
-        let keys = keyless_keys::load_sources(&[keyless_keys::KeySource::Dir(pki.keys_dir.clone())]).unwrap();
+        let tls =
+            keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert)
+                .unwrap();
+        let keys =
+            keyless_keys::load_sources(&[keyless_keys::KeySource::Dir(pki.keys_dir.clone())])
+                .unwrap();
         let runtime = RuntimeConfig {
             cores: 2,
             ..RuntimeConfig::default()
         };
-        let running = keyless_server::start_with("127.0.0.1:0".parse().unwrap(), tls, keys, runtime).unwrap();
+        let running =
+            keyless_server::start_with("127.0.0.1:0".parse().unwrap(), tls, keys, runtime).unwrap();
         let addr = running.addr;
         std::mem::forget(running); // serves until the test process exits
-        Fixture { addr, pki, _dir: dir }
+        Fixture {
+            addr,
+            pki,
+            _dir: dir,
+        }
     })
 }
 
 impl Fixture {
     /// The client's TLS configuration with the test client certificate.
     pub fn client_tls(&self) -> Arc<ClientConfig> {
-        keyless_client::client_config_from_files(&self.pki.ca_cert, &self.pki.client_cert, &self.pki.client_key).unwrap()
+        keyless_client::client_config_from_files(
+            &self.pki.ca_cert,
+            &self.pki.client_cert,
+            &self.pki.client_key,
+        )
+        .unwrap()
     }
 
     pub async fn connect(&self) -> keyless_client::Connection {
-        keyless_client::connect(self.addr, "localhost", self.client_tls()).await.unwrap()
+        keyless_client::connect(self.addr, "localhost", self.client_tls())
+            .await
+            .unwrap()
     }
 
     pub fn pubkeys(&self) -> &Path {
