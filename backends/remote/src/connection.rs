@@ -2,14 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keyless_protocol::{split_frame, ErrorCode, Frame, Message, Opcode, Ski};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ClientError;
@@ -32,7 +33,7 @@ pub struct Connection {
     next_id: AtomicU32,
     pending: Pending,
     writer: mpsc::UnboundedSender<Vec<u8>>,
-    peer: SocketAddr,
+    peer: String,
 }
 
 /// Open TCP and the TLS handshake, without starting the multiplexer.
@@ -67,21 +68,31 @@ pub async fn connect(
     tls: Arc<ClientConfig>,
 ) -> Result<Connection, ClientError> {
     let stream = connect_stream(addr, server_name, tls).await?;
-    let (reader, writer) = tokio::io::split(stream);
-    let pending: Pending = Arc::default();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(writer, rx, pending.clone()));
-    tokio::spawn(read_loop(reader, pending.clone()));
-    Ok(Connection {
-        next_id: AtomicU32::new(1),
-        pending,
-        writer: tx,
-        peer: addr,
-    })
+    Ok(Connection::start(stream, addr.to_string()))
 }
 
-async fn write_loop(
-    mut writer: WriteHalf<TlsStream>,
+/// Connect over a Unix socket (mutual TLS inside, as over TCP).
+pub async fn connect_unix(
+    path: &Path,
+    server_name: &str,
+    tls: Arc<ClientConfig>,
+) -> Result<Connection, ClientError> {
+    let err = |source| ClientError::Connect {
+        addr: path.display().to_string(),
+        source,
+    };
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| ClientError::Config(format!("server name {server_name:?}: {e}")))?;
+    let unix = UnixStream::connect(path).await.map_err(err)?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, unix)
+        .await
+        .map_err(err)?;
+    Ok(Connection::start(stream, path.display().to_string()))
+}
+
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Pending,
 ) {
@@ -109,7 +120,7 @@ async fn write_loop(
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(mut reader: ReadHalf<TlsStream>, pending: Pending) {
+async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, pending: Pending) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let reason = loop {
@@ -155,8 +166,27 @@ fn fail_all(pending: &Pending, reason: String) {
 }
 
 impl Connection {
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
+    /// Start the reader and writer tasks over an established stream, on the
+    /// current tokio runtime.
+    pub fn start<S>(stream: S, peer: String) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        let pending: Pending = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(writer, rx, pending.clone()));
+        tokio::spawn(read_loop(reader, pending.clone()));
+        Connection {
+            next_id: AtomicU32::new(1),
+            pending,
+            writer: tx,
+            peer,
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Why the connection is closed, if it is.

@@ -70,6 +70,9 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub private_key_files: Vec<PathBuf>,
+    /// Also serve the keyless protocol (over mutual TLS) on this Unix socket.
+    #[arg(long = "unix-socket", env = "KEYLESS_UNIX_SOCKET")]
+    pub unix_socket: Option<PathBuf>,
     /// Address to listen on (ours; gokeyless listens on all addresses).
     #[arg(long = "listen-host", env = "KEYLESS_LISTEN_HOST")]
     pub listen_host: Option<IpAddr>,
@@ -100,6 +103,7 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub metrics_port: Option<u16>,
     pub pid_file: Option<PathBuf>,
+    pub unix_socket: Option<PathBuf>,
     pub listen_host: Option<IpAddr>,
     pub workers: Option<usize>,
 }
@@ -145,6 +149,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub metrics_port: u16,
     pub pid_file: Option<PathBuf>,
+    pub unix_socket: Option<PathBuf>,
     pub key_sources: Vec<KeySource>,
     pub workers: Option<usize>,
 }
@@ -262,6 +267,7 @@ pub fn resolve(
         listen: SocketAddr::new(host, port),
         metrics_port: cli.metrics_port.or(file.metrics_port).unwrap_or(2406),
         pid_file: cli.pid_file.clone().or(file.pid_file),
+        unix_socket: cli.unix_socket.clone().or(file.unix_socket),
         key_sources,
         workers: cli.workers.or(file.workers),
     })

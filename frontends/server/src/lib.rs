@@ -13,6 +13,7 @@ pub mod listener;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -82,26 +83,53 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if let Some(w) = settings.workers {
         runtime.cores = w;
     }
-    start_with(settings.listen, tls, keys, runtime)
+    start_with(
+        &Listen {
+            tcp: settings.listen,
+            unix: settings.unix_socket.clone(),
+        },
+        tls,
+        keys,
+        runtime,
+    )
+}
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Every core listens here (SO_REUSEPORT). Port 0 picks a free port.
+    pub tcp: SocketAddr,
+    /// Core 0 also listens on this Unix socket.
+    pub unix: Option<PathBuf>,
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(tcp: SocketAddr) -> Listen {
+        Listen { tcp, unix: None }
+    }
 }
 
 /// Start with already-loaded parts (tests and tools use this directly).
 pub fn start_with(
-    listen: SocketAddr,
+    listen: &Listen,
     tls: Arc<rustls::ServerConfig>,
     keys: Vec<KeyMaterial>,
     runtime: RuntimeConfig,
 ) -> Result<RunningServer, ServerError> {
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
-    let reservation = reserve_port(listen)?;
-    let addr = reservation
+    let reservation = reserve_port(listen.tcp)?;
+    let bound = reservation
         .local_addr()
         .map_err(|source| ServerError::Bind {
-            addr: listen,
+            addr: listen.tcp,
             source,
         })?;
-    let addr = addr.as_socket().unwrap_or(listen);
+    let addr = bound.as_socket().unwrap_or(listen.tcp);
+    let unix = listen.unix.clone();
+    if let Some(path) = &unix {
+        remove_stale_socket(path)?;
+    }
     let keys = Arc::new(keys);
     let key_count = keys.len();
     let cores = runtime.cores.max(1);
@@ -113,9 +141,10 @@ pub fn start_with(
                 let tls = tls.clone();
                 let keys = keys.clone();
                 let ready = ready_tx.clone();
+                let unix = unix.clone().filter(|_| core == 0);
                 async move {
-                    let setup = core_key_setup(&keys, addr);
-                    let (listener, store) = match setup {
+                    let setup = core_key_setup(&keys, addr, unix.as_deref());
+                    let (listener, unix_listener, store) = match setup {
                         Ok(x) => {
                             let _ = ready.send(Ok(core));
                             x
@@ -126,9 +155,13 @@ pub fn start_with(
                         }
                     };
                     drop(ready);
-                    listener::accept_loop(listener, tls, Rc::new(store))
-                        .await
-                        .map_err(|e| e.to_string())
+                    let store = Rc::new(store);
+                    if let Some(u) = unix_listener {
+                        glommio::spawn_local(listener::accept_unix(u, tls.clone(), store.clone()))
+                            .detach();
+                    }
+                    listener::accept_tcp(listener, tls, store).await;
+                    Ok::<(), String>(())
                 }
             })
         })
@@ -157,14 +190,44 @@ pub fn start_with(
     })
 }
 
+type CoreSetup = (
+    glommio::net::TcpListener,
+    Option<glommio::net::UnixListener>,
+    keyless_keys::KeyStore,
+);
+
 fn core_key_setup(
     keys: &[KeyMaterial],
     addr: SocketAddr,
-) -> Result<(glommio::net::TcpListener, keyless_keys::KeyStore), String> {
+    unix: Option<&Path>,
+) -> Result<CoreSetup, String> {
     let store = listener::core_key_store(keys)?;
     let listener = glommio::net::TcpListener::bind(addr)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    Ok((listener, store))
+    let unix_listener = match unix {
+        Some(path) => Some(
+            glommio::net::UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok((listener, unix_listener, store))
+}
+
+/// A socket file left by a previous run would make bind fail; remove it, but
+/// never anything that is not a socket.
+fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| {
+            ServerError::Startup(format!("{}: cannot remove old socket: {e}", path.display()))
+        }),
+        Ok(_) => Err(ServerError::Startup(format!(
+            "{}: exists and is not a socket",
+            path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
 }
 
 fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {

@@ -2,12 +2,14 @@
 //! the kernel spreads connections across them. A connection stays on the
 //! core that accepted it.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
 
 use futures_rustls::TlsAcceptor;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, UnixListener};
 use keyless_keys::memory::KeyMaterial;
 use keyless_keys::KeyStore;
 
@@ -25,47 +27,71 @@ pub fn core_key_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
     Ok(store)
 }
 
-/// Accept connections forever on `addr`, serving each on this core.
-pub async fn accept_loop(
+/// Accept TCP connections forever, serving each on this core.
+pub async fn accept_tcp(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     store: Rc<KeyStore>,
-) -> std::io::Result<()> {
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        let tcp = match listener.accept().await {
+        match listener.accept().await {
+            Ok(tcp) => {
+                let peer = tcp
+                    .peer_addr()
+                    .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+                let _ = tcp.set_nodelay(true);
+                spawn_connection(acceptor.clone(), tcp, store.clone(), peer);
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+}
+
+/// Accept Unix-socket connections forever (one core listens on the socket).
+pub async fn accept_unix(
+    listener: UnixListener,
+    tls: Arc<rustls::ServerConfig>,
+    store: Rc<KeyStore>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                spawn_connection(acceptor.clone(), stream, store.clone(), "unix".to_string())
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+}
+
+/// EMFILE and friends: log, back off briefly, keep serving.
+async fn accept_failed(e: glommio::GlommioError<()>) {
+    tracing::warn!("accept failed: {e}");
+    glommio::timer::sleep(Duration::from_millis(10)).await;
+}
+
+/// TLS handshake, then the keyless protocol, on a task of this core.
+fn spawn_connection<S>(acceptor: TlsAcceptor, stream: S, store: Rc<KeyStore>, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    glommio::spawn_local(async move {
+        let mut tls = match acceptor.accept(stream).await {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE and friends: log, back off briefly, keep serving.
-                tracing::warn!("accept failed: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
+                tracing::info!(%peer, "TLS handshake failed: {e}");
+                return;
             }
         };
-        let peer: Option<SocketAddr> = tcp.peer_addr().ok();
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let store = store.clone();
-        glommio::spawn_local(async move {
-            let mut tls = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::info!(?peer, "TLS handshake failed: {e}");
-                    return;
-                }
-            };
-            tracing::debug!(?peer, "connection established");
-            match connection::serve(&mut tls, &store).await {
-                Ok(Closed::Clean) => tracing::debug!(?peer, "connection closed"),
-                Ok(Closed::MidFrame { buffered }) => {
-                    tracing::warn!(
-                        ?peer,
-                        "connection closed mid-frame ({buffered} bytes unread)"
-                    )
-                }
-                Err(e) => tracing::info!(?peer, "connection ended: {e}"),
+        tracing::debug!(%peer, "connection established");
+        match connection::serve(&mut tls, &store).await {
+            Ok(Closed::Clean) => tracing::debug!(%peer, "connection closed"),
+            Ok(Closed::MidFrame { buffered }) => {
+                tracing::warn!(%peer, "connection closed mid-frame ({buffered} bytes unread)")
             }
-        })
-        .detach();
-    }
+            Err(e) => tracing::info!(%peer, "connection ended: {e}"),
+        }
+    })
+    .detach();
 }

@@ -119,3 +119,27 @@ async fn many_connections_at_once_all_verified() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_speaks_mutual_tls_too() {
+    let server = common::server();
+    let keys = conformance::load_expected_keys(server.pubkeys()).unwrap();
+    let socket = server.pki.dir.join("keyless.sock");
+    let conn = keyless_client::connect_unix(&socket, "localhost", server.client_tls())
+        .await
+        .unwrap();
+    assert_all_passed(&conformance::run(&conn, &keys).await);
+    // And without a client certificate it is refused.
+    let anonymous = keyless_client::client_config(
+        keyless_server::tls::load_certs(&server.pki.ca_cert).unwrap(),
+        None,
+    )
+    .unwrap();
+    match keyless_client::connect_unix(&socket, "localhost", anonymous).await {
+        Err(_) => {}
+        Ok(c) => assert!(
+            c.ping(b"x").await.is_err(),
+            "served without a client certificate"
+        ),
+    }
+}

@@ -46,8 +46,16 @@ pub fn server() -> &'static Fixture {
             cores: 2,
             ..RuntimeConfig::default()
         };
-        let running =
-            keyless_server::start_with("127.0.0.1:0".parse().unwrap(), tls, keys, runtime).unwrap();
+        let running = keyless_server::start_with(
+            &keyless_server::Listen {
+                tcp: "127.0.0.1:0".parse().unwrap(),
+                unix: Some(dir.path().join("keyless.sock")),
+            },
+            tls,
+            keys,
+            runtime,
+        )
+        .unwrap();
         let addr = running.addr;
         std::mem::forget(running); // serves until the test process exits
         Fixture {
