@@ -45,30 +45,10 @@ pub fn load_expected_keys(dir: &Path) -> Result<Vec<ExpectedKey>, String> {
         })
         .collect();
     paths.sort();
-    let mut keys = Vec::new();
-    for path in paths {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("key")
-            .to_owned();
-        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let spki = if let Ok(key) = SubjectPublicKeyInfoDer::from_pem_slice(&text) {
-            key.to_vec()
-        } else if let Ok(cert) = CertificateDer::from_pem_slice(&text) {
-            let (_, parsed) =
-                X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
-            parsed.tbs_certificate.subject_pki.raw.to_vec()
-        } else {
-            return Err(format!(
-                "{}: neither a PUBLIC KEY nor a CERTIFICATE",
-                path.display()
-            ));
-        };
-        keys.push(
-            ExpectedKey::from_spki(&name, &spki).map_err(|e| format!("{}: {e}", path.display()))?,
-        );
-    }
+    let keys = paths
+        .iter()
+        .map(|p| load_expected_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
     if keys.is_empty() {
         return Err(format!(
             "{}: no public keys (*.pem, *.pub, *.crt)",
@@ -76,6 +56,29 @@ pub fn load_expected_keys(dir: &Path) -> Result<Vec<ExpectedKey>, String> {
         ));
     }
     Ok(keys)
+}
+
+/// Read one public key (`PUBLIC KEY` PEM) or certificate (`CERTIFICATE` PEM).
+pub fn load_expected_key(path: &Path) -> Result<ExpectedKey, String> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("key")
+        .to_owned();
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spki = if let Ok(key) = SubjectPublicKeyInfoDer::from_pem_slice(&text) {
+        key.to_vec()
+    } else if let Ok(cert) = CertificateDer::from_pem_slice(&text) {
+        let (_, parsed) =
+            X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        parsed.tbs_certificate.subject_pki.raw.to_vec()
+    } else {
+        return Err(format!(
+            "{}: neither a PUBLIC KEY nor a CERTIFICATE",
+            path.display()
+        ));
+    };
+    ExpectedKey::from_spki(&name, &spki).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// One check and how it went.

@@ -3,4 +3,5 @@
 //! [`conformance`] checks any key server (ours or gokeyless) over the real
 //! protocol, verifying every signature against the public keys it is given.
 
+pub mod bench;
 pub mod conformance;

@@ -1,0 +1,317 @@
+//! `keyless-bench`: load generator for keyless key servers (ours or gokeyless).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use keyless_tools::bench::load::{self, LoadSpec, Mode};
+use keyless_tools::bench::op::BenchOp;
+use keyless_tools::bench::{ceiling, sweep};
+use keyless_tools::conformance::load_expected_key;
+
+#[derive(Parser)]
+#[command(
+    name = "keyless-bench",
+    version,
+    about = "Load generator for keyless key servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Throughput (N connections x M in flight) or latency (closed loop with
+    /// a pause, or open loop at a fixed rate) against a running key server.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Open loop: total requests per second (default: closed loop).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Closed loop: pause after each answer before refilling, in microseconds.
+        #[arg(long, default_value_t = 0)]
+        pause_us: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run at several in-flight levels; print a table and write an SVG plot.
+    Sweep {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// In-flight requests per connection at each level.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,4,8,16,32,64,128,256"
+        )]
+        levels: Vec<usize>,
+        /// Where to write the plot of throughput against p99.
+        #[arg(long, default_value = "sweep.svg")]
+        svg: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The raw signing rate of a key on this core, in-process, same code as the server.
+    Ceiling {
+        /// The private key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Operation (default: the usual one for the key type).
+        #[arg(long)]
+        op: Option<String>,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Key server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:2407")]
+    server: String,
+    /// Name in the server certificate (default: HOST).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// CA of the server certificate.
+    #[arg(long, default_value = "dev-pki/ca.pem")]
+    ca: PathBuf,
+    /// Client certificate and key.
+    #[arg(long, default_value = "dev-pki/client.pem")]
+    cert: PathBuf,
+    #[arg(long, default_value = "dev-pki/client-key.pem")]
+    key: PathBuf,
+    /// Public key (or certificate) of the key to use; its SKI names it and
+    /// every sampled answer is verified with it.
+    #[arg(long, default_value = "dev-pki/pubkeys/p256.pem")]
+    pubkey: PathBuf,
+    /// Operation (default: the usual one for the key type), e.g. ecdsa-sha256,
+    /// rsa-pkcs1-sha256, rsa-pss-sha256, ed25519, rsa-decrypt, ping.
+    #[arg(long)]
+    op: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection (pipelined).
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Verify one answer in this many against the public key (0: none).
+    #[arg(long, default_value_t = 100)]
+    verify_every: u64,
+    /// Generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(ok) if ok => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("keyless-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<bool, String> {
+    match Cli::parse().command {
+        Command::Ceiling {
+            key_file,
+            op,
+            duration,
+            json,
+        } => {
+            let op = op.as_deref().map(BenchOp::parse).transpose()?;
+            let r = ceiling::measure(&key_file, op, Duration::from_secs_f64(duration))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "ceiling {} with {}: {:.0} ops/s ({:.1} us/op) on one core",
+                    r.operation, r.key, r.ops_per_sec, r.us_per_op
+                );
+            }
+            Ok(true)
+        }
+        Command::Run {
+            target,
+            load: args,
+            rate,
+            pause_us,
+            json,
+        } => {
+            let mode = match rate {
+                Some(rate) => Mode::Open { rate },
+                None => Mode::Closed {
+                    pause: Duration::from_micros(pause_us),
+                },
+            };
+            let rt = runtime(args.threads)?;
+            let spec = rt.block_on(spec(&target, &args, mode))?;
+            let report = rt.block_on(run_with_progress(spec, !json))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                report.print();
+            }
+            Ok(report.verify_failures == 0)
+        }
+        Command::Sweep {
+            target,
+            load: args,
+            levels,
+            svg,
+            json,
+        } => {
+            let rt = runtime(args.threads)?;
+            let base = rt.block_on(spec(
+                &target,
+                &args,
+                Mode::Closed {
+                    pause: Duration::ZERO,
+                },
+            ))?;
+            let mut rows = Vec::new();
+            for level in levels {
+                let s = LoadSpec {
+                    in_flight: level,
+                    ..base.clone()
+                };
+                rows.push(rt.block_on(run_with_progress(s, !json))?);
+            }
+            let title = format!("{} on {}: throughput vs p99", base.op.name(), base.addr);
+            sweep::write_svg(&rows, &svg, &title)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+            } else {
+                sweep::print_table(&rows);
+                println!("plot written to {}", svg.display());
+            }
+            Ok(rows.iter().all(|r| r.verify_failures == 0))
+        }
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn spec(target: &Target, args: &LoadArgs, mode: Mode) -> Result<LoadSpec, String> {
+    let addr: SocketAddr = tokio::net::lookup_host(&target.server)
+        .await
+        .map_err(|e| format!("{}: {e}", target.server))?
+        .next()
+        .ok_or_else(|| format!("{}: no address", target.server))?;
+    let host = target
+        .server
+        .rsplit_once(':')
+        .map_or(target.server.as_str(), |(h, _)| h.trim_matches(['[', ']']));
+    let tls = keyless_client::client_config_from_files(&target.ca, &target.cert, &target.key)
+        .map_err(|e| e.to_string())?;
+    let key = load_expected_key(&target.pubkey)?;
+    let alg = key.info.algorithm;
+    let op = match &target.op {
+        Some(name) => BenchOp::parse(name)?,
+        None => BenchOp::default_for(alg),
+    };
+    if let Some(operation) = op.operation {
+        if !operation.applies_to(alg) {
+            return Err(format!("{} cannot be done with a {alg} key", op.name()));
+        }
+    }
+    Ok(LoadSpec {
+        addr,
+        server_name: target
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned()),
+        tls,
+        op,
+        ski: key.info.ski,
+        payload_len: op.payload_len(alg),
+        connections: args.connections.max(1),
+        in_flight: args.in_flight.max(1),
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        mode,
+        verify_every: args.verify_every,
+        verifier: Some(Arc::new(key.verifier)),
+    })
+}
+
+async fn run_with_progress(
+    spec: LoadSpec,
+    show: bool,
+) -> Result<keyless_tools::bench::report::LoadReport, String> {
+    let live = Arc::new(load::Live::default());
+    let total = spec.warmup + spec.duration;
+    let bar = if show {
+        ProgressBar::new(total.as_millis() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    let ticker = {
+        let live = live.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut last = 0u64;
+            let mut interval = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                interval.tick().await;
+                let ok = live.ok.load(Ordering::Relaxed);
+                bar.set_position(start.elapsed().as_millis() as u64);
+                bar.set_message(format!(
+                    "{:.0} ops/s, {} errors",
+                    (ok - last) as f64 * 2.0,
+                    live.errors.load(Ordering::Relaxed)
+                ));
+                last = ok;
+            }
+        })
+    };
+    let result = load::run(spec, live).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    result
+}
