@@ -18,27 +18,11 @@ fn material(kind: KeyType) -> KeyMaterial {
 
 fn signing(c: &mut Criterion) {
     let cases = [
-        (
-            "ecdsa-p256/sha256",
-            KeyType::EcdsaP256,
-            Opcode::ECDSA_SIGN_SHA256,
-        ),
-        (
-            "ecdsa-p384/sha384",
-            KeyType::EcdsaP384,
-            Opcode::ECDSA_SIGN_SHA384,
-        ),
+        ("ecdsa-p256/sha256", KeyType::EcdsaP256, Opcode::ECDSA_SIGN_SHA256),
+        ("ecdsa-p384/sha384", KeyType::EcdsaP384, Opcode::ECDSA_SIGN_SHA384),
         ("ed25519", KeyType::Ed25519, Opcode::ED25519_SIGN),
-        (
-            "rsa-2048/pkcs1-sha256",
-            KeyType::Rsa2048,
-            Opcode::RSA_SIGN_SHA256,
-        ),
-        (
-            "rsa-2048/pss-sha256",
-            KeyType::Rsa2048,
-            Opcode::RSA_PSS_SIGN_SHA256,
-        ),
+        ("rsa-2048/pkcs1-sha256", KeyType::Rsa2048, Opcode::RSA_SIGN_SHA256),
+        ("rsa-2048/pss-sha256", KeyType::Rsa2048, Opcode::RSA_PSS_SIGN_SHA256),
     ];
     let mut g = c.benchmark_group("signing");
     g.throughput(Throughput::Elements(1));
@@ -62,9 +46,7 @@ fn signing(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let raw = split_frame(black_box(&request)).unwrap();
-                handler::handle_raw(&store, raw)
-                    .encode_into(&mut out)
-                    .unwrap();
+                handler::handle_raw(&store, raw).encode_into(&mut out).unwrap();
             })
         });
     }

@@ -10,3 +10,4 @@
 
 pub mod handler;
 pub mod runtime;
+pub mod sharing;

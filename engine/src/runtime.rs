@@ -31,9 +31,7 @@ impl Default for RuntimeConfig {
 
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Errors starting or running the executors.

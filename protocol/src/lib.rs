@@ -17,8 +17,7 @@ mod opcode;
 
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
-    split_frame, EncodeError, Frame, Header, RawFrame, HEADER_LEN, MAJOR_VERSION, MINOR_VERSION,
-    PADDED_LEN,
+    split_frame, EncodeError, Frame, Header, RawFrame, HEADER_LEN, MAJOR_VERSION, MINOR_VERSION, PADDED_LEN,
 };
 pub use message::{Message, Ski, Tag, CERT_DIGEST_LEN, SKI_LEN};
 pub use opcode::{Hash, OpKind, Opcode};

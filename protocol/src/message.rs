@@ -87,11 +87,7 @@ impl Message {
         if self.opcode != Some(Opcode::ERROR) {
             return None;
         }
-        let byte = self
-            .payload
-            .as_deref()
-            .and_then(|p| p.first().copied())
-            .unwrap_or(0);
+        let byte = self.payload.as_deref().and_then(|p| p.first().copied()).unwrap_or(0);
         Some(crate::ErrorCode::from_byte(byte).ok_or(byte))
     }
 
@@ -130,22 +126,15 @@ impl Message {
 
     /// Store one item; `Ok(false)` for a tag we do not know.
     fn set(&mut self, tag: u8, value: &[u8]) -> Result<bool, DecodeError> {
-        let bad_len = || DecodeError::InvalidLength {
-            tag,
-            len: value.len(),
-        };
+        let bad_len = || DecodeError::InvalidLength { tag, len: value.len() };
         match tag {
             Tag::OPCODE => match value {
                 [op] => self.opcode = Some(Opcode(*op)),
                 _ => return Err(bad_len()),
             },
             Tag::PAYLOAD => self.payload = Some(value.to_vec()),
-            Tag::SUBJECT_KEY_IDENTIFIER => {
-                self.ski = Some(value.try_into().map_err(|_| bad_len())?)
-            }
-            Tag::CERTIFICATE_DIGEST => {
-                self.cert_digest = Some(value.try_into().map_err(|_| bad_len())?)
-            }
+            Tag::SUBJECT_KEY_IDENTIFIER => self.ski = Some(value.try_into().map_err(|_| bad_len())?),
+            Tag::CERTIFICATE_DIGEST => self.cert_digest = Some(value.try_into().map_err(|_| bad_len())?),
             Tag::CLIENT_IP => self.client_ip = Some(decode_ip(value).ok_or_else(bad_len)?),
             Tag::SERVER_IP => self.server_ip = Some(decode_ip(value).ok_or_else(bad_len)?),
             Tag::SERVER_NAME => self.sni = Some(value.to_vec()),

@@ -96,10 +96,7 @@ fn duplicate_known_tag_is_a_format_error() {
     assert_eq!(e, DecodeError::DuplicateTag(0x11));
     assert_eq!(e.code(), ErrorCode::Format);
     let body = [0x20, 0, 0, 0x20, 0, 0];
-    assert_eq!(
-        Message::decode(&body).unwrap_err(),
-        DecodeError::DuplicateTag(0x20)
-    );
+    assert_eq!(Message::decode(&body).unwrap_err(), DecodeError::DuplicateTag(0x20));
 }
 
 #[test]
@@ -175,10 +172,7 @@ fn split_frame_waits_for_complete_frames() {
 fn oversized_message_is_refused_by_encoder() {
     let f = Frame::new(1, Message::request(Opcode::PING, None, vec![0; 65535]));
     assert!(matches!(f.encode(), Err(EncodeError::TooLong(_))));
-    let f = Frame::new(
-        1,
-        Message::request(Opcode::PING, None, vec![0; 65535 - 4 - 3]),
-    );
+    let f = Frame::new(1, Message::request(Opcode::PING, None, vec![0; 65535 - 4 - 3]));
     assert_eq!(f.encode().unwrap().len(), 8 + 65535);
 }
 

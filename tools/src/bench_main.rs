@@ -15,11 +15,7 @@ use keyless_tools::bench::{ceiling, sweep};
 use keyless_tools::conformance::load_expected_key;
 
 #[derive(Parser)]
-#[command(
-    name = "keyless-bench",
-    version,
-    about = "Load generator for keyless key servers"
-)]
+#[command(name = "keyless-bench", version, about = "Load generator for keyless key servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,11 +47,7 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
         /// In-flight requests per connection at each level.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "1,2,4,8,16,32,64,128,256"
-        )]
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128,256")]
         levels: Vec<usize>,
         /// Where to write the plot of throughput against p99.
         #[arg(long, default_value = "sweep.svg")]
@@ -147,10 +139,7 @@ fn real_main() -> Result<bool, String> {
             let op = op.as_deref().map(BenchOp::parse).transpose()?;
             let r = ceiling::measure(&key_file, op, Duration::from_secs_f64(duration))?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
             } else {
                 println!(
                     "ceiling {} with {}: {:.0} ops/s ({:.1} us/op) on one core",
@@ -176,10 +165,7 @@ fn real_main() -> Result<bool, String> {
             let spec = rt.block_on(spec(&target, &args, mode))?;
             let report = rt.block_on(run_with_progress(spec, !json))?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {
                 report.print();
             }
@@ -193,13 +179,7 @@ fn real_main() -> Result<bool, String> {
             json,
         } => {
             let rt = runtime(args.threads)?;
-            let base = rt.block_on(spec(
-                &target,
-                &args,
-                Mode::Closed {
-                    pause: Duration::ZERO,
-                },
-            ))?;
+            let base = rt.block_on(spec(&target, &args, Mode::Closed { pause: Duration::ZERO }))?;
             let mut rows = Vec::new();
             for level in levels {
                 let s = LoadSpec {
@@ -211,10 +191,7 @@ fn real_main() -> Result<bool, String> {
             let title = format!("{} on {}: throughput vs p99", base.op.name(), base.addr);
             sweep::write_svg(&rows, &svg, &title)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
             } else {
                 sweep::print_table(&rows);
                 println!("plot written to {}", svg.display());
@@ -242,8 +219,8 @@ async fn spec(target: &Target, args: &LoadArgs, mode: Mode) -> Result<LoadSpec, 
         .server
         .rsplit_once(':')
         .map_or(target.server.as_str(), |(h, _)| h.trim_matches(['[', ']']));
-    let tls = keyless_client::client_config_from_files(&target.ca, &target.cert, &target.key)
-        .map_err(|e| e.to_string())?;
+    let tls =
+        keyless_client::client_config_from_files(&target.ca, &target.cert, &target.key).map_err(|e| e.to_string())?;
     let key = load_expected_key(&target.pubkey)?;
     let alg = key.info.algorithm;
     let op = match &target.op {
@@ -257,10 +234,7 @@ async fn spec(target: &Target, args: &LoadArgs, mode: Mode) -> Result<LoadSpec, 
     }
     Ok(LoadSpec {
         addr,
-        server_name: target
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host.to_owned()),
+        server_name: target.server_name.clone().unwrap_or_else(|| host.to_owned()),
         tls,
         op,
         ski: key.info.ski,
@@ -275,10 +249,7 @@ async fn spec(target: &Target, args: &LoadArgs, mode: Mode) -> Result<LoadSpec, 
     })
 }
 
-async fn run_with_progress(
-    spec: LoadSpec,
-    show: bool,
-) -> Result<keyless_tools::bench::report::LoadReport, String> {
+async fn run_with_progress(spec: LoadSpec, show: bool) -> Result<keyless_tools::bench::report::LoadReport, String> {
     let live = Arc::new(load::Live::default());
     let total = spec.warmup + spec.duration;
     let bar = if show {
@@ -286,10 +257,7 @@ async fn run_with_progress(
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")
-            .map_err(|e| e.to_string())?,
-    );
+    bar.set_style(ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}").map_err(|e| e.to_string())?);
     let ticker = {
         let live = live.clone();
         let bar = bar.clone();

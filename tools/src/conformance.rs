@@ -39,10 +39,7 @@ pub fn load_expected_keys(dir: &Path) -> Result<Vec<ExpectedKey>, String> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "pem" || e == "pub" || e == "crt")
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "pub" || e == "crt"))
         .collect();
     paths.sort();
     let keys = paths
@@ -50,33 +47,22 @@ pub fn load_expected_keys(dir: &Path) -> Result<Vec<ExpectedKey>, String> {
         .map(|p| load_expected_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     if keys.is_empty() {
-        return Err(format!(
-            "{}: no public keys (*.pem, *.pub, *.crt)",
-            dir.display()
-        ));
+        return Err(format!("{}: no public keys (*.pem, *.pub, *.crt)", dir.display()));
     }
     Ok(keys)
 }
 
 /// Read one public key (`PUBLIC KEY` PEM) or certificate (`CERTIFICATE` PEM).
 pub fn load_expected_key(path: &Path) -> Result<ExpectedKey, String> {
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("key")
-        .to_owned();
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("key").to_owned();
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let spki = if let Ok(key) = SubjectPublicKeyInfoDer::from_pem_slice(&text) {
         key.to_vec()
     } else if let Ok(cert) = CertificateDer::from_pem_slice(&text) {
-        let (_, parsed) =
-            X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (_, parsed) = X509Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
         parsed.tbs_certificate.subject_pki.raw.to_vec()
     } else {
-        return Err(format!(
-            "{}: neither a PUBLIC KEY nor a CERTIFICATE",
-            path.display()
-        ));
+        return Err(format!("{}: neither a PUBLIC KEY nor a CERTIFICATE", path.display()));
     };
     ExpectedKey::from_spki(&name, &spki).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -126,12 +112,7 @@ fn expect_error(result: Result<Vec<u8>, ClientError>, want: ErrorCode) -> Result
     }
 }
 
-async fn sign_and_verify(
-    conn: &Connection,
-    key: &ExpectedKey,
-    opcode: Opcode,
-    op: Operation,
-) -> Result<(), String> {
+async fn sign_and_verify(conn: &Connection, key: &ExpectedKey, opcode: Opcode, op: Operation) -> Result<(), String> {
     let input = input_for(op);
     let sig = conn
         .perform(opcode, key.info.ski, &input)
@@ -184,9 +165,7 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
         );
     }
     report.record("ping echoes its payload".into(), ping(conn).await);
-    let r = conn
-        .perform(Opcode::ECDSA_SIGN_SHA256, [0xEE; 20], &random(32))
-        .await;
+    let r = conn.perform(Opcode::ECDSA_SIGN_SHA256, [0xEE; 20], &random(32)).await;
     report.record(
         "unknown SKI is key-not-found".into(),
         expect_error(r, ErrorCode::KeyNotFound),
@@ -203,10 +182,7 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
         (0xFF, ErrorCode::UnexpectedOpcode),
     ] {
         let r = conn.perform(Opcode(op), ski, &random(32)).await;
-        report.record(
-            format!("opcode 0x{op:02x} is {want}"),
-            expect_error(r, want),
-        );
+        report.record(format!("opcode 0x{op:02x} is {want}"), expect_error(r, want));
     }
     report
 }
@@ -214,10 +190,7 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
 async fn rsa_decrypt(conn: &Connection, key: &ExpectedKey, bits: usize) -> Result<(), String> {
     let mut plain = random(bits / 8);
     plain[0] = 0; // below the modulus
-    let cipher = key
-        .verifier
-        .rsa_raw_encrypt(&plain)
-        .map_err(|e| e.to_string())?;
+    let cipher = key.verifier.rsa_raw_encrypt(&plain).map_err(|e| e.to_string())?;
     let got = conn
         .perform(Opcode::RSA_DECRYPT, key.info.ski, &cipher)
         .await
@@ -238,11 +211,7 @@ async fn by_digest(conn: &Connection, key: &ExpectedKey) -> Result<(), String> {
     let answer = conn.call(request).await.map_err(|e| e.to_string())?;
     let sig = keyless_client_response(answer)?;
     key.verifier
-        .verify(
-            Operation::RsaPkcs1(keyless_protocol::Hash::Sha256),
-            &digest,
-            &sig,
-        )
+        .verify(Operation::RsaPkcs1(keyless_protocol::Hash::Sha256), &digest, &sig)
         .map_err(|e| e.to_string())
 }
 

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
 #[derive(Parser)]
-#[command(
-    name = "keyless-tool",
-    version,
-    about = "Utilities for keyless key servers"
-)]
+#[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,22 +51,17 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::GenPki { out, port } => {
-            match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
-                Ok(pki) => {
-                    println!("development PKI written to {}", pki.dir.display());
-                    println!(
-                        "start a key server with: keyless-server -c {}",
-                        pki.config.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("keyless-tool: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::GenPki { out, port } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
+            Ok(pki) => {
+                println!("development PKI written to {}", pki.dir.display());
+                println!("start a key server with: keyless-server -c {}", pki.config.display());
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("keyless-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Conformance {
             server,
             server_name,
@@ -90,14 +81,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run_conformance(
-                &server,
-                server_name,
-                &ca,
-                &cert,
-                &key,
-                &pubkeys,
-            )) {
+            match rt.block_on(run_conformance(&server, server_name, &ca, &cert, &key, &pubkeys)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

@@ -61,12 +61,8 @@ impl PublicKeyInfo {
 
 /// SKI and (for RSA) certificate digest of a DER SubjectPublicKeyInfo.
 pub fn identifiers(spki_der: &[u8]) -> Result<(Ski, Option<[u8; CERT_DIGEST_LEN]>), String> {
-    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| format!("bad SubjectPublicKeyInfo: {e}"))?;
-    let sha1 = digest::digest(
-        &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        &spki.subject_public_key.data,
-    );
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("bad SubjectPublicKeyInfo: {e}"))?;
+    let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &spki.subject_public_key.data);
     let ski: Ski = sha1
         .as_ref()
         .try_into()
@@ -80,10 +76,7 @@ pub fn identifiers(spki_der: &[u8]) -> Result<(Ski, Option<[u8; CERT_DIGEST_LEN]
                 .copied()
                 .collect::<Vec<u8>>();
             let upper_hex = hex::encode_upper(modulus);
-            let d = digest::digest(
-                &digest::SHA256,
-                upper_hex.trim_start_matches('0').as_bytes(),
-            );
+            let d = digest::digest(&digest::SHA256, upper_hex.trim_start_matches('0').as_bytes());
             Some(
                 d.as_ref()
                     .try_into()

@@ -31,10 +31,7 @@ pub fn load_sources(sources: &[KeySource]) -> Result<Vec<KeyMaterial>, LoadError
         for path in files {
             tracing::info!("loading {}...", path.display());
             let key = KeyMaterial::load(&path)?;
-            if let Some(first) = keys
-                .iter()
-                .find(|k: &&KeyMaterial| k.public().ski == key.public().ski)
-            {
+            if let Some(first) = keys.iter().find(|k: &&KeyMaterial| k.public().ski == key.public().ski) {
                 tracing::warn!(
                     "{}: same key (SKI {}) as {}; using the first",
                     path.display(),

@@ -43,11 +43,7 @@ impl KeyStore {
     }
 
     /// The key named by `ski`, or failing that by `cert_digest`.
-    pub fn find(
-        &self,
-        ski: Option<&Ski>,
-        cert_digest: Option<&[u8; CERT_DIGEST_LEN]>,
-    ) -> Option<&dyn PrivateKey> {
+    pub fn find(&self, ski: Option<&Ski>, cert_digest: Option<&[u8; CERT_DIGEST_LEN]>) -> Option<&dyn PrivateKey> {
         let index = ski
             .and_then(|s| self.by_ski.get(s))
             .or_else(|| cert_digest.and_then(|d| self.by_digest.get(d)))?;

@@ -9,10 +9,7 @@ use keyless_keys::memory::{KeyMaterial, PublicKey};
 use keyless_keys::{load_sources, Hash, KeyAlgorithm, KeySource, LoadError, Operation, PrivateKey};
 
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl binary");
+    let out = Command::new("openssl").args(args).output().expect("openssl binary");
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
@@ -58,12 +55,7 @@ fn openssl_ski(key: &Path) -> String {
         "-ext",
         "subjectKeyIdentifier",
     ]);
-    text.lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .replace(':', "")
-        .to_lowercase()
+    text.lines().nth(1).unwrap().trim().replace(':', "").to_lowercase()
 }
 
 fn digest_of(hash: Hash, msg: &[u8]) -> Vec<u8> {
@@ -152,22 +144,10 @@ fn every_key_type_signs_every_supported_operation() {
         &genkey(dir.path(), "rsa.key", RSA2048),
         KeyAlgorithm::Rsa { bits: 2048 },
     );
-    check_key(
-        &genkey(dir.path(), "p256.key", P256),
-        KeyAlgorithm::EcdsaP256,
-    );
-    check_key(
-        &genkey(dir.path(), "p384.key", P384),
-        KeyAlgorithm::EcdsaP384,
-    );
-    check_key(
-        &genkey(dir.path(), "p521.key", P521),
-        KeyAlgorithm::EcdsaP521,
-    );
-    check_key(
-        &genkey(dir.path(), "ed.key", ED25519),
-        KeyAlgorithm::Ed25519,
-    );
+    check_key(&genkey(dir.path(), "p256.key", P256), KeyAlgorithm::EcdsaP256);
+    check_key(&genkey(dir.path(), "p384.key", P384), KeyAlgorithm::EcdsaP384);
+    check_key(&genkey(dir.path(), "p521.key", P521), KeyAlgorithm::EcdsaP521);
+    check_key(&genkey(dir.path(), "ed.key", ED25519), KeyAlgorithm::Ed25519);
 }
 
 #[test]
@@ -189,11 +169,7 @@ fn pss_and_pkcs1_verify_with_openssl_too() {
     for (op, opts) in [
         (
             Operation::RsaPss(Hash::Sha384),
-            vec![
-                "rsa_padding_mode:pss",
-                "rsa_pss_saltlen:digest",
-                "digest:sha384",
-            ],
+            vec!["rsa_padding_mode:pss", "rsa_pss_saltlen:digest", "digest:sha384"],
         ),
         (
             Operation::RsaPkcs1(Hash::Sha384),
@@ -201,34 +177,21 @@ fn pss_and_pkcs1_verify_with_openssl_too() {
         ),
     ] {
         std::fs::write(dir.path().join("sig"), key.perform(op, &dgst).unwrap()).unwrap();
-        let mut args = vec![
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            pubkey.to_str().unwrap(),
-        ];
+        let mut args = vec!["pkeyutl", "-verify", "-pubin", "-inkey", pubkey.to_str().unwrap()];
         let d = dir.path().join("d");
         let s = dir.path().join("sig");
         args.extend(["-in", d.to_str().unwrap(), "-sigfile", s.to_str().unwrap()]);
         for o in &opts {
             args.extend(["-pkeyopt", o]);
         }
-        assert!(
-            openssl(&args).contains("Signature Verified Successfully"),
-            "{op:?}"
-        );
+        assert!(openssl(&args).contains("Signature Verified Successfully"), "{op:?}");
     }
 }
 
 #[test]
 fn ski_and_digest_match_gokeyless_definitions() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, algo) in [
-        ("rsa.key", RSA2048),
-        ("p256.key", P256),
-        ("ed.key", ED25519),
-    ] {
+    for (name, algo) in [("rsa.key", RSA2048), ("p256.key", P256), ("ed.key", ED25519)] {
         let path = genkey(dir.path(), name, algo);
         let m = KeyMaterial::load(&path).unwrap();
         assert_eq!(m.public().ski_hex(), openssl_ski(&path), "{name}");
@@ -309,17 +272,11 @@ fn raw_decrypt_inverts_the_public_operation() {
     let m = KeyMaterial::load(&genkey(dir.path(), "rsa.key", RSA2048)).unwrap();
     let public = PublicKey::from_spki(&m.public().spki_der).unwrap();
     let mut plain = vec![0u8; 256];
-    plain[1..]
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, b)| *b = i as u8);
+    plain[1..].iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
     let cipher = public.rsa_raw_encrypt(&plain).unwrap();
     assert_ne!(cipher, plain);
     let key = m.instantiate().unwrap();
-    assert_eq!(
-        key.perform(Operation::RsaRawDecrypt, &cipher).unwrap(),
-        plain
-    );
+    assert_eq!(key.perform(Operation::RsaRawDecrypt, &cipher).unwrap(), plain);
     assert!(key.perform(Operation::RsaRawDecrypt, &cipher[1..]).is_err());
 }
 
@@ -361,19 +318,13 @@ fn load_errors_name_the_file_and_reason() {
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
     );
     let err = KeyMaterial::load(&small).unwrap_err().to_string();
-    assert!(
-        err.contains("small.key") && err.contains("1024 bits"),
-        "{err}"
-    );
+    assert!(err.contains("small.key") && err.contains("1024 bits"), "{err}");
 
     let secret = std::fs::read_to_string(genkey(dir.path(), "secret.key", P256)).unwrap();
     let body: String = secret.lines().nth(1).unwrap().chars().take(20).collect();
     std::fs::write(&garbage, &secret[..secret.len() / 2]).unwrap();
     let err = KeyMaterial::load(&garbage).unwrap_err().to_string();
     assert!(!err.contains(&body), "error leaks key material: {err}");
-    let debug = format!(
-        "{:?}",
-        KeyMaterial::load(&dir.path().join("secret.key")).unwrap()
-    );
+    let debug = format!("{:?}", KeyMaterial::load(&dir.path().join("secret.key")).unwrap());
     assert!(!debug.contains(&body) && debug.contains("ski"), "{debug}");
 }

@@ -62,21 +62,13 @@ pub async fn connect_stream(
 }
 
 /// Connect and start the reader and writer tasks on the current tokio runtime.
-pub async fn connect(
-    addr: SocketAddr,
-    server_name: &str,
-    tls: Arc<ClientConfig>,
-) -> Result<Connection, ClientError> {
+pub async fn connect(addr: SocketAddr, server_name: &str, tls: Arc<ClientConfig>) -> Result<Connection, ClientError> {
     let stream = connect_stream(addr, server_name, tls).await?;
     Ok(Connection::start(stream, addr.to_string()))
 }
 
 /// Connect over a Unix socket (mutual TLS inside, as over TCP).
-pub async fn connect_unix(
-    path: &Path,
-    server_name: &str,
-    tls: Arc<ClientConfig>,
-) -> Result<Connection, ClientError> {
+pub async fn connect_unix(path: &Path, server_name: &str, tls: Arc<ClientConfig>) -> Result<Connection, ClientError> {
     let err = |source| ClientError::Connect {
         addr: path.display().to_string(),
         source,
@@ -140,11 +132,7 @@ async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, pending: Pending) {
                     Message::error(ErrorCode::Format)
                 }
             };
-            let waiter = pending
-                .lock()
-                .map(|mut p| p.waiting.remove(&id))
-                .ok()
-                .flatten();
+            let waiter = pending.lock().map(|mut p| p.waiting.remove(&id)).ok().flatten();
             match waiter {
                 Some(tx) => {
                     let _ = tx.send(message);
@@ -217,22 +205,13 @@ impl Connection {
                 self.closed().unwrap_or_else(|| "writer stopped".into()),
             ));
         }
-        rx.await.map_err(|_| {
-            ClientError::Closed(self.closed().unwrap_or_else(|| "connection lost".into()))
-        })
+        rx.await
+            .map_err(|_| ClientError::Closed(self.closed().unwrap_or_else(|| "connection lost".into())))
     }
 
     /// Perform `opcode` with key `ski` on `payload`; the result or the server's error.
-    pub async fn perform(
-        &self,
-        opcode: Opcode,
-        ski: Ski,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, ClientError> {
-        expect_response(
-            self.call(Message::request(opcode, Some(ski), payload.to_vec()))
-                .await?,
-        )
+    pub async fn perform(&self, opcode: Opcode, ski: Ski, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        expect_response(self.call(Message::request(opcode, Some(ski), payload.to_vec())).await?)
     }
 
     /// Ping with a payload; returns the echoed payload.
@@ -242,10 +221,7 @@ impl Connection {
             .await?;
         check_error(&answer)?;
         if answer.opcode != Some(Opcode::PONG) {
-            return Err(ClientError::Protocol(format!(
-                "ping answered with {:?}",
-                answer.opcode
-            )));
+            return Err(ClientError::Protocol(format!("ping answered with {:?}", answer.opcode)));
         }
         Ok(answer.payload.unwrap_or_default())
     }

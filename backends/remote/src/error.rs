@@ -33,9 +33,6 @@ impl ClientError {
     /// Whether the same request may succeed on another connection or server.
     pub fn retryable(&self) -> bool {
         matches!(self, ClientError::Connect { .. } | ClientError::Closed(_))
-            || matches!(
-                self,
-                ClientError::Remote(ErrorCode::Internal | ErrorCode::Read)
-            )
+            || matches!(self, ClientError::Remote(ErrorCode::Internal | ErrorCode::Read))
     }
 }

@@ -12,8 +12,6 @@ mod connection;
 mod error;
 mod tls;
 
-pub use connection::{
-    connect, connect_stream, connect_unix, expect_response, Connection, TlsStream,
-};
+pub use connection::{connect, connect_stream, connect_unix, expect_response, Connection, TlsStream};
 pub use error::ClientError;
 pub use tls::{client_config, client_config_from_files};

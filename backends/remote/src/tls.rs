@@ -36,17 +36,13 @@ pub fn client_config(
 }
 
 /// [`client_config`] from PEM files.
-pub fn client_config_from_files(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-) -> Result<Arc<ClientConfig>, ClientError> {
+pub fn client_config_from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, ClientError> {
     let certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, ClientError> {
         CertificateDer::pem_file_iter(p)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| ClientError::Config(format!("{}: {e}", p.display())))
     };
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ClientError::Config(format!("{}: {e}", key.display())))?;
+    let private_key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Config(format!("{}: {e}", key.display())))?;
     client_config(certs(ca)?, Some((certs(cert)?, private_key)))
 }

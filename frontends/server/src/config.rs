@@ -57,18 +57,10 @@ pub struct Cli {
     #[arg(long = "pid-file", env = "KEYLESS_PID_FILE")]
     pub pid_file: Option<PathBuf>,
     /// Directories of `*.key` files, added to private_key_stores.
-    #[arg(
-        long = "private-key-dirs",
-        env = "KEYLESS_PRIVATE_KEY_DIRS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "private-key-dirs", env = "KEYLESS_PRIVATE_KEY_DIRS", value_delimiter = ',')]
     pub private_key_dirs: Vec<PathBuf>,
     /// Key files, added to private_key_stores.
-    #[arg(
-        long = "private-key-files",
-        env = "KEYLESS_PRIVATE_KEY_FILES",
-        value_delimiter = ','
-    )]
+    #[arg(long = "private-key-files", env = "KEYLESS_PRIVATE_KEY_FILES", value_delimiter = ',')]
     pub private_key_files: Vec<PathBuf>,
     /// Also serve the keyless protocol (over mutual TLS) on this Unix socket.
     #[arg(long = "unix-socket", env = "KEYLESS_UNIX_SOCKET")]
@@ -185,11 +177,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         // serde_yaml_ng appends " at line L column C"; we put it in front instead.
         let message = e.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
         ConfigError::Syntax {
             path: path.to_owned(),
             line,
@@ -209,11 +197,7 @@ pub fn locate(cli: &Cli) -> Option<PathBuf> {
 }
 
 /// Merge flags and environment (already folded together by clap) over the file over defaults.
-pub fn resolve(
-    cli: &Cli,
-    file_path: Option<&Path>,
-    file: FileConfig,
-) -> Result<Settings, ConfigError> {
+pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<Settings, ConfigError> {
     let loglevel = cli.loglevel.or(file.loglevel).unwrap_or(1);
     if loglevel > 5 {
         let message = format!("loglevel {loglevel} is out of range (0 debug ... 5 fatal)");

@@ -1,19 +1,46 @@
-//! One client connection: read frames, answer them, write the answers.
+//! One client connection: read frames, spread them over the cores, write
+//! the answers back.
 //!
-//! Pipelining: every complete frame in what one read returned is answered
-//! before the next read, and all those answers leave in one write. A client
-//! that stops reading stops being read (the write waits), so memory per
-//! connection is bounded by one read plus its answers.
+//! The reader assigns every complete frame of a read to the least-loaded
+//! core (often this one), signs this core's share, and hands the rest to
+//! other cores. A writer task drains every answer that is ready — local or
+//! from other cores — into one TLS write. A per-connection cap on requests
+//! in flight (read but not yet written) stops the reader, so memory per
+//! connection is bounded whatever the client sends or fails to read.
+
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use keyless_engine::handler;
-use keyless_keys::KeyStore;
-use keyless_protocol::{split_frame, HEADER_LEN};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::sync::Semaphore;
+use keyless_engine::sharing::{Core, Responses, Target};
+use keyless_protocol::split_frame;
 
 /// Bytes asked for per read.
 const READ_CHUNK: usize = 64 * 1024;
-/// Answers are written once this many bytes are pending, even mid-batch.
+/// A batch of local answers is handed to the writer once this large.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Limits of one connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests read but not yet answered on the wire (gokeyless: 1024).
+    pub max_in_flight: usize,
+    /// After the client stops sending, how long answers still in flight
+    /// may take before the connection is closed anyway.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Why a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,50 +52,124 @@ pub enum Closed {
 }
 
 /// Serve one (already TLS-established) stream until the client leaves.
-pub async fn serve<S>(stream: &mut S, store: &KeyStore) -> std::io::Result<Closed>
+pub async fn serve<S>(stream: S, core: Rc<Core>, limits: &Limits) -> std::io::Result<Closed>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let (tx, rx) = local_channel::new_unbounded::<Responses>();
+    let tx = Rc::new(tx);
+    let conn = core.register(tx.clone());
+    let cap = limits.max_in_flight.max(1) as u64;
+    let permits = Rc::new(Semaphore::new(cap));
+    let write_task = glommio::spawn_local(write_loop(writer, rx, permits.clone()));
+    let result = read_loop(&mut reader, &core, conn, &tx, &permits).await;
+    // Let answers still being signed (here or elsewhere) reach the client.
+    let _ = glommio::timer::timeout(limits.drain_timeout, async {
+        permits
+            .acquire(cap)
+            .await
+            .map_err(|e| glommio::GlommioError::<()>::IoError(e.into()))
+    })
+    .await;
+    core.unregister(conn);
+    drop(tx);
+    let written = write_task.await;
+    match (result, written) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(closed), Ok(())) => Ok(closed),
+    }
+}
+
+fn closed_permits() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    core: &Core,
+    conn: u64,
+    tx: &LocalSender<Responses>,
+    permits: &Semaphore,
+) -> std::io::Result<Closed> {
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut outbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut local: Vec<Range<usize>> = Vec::new();
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let n = reader.read(&mut chunk).await?;
         if n == 0 {
             return Ok(if inbuf.is_empty() {
                 Closed::Clean
             } else {
-                Closed::MidFrame {
-                    buffered: inbuf.len(),
-                }
+                Closed::MidFrame { buffered: inbuf.len() }
             });
         }
         inbuf.extend_from_slice(&chunk[..n]);
         let mut consumed = 0;
-        let mut answered = 0u32;
         while let Some(raw) = split_frame(&inbuf[consumed..]) {
-            consumed += raw.header.frame_len();
-            let response = handler::handle_raw(store, raw);
-            if let Err(e) = response.encode_into(&mut outbuf) {
-                // Only a response over 64 KiB can fail; none of ours is.
-                tracing::error!("cannot encode response {}: {e}", response.id);
+            if !permits.try_acquire(1).map_err(|_| closed_permits())? {
+                // At the cap: answer what we hold, then wait for the writer.
+                answer_local(core, &inbuf, &mut local, tx).await;
+                permits.acquire(1).await.map_err(|_| closed_permits())?;
             }
-            answered += 1;
-            if outbuf.len() >= WRITE_HIGH_WATER {
-                stream.write_all(&outbuf).await?;
-                outbuf.clear();
-            }
-            if answered.is_multiple_of(16) {
-                // Let other connections on this core have a turn.
-                glommio::executor().yield_if_needed().await;
+            let range = consumed..consumed + raw.header.frame_len();
+            consumed = range.end;
+            match core.assign() {
+                Target::Local => local.push(range),
+                Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec()).await,
             }
         }
+        answer_local(core, &inbuf, &mut local, tx).await;
         inbuf.drain(..consumed);
-        if !outbuf.is_empty() {
-            stream.write_all(&outbuf).await?;
-            stream.flush().await?;
-            outbuf.clear();
-        }
-        debug_assert!(inbuf.len() < HEADER_LEN + u16::MAX as usize);
     }
+}
+
+/// Sign this core's share of a read and pass the answers to the writer.
+async fn answer_local(core: &Core, inbuf: &[u8], local: &mut Vec<Range<usize>>, tx: &LocalSender<Responses>) {
+    let mut out = Vec::with_capacity(local.len() * 1024);
+    let mut count = 0;
+    for range in local.drain(..) {
+        core.handle_local(&inbuf[range], &mut out);
+        count += 1;
+        if out.len() >= WRITE_HIGH_WATER {
+            let _ = tx.try_send((std::mem::take(&mut out), count));
+            count = 0;
+        }
+        if count % 16 == 15 {
+            // Let other connections and the cross-core workers have a turn.
+            glommio::executor().yield_if_needed().await;
+        }
+    }
+    if count > 0 {
+        let _ = tx.try_send((out, count));
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    rx: LocalReceiver<Responses>,
+    permits: Rc<Semaphore>,
+) -> std::io::Result<()> {
+    let result = async {
+        while let Some((mut buf, mut count)) = rx.recv().await {
+            // Everything else that is ready leaves in the same write.
+            while buf.len() < WRITE_HIGH_WATER {
+                match futures_lite::future::poll_once(rx.recv()).await {
+                    Some(Some((more, n))) => {
+                        buf.extend_from_slice(&more);
+                        count += n;
+                    }
+                    _ => break,
+                }
+            }
+            writer.write_all(&buf).await?;
+            writer.flush().await?;
+            permits.signal(count as u64);
+        }
+        Ok(())
+    }
+    .await;
+    // A dead writer must stop the reader, which may be waiting for permits.
+    permits.close();
+    result
 }

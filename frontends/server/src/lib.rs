@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use keyless_engine::runtime::{run_per_core, RuntimeConfig, RuntimeError};
+use keyless_engine::sharing::{Core, Shared};
 use keyless_keys::memory::KeyMaterial;
 
 pub use config::Settings;
@@ -49,6 +50,8 @@ pub enum ServerError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub key_count: usize,
+    /// Per-core load and counters.
+    pub shared: Arc<Shared>,
     thread: JoinHandle<Result<(), RuntimeError>>,
 }
 
@@ -70,11 +73,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
              provide auth_cert, auth_key and cloudflare_ca_cert instead"
         );
     }
-    let tls = tls::server_config(
-        &settings.auth_cert,
-        &settings.auth_key,
-        &settings.cloudflare_ca_cert,
-    )?;
+    let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
     let keys = keyless_keys::load_sources(&settings.key_sources)?;
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
@@ -119,12 +118,10 @@ pub fn start_with(
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
     let reservation = reserve_port(listen.tcp)?;
-    let bound = reservation
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: listen.tcp,
-            source,
-        })?;
+    let bound = reservation.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen.tcp,
+        source,
+    })?;
     let addr = bound.as_socket().unwrap_or(listen.tcp);
     let unix = listen.unix.clone();
     if let Some(path) = &unix {
@@ -133,34 +130,43 @@ pub fn start_with(
     let keys = Arc::new(keys);
     let key_count = keys.len();
     let cores = runtime.cores.max(1);
+    let shared = Shared::new(cores, 1024);
+    let shared_for_cores = shared.clone();
+    let limits = connection::Limits::default();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let thread = std::thread::Builder::new()
         .name("keyless-main".into())
         .spawn(move || {
-            run_per_core(&runtime, move |core| {
+            run_per_core(&runtime, move |index| {
                 let tls = tls.clone();
                 let keys = keys.clone();
+                let shared = shared_for_cores.clone();
+                let limits = Rc::new(limits.clone());
                 let ready = ready_tx.clone();
-                let unix = unix.clone().filter(|_| core == 0);
+                let unix = unix.clone().filter(|_| index == 0);
                 async move {
                     let setup = core_key_setup(&keys, addr, unix.as_deref());
                     let (listener, unix_listener, store) = match setup {
-                        Ok(x) => {
-                            let _ = ready.send(Ok(core));
-                            x
-                        }
+                        Ok(x) => x,
                         Err(e) => {
                             let _ = ready.send(Err(e.clone()));
                             return Err(e);
                         }
                     };
+                    let core = match Core::join(shared, Rc::new(store)).await {
+                        Ok(core) => core,
+                        Err(e) => {
+                            let _ = ready.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    };
+                    let _ = ready.send(Ok(core.id()));
                     drop(ready);
-                    let store = Rc::new(store);
                     if let Some(u) = unix_listener {
-                        glommio::spawn_local(listener::accept_unix(u, tls.clone(), store.clone()))
+                        glommio::spawn_local(listener::accept_unix(u, tls.clone(), core.clone(), limits.clone()))
                             .detach();
                     }
-                    listener::accept_tcp(listener, tls, store).await;
+                    listener::accept_tcp(listener, tls, core, limits).await;
                     Ok::<(), String>(())
                 }
             })
@@ -186,6 +192,7 @@ pub fn start_with(
     Ok(RunningServer {
         addr,
         key_count,
+        shared,
         thread,
     })
 }
@@ -196,18 +203,12 @@ type CoreSetup = (
     keyless_keys::KeyStore,
 );
 
-fn core_key_setup(
-    keys: &[KeyMaterial],
-    addr: SocketAddr,
-    unix: Option<&Path>,
-) -> Result<CoreSetup, String> {
+fn core_key_setup(keys: &[KeyMaterial], addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
     let store = listener::core_key_store(keys)?;
-    let listener = glommio::net::TcpListener::bind(addr)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let unix_listener = match unix {
         Some(path) => Some(
-            glommio::net::UnixListener::bind(path)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+            glommio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
         ),
         None => None,
     };
@@ -219,9 +220,8 @@ fn core_key_setup(
 fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| {
-            ServerError::Startup(format!("{}: cannot remove old socket: {e}", path.display()))
-        }),
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| ServerError::Startup(format!("{}: cannot remove old socket: {e}", path.display()))),
         Ok(_) => Err(ServerError::Startup(format!(
             "{}: exists and is not a socket",
             path.display()
@@ -232,10 +232,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
 
 fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
     use socket2::{Domain, Socket, Type};
-    let bind_err = |source| ServerError::Bind {
-        addr: listen,
-        source,
-    };
+    let bind_err = |source| ServerError::Bind { addr: listen, source };
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None).map_err(bind_err)?;
     socket.set_reuse_port(true).map_err(bind_err)?;
     socket.set_reuse_address(true).map_err(bind_err)?;

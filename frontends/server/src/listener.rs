@@ -13,26 +13,22 @@ use glommio::net::{TcpListener, UnixListener};
 use keyless_keys::memory::KeyMaterial;
 use keyless_keys::KeyStore;
 
-use crate::connection::{self, Closed};
+use keyless_engine::sharing::Core;
+
+use crate::connection::{self, Closed, Limits};
 
 /// Build this core's own copy of the keys.
 pub fn core_key_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
     let mut store = KeyStore::new();
     for k in keys {
-        let key = k
-            .instantiate()
-            .map_err(|e| format!("{}: {e}", k.path().display()))?;
+        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.path().display()))?;
         store.insert(Box::new(key));
     }
     Ok(store)
 }
 
 /// Accept TCP connections forever, serving each on this core.
-pub async fn accept_tcp(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    store: Rc<KeyStore>,
-) {
+pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         match listener.accept().await {
@@ -41,7 +37,7 @@ pub async fn accept_tcp(
                     .peer_addr()
                     .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
                 let _ = tcp.set_nodelay(true);
-                spawn_connection(acceptor.clone(), tcp, store.clone(), peer);
+                spawn_connection(acceptor.clone(), tcp, core.clone(), limits.clone(), peer);
             }
             Err(e) => accept_failed(e).await,
         }
@@ -49,17 +45,17 @@ pub async fn accept_tcp(
 }
 
 /// Accept Unix-socket connections forever (one core listens on the socket).
-pub async fn accept_unix(
-    listener: UnixListener,
-    tls: Arc<rustls::ServerConfig>,
-    store: Rc<KeyStore>,
-) {
+pub async fn accept_unix(listener: UnixListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                spawn_connection(acceptor.clone(), stream, store.clone(), "unix".to_string())
-            }
+            Ok(stream) => spawn_connection(
+                acceptor.clone(),
+                stream,
+                core.clone(),
+                limits.clone(),
+                "unix".to_string(),
+            ),
             Err(e) => accept_failed(e).await,
         }
     }
@@ -72,12 +68,12 @@ async fn accept_failed(e: glommio::GlommioError<()>) {
 }
 
 /// TLS handshake, then the keyless protocol, on a task of this core.
-fn spawn_connection<S>(acceptor: TlsAcceptor, stream: S, store: Rc<KeyStore>, peer: String)
+fn spawn_connection<S>(acceptor: TlsAcceptor, stream: S, core: Rc<Core>, limits: Rc<Limits>, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     glommio::spawn_local(async move {
-        let mut tls = match acceptor.accept(stream).await {
+        let tls = match acceptor.accept(stream).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::info!(%peer, "TLS handshake failed: {e}");
@@ -85,7 +81,7 @@ where
             }
         };
         tracing::debug!(%peer, "connection established");
-        match connection::serve(&mut tls, &store).await {
+        match connection::serve(tls, core, &limits).await {
             Ok(Closed::Clean) => tracing::debug!(%peer, "connection closed"),
             Ok(Closed::MidFrame { buffered }) => {
                 tracing::warn!(%peer, "connection closed mid-frame ({buffered} bytes unread)")

@@ -32,12 +32,8 @@ fn dev_setup(cli: &mut Cli) -> Result<(), String> {
     if pki.is_complete() {
         eprintln!("using the development PKI in {}", pki.dir.display());
     } else {
-        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407)
-            .map_err(|e| e.to_string())?;
-        eprintln!(
-            "created a throwaway development PKI in {}",
-            pki.dir.display()
-        );
+        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407).map_err(|e| e.to_string())?;
+        eprintln!("created a throwaway development PKI in {}", pki.dir.display());
     }
     cli.config_file.get_or_insert(pki.config.clone());
     cli.listen_host.get_or_insert([127, 0, 0, 1].into());

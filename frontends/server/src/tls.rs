@@ -38,11 +38,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// Server config: TLS 1.2 and 1.3 (AWS-LC provider, its default suites,
 /// which include ECDHE-ECDSA/RSA-AES256-GCM-SHA384 that gokeyless clients
 /// use), a client certificate required and verified against `client_ca`.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in load_certs(client_ca)? {
@@ -52,8 +48,7 @@ pub fn server_config(
         .build()
         .map_err(|e| err(client_ca, e))?;
     let chain = load_certs(cert)?;
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| err(key, format!("no usable private key: {e}")))?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, format!("no usable private key: {e}")))?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err(cert, e))?

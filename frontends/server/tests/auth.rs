@@ -20,9 +20,7 @@ fn ca_roots() -> Vec<CertificateDer<'static>> {
     keyless_server::tls::load_certs(&common::server().pki.ca_cert).unwrap()
 }
 
-fn identity(
-    issued: &keyless_pki::Issued,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn identity(issued: &keyless_pki::Issued) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     (
         vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
         PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
@@ -32,8 +30,7 @@ fn identity(
 /// Whether the server answers a ping from a client with this configuration.
 async fn served(config: Arc<rustls::ClientConfig>) -> bool {
     let server = common::server();
-    let Ok(mut stream) = keyless_client::connect_stream(server.addr, "localhost", config).await
-    else {
+    let Ok(mut stream) = keyless_client::connect_stream(server.addr, "localhost", config).await else {
         return false; // TLS 1.2: refused during the handshake
     };
     let ping = Frame::new(1, Message::request(Opcode::PING, None, b"hi".to_vec()))
@@ -61,9 +58,7 @@ async fn served(config: Arc<rustls::ClientConfig>) -> bool {
     read.expect("server neither answered nor closed within 10 s")
 }
 
-fn with_identity(
-    id: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Arc<rustls::ClientConfig> {
+fn with_identity(id: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>) -> Arc<rustls::ClientConfig> {
     keyless_client::client_config(ca_roots(), id).unwrap()
 }
 
@@ -106,21 +101,16 @@ async fn an_expired_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_only_certificate_is_refused_as_a_client() {
     let ca = common::server().pki.ca().unwrap();
-    let issued = ca
-        .issue("not a client", &["localhost"], Usage::Server)
-        .unwrap();
+    let issued = ca.issue("not a client", &["localhost"], Usage::Server).unwrap();
     assert!(!served(with_identity(Some(identity(&issued)))).await);
 }
 
 /// Run `openssl s_client` with a keyless ping on stdin; return what came back.
 fn openssl_ping(extra: &[&str]) -> Option<Frame> {
     let server = common::server();
-    let ping = Frame::new(
-        77,
-        Message::request(Opcode::PING, None, b"openssl".to_vec()),
-    )
-    .encode()
-    .unwrap();
+    let ping = Frame::new(77, Message::request(Opcode::PING, None, b"openssl".to_vec()))
+        .encode()
+        .unwrap();
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_client",
@@ -130,11 +120,7 @@ fn openssl_ping(extra: &[&str]) -> Option<Frame> {
         "-servername",
         "localhost",
     ])
-    .args([
-        "-CAfile",
-        server.pki.ca_cert.to_str().unwrap(),
-        "-verify_return_error",
-    ])
+    .args(["-CAfile", server.pki.ca_cert.to_str().unwrap(), "-verify_return_error"])
     .args(extra)
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())

@@ -79,11 +79,7 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
         ),
         (
             "truncated item",
-            frame_bytes(
-                1,
-                103,
-                &[item(0x11, &[0xF1]), vec![0x12, 0x00, 0x40, 1, 2]].concat(),
-            ),
+            frame_bytes(1, 103, &[item(0x11, &[0xF1]), vec![0x12, 0x00, 0x40, 1, 2]].concat()),
             ErrorCode::Format,
         ),
         (
@@ -98,11 +94,7 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
         ),
         (
             "SKI of 19 bytes",
-            frame_bytes(
-                1,
-                106,
-                &[item(0x11, &[0x15]), item(0x04, &[1; 19])].concat(),
-            ),
+            frame_bytes(1, 106, &[item(0x11, &[0x15]), item(0x04, &[1; 19])].concat()),
             ErrorCode::Format,
         ),
         (
@@ -157,22 +149,13 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
             frame_bytes(
                 1,
                 114,
-                &[
-                    item(0x11, &[0x15]),
-                    item(0x04, &[9; 20]),
-                    item(0x12, &[1; 32]),
-                ]
-                .concat(),
+                &[item(0x11, &[0x15]), item(0x04, &[9; 20]), item(0x12, &[1; 32])].concat(),
             ),
             ErrorCode::KeyNotFound,
         ),
         (
             "no key named at all",
-            frame_bytes(
-                1,
-                115,
-                &[item(0x11, &[0x15]), item(0x12, &[1; 32])].concat(),
-            ),
+            frame_bytes(1, 115, &[item(0x11, &[0x15]), item(0x12, &[1; 32])].concat()),
             ErrorCode::KeyNotFound,
         ),
         (
@@ -190,10 +173,7 @@ async fn each_bad_request_gets_its_error_code_and_the_connection_survives() {
         assert_eq!(answer.id, id, "{name}: answer carries the request's ID");
         assert_eq!(answer.message.error_code(), Some(Ok(*want)), "{name}");
         // The same connection still answers a good request.
-        stream
-            .write_all(&frame_bytes(1, 9000 + id, &ping))
-            .await
-            .unwrap();
+        stream.write_all(&frame_bytes(1, 9000 + id, &ping)).await.unwrap();
         let pong = read_frame(&mut stream, &mut buf).await;
         assert_eq!(
             (pong.id, pong.message.opcode),
@@ -247,10 +227,7 @@ async fn lost_framing_closes_only_that_connection() {
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     let closed = matches!(read, Ok(Ok(_)) | Ok(Err(_)));
     assert!(closed, "the server should close the connection");
-    assert!(
-        rest.is_empty(),
-        "no answer for a frame that never completed"
-    );
+    assert!(rest.is_empty(), "no answer for a frame that never completed");
 
     // Garbage that is not a frame at all, then hang up mid-frame.
     let mut garbage = raw_stream().await;

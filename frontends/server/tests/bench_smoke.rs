@@ -35,13 +35,7 @@ fn spec(name: &str, mode: Mode, verify_every: u64) -> LoadSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_every_answer_verified() {
     let r = load::run(
-        spec(
-            "ecdsa-p256",
-            Mode::Closed {
-                pause: Duration::ZERO,
-            },
-            1,
-        ),
+        spec("ecdsa-p256", Mode::Closed { pause: Duration::ZERO }, 1),
         Arc::default(),
     )
     .await
@@ -55,12 +49,9 @@ async fn closed_loop_every_answer_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_at_a_fixed_rate() {
-    let r = load::run(
-        spec("ed25519", Mode::Open { rate: 500.0 }, 1),
-        Arc::default(),
-    )
-    .await
-    .unwrap();
+    let r = load::run(spec("ed25519", Mode::Open { rate: 500.0 }, 1), Arc::default())
+        .await
+        .unwrap();
     // 500/s for 0.8 s: about 400 answers.
     assert!((300..=500).contains(&r.ok), "{r:?}");
     assert_eq!(r.verify_failures, 0);
@@ -77,4 +68,24 @@ fn ceiling_signs_in_process() {
     )
     .unwrap();
     assert!(r.ops > 0 && r.ops_per_sec > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_keeps_both_cores_signing() {
+    let shared = &common::server().shared;
+    assert_eq!(shared.cores(), 2);
+    let before = shared.handled_per_core();
+    let mut s = spec("ecdsa-p384", Mode::Closed { pause: Duration::ZERO }, 10);
+    s.connections = 1;
+    s.in_flight = 64;
+    let r = load::run(s, Arc::default()).await.unwrap();
+    assert!(r.errors.is_empty() && r.verify_failures == 0, "{r:?}");
+    let after = shared.handled_per_core();
+    let done: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: u64 = done.iter().sum();
+    assert!(total >= r.ok, "{done:?} {r:?}");
+    for (core, n) in done.iter().enumerate() {
+        // Other tests share this server, so only a loose bound: both cores work.
+        assert!(*n * 5 >= total, "core {core} handled {n} of {total}: {done:?}");
+    }
 }

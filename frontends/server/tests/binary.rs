@@ -33,17 +33,8 @@ fn a_key_that_does_not_load_stops_start_up_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
     let bad = pki.keys_dir.join("broken.key");
-    std::fs::write(
-        &bad,
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-    )
-    .unwrap();
-    let err = fails_with(
-        server()
-            .arg("-c")
-            .arg(&pki.config)
-            .args(["--listen-host", "127.0.0.1"]),
-    );
+    std::fs::write(&bad, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let err = fails_with(server().arg("-c").arg(&pki.config).args(["--listen-host", "127.0.0.1"]));
     assert!(err.contains(bad.to_str().unwrap()), "{err}");
 }
 
@@ -90,21 +81,14 @@ fn dev_mode_creates_a_pki_and_serves_it() {
             &dir.path().join(&pki.client_key),
         )
         .unwrap();
-        let conn = keyless_client::connect(addr, "localhost", tls)
-            .await
-            .unwrap();
+        let conn = keyless_client::connect(addr, "localhost", tls).await.unwrap();
         let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
         keyless_tools::conformance::run(&conn, &keys).await
     });
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        report.failed().count(),
-        0,
-        "{:?}",
-        report.failed().collect::<Vec<_>>()
-    );
+    assert_eq!(report.failed().count(), 0, "{:?}", report.failed().collect::<Vec<_>>());
     assert!(log.contains("loading dev-pki/keys/p256.key..."), "{log}");
     assert!(log.contains("fetch key with SKI: "), "{log}");
     assert!(

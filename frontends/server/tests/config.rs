@@ -41,10 +41,7 @@ fn a_gokeyless_file_is_read_with_its_keys() {
     assert_eq!(s.hostname.as_deref(), Some("keyserver.example.com"));
     assert_eq!(s.auth_cert, Path::new("/etc/keyless/server.pem"));
     assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"));
-    assert_eq!(
-        s.cloudflare_ca_cert,
-        Path::new("/etc/keyless/keyless_cacert.pem")
-    );
+    assert_eq!(s.cloudflare_ca_cert, Path::new("/etc/keyless/keyless_cacert.pem"));
     assert_eq!(s.listen.port(), 2407);
     assert_eq!(s.metrics_port, 2406);
     assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/gokeyless.pid")));
@@ -117,16 +114,11 @@ fn a_bad_value_names_file_line_and_field() {
     assert!(msg.starts_with("/etc/keyless/gokeyless.yaml:2:"), "{msg}");
     assert!(msg.contains("port"), "{msg}");
 
-    let (line, msg) =
-        syntax_error("port: 2407\nprivate_key_stores:\n  - dir: /keys\n  - path: /other\n");
+    let (line, msg) = syntax_error("port: 2407\nprivate_key_stores:\n  - dir: /keys\n  - path: /other\n");
     assert_eq!(line, 4);
-    assert!(
-        msg.contains("private_key_stores[1]") && msg.contains("path"),
-        "{msg}"
-    );
+    assert!(msg.contains("private_key_stores[1]") && msg.contains("path"), "{msg}");
 
-    let (line, msg) =
-        syntax_error("port: 1\nprivate_key_stores:\n  - dir: /keys\n    file: /k.key\n");
+    let (line, msg) = syntax_error("port: 1\nprivate_key_stores:\n  - dir: /keys\n    file: /k.key\n");
     assert_eq!(line, 3, "{msg}");
     assert!(
         msg.contains("private_key_stores") && msg.contains("exactly one"),
@@ -135,10 +127,7 @@ fn a_bad_value_names_file_line_and_field() {
 
     let (line, msg) = syntax_error("private_key_stores:\n  - uri: pkcs11:token=SoftHSM;object=k\n");
     assert_eq!(line, 2, "{msg}");
-    assert!(
-        msg.contains("private_key_stores") && msg.contains("PKCS#11"),
-        "{msg}"
-    );
+    assert!(msg.contains("private_key_stores") && msg.contains("PKCS#11"), "{msg}");
 
     let (line, msg) = syntax_error("port: 2407\nauth_cert: [unclosed\n");
     assert!(line >= 2, "{msg}");
@@ -151,9 +140,7 @@ fn a_bad_value_names_file_line_and_field() {
 fn an_out_of_range_loglevel_names_the_field() {
     let path = Path::new("g.yaml");
     let file = config::parse_file(path, "loglevel: 9\n").unwrap();
-    let e = config::resolve(&cli(&[]), Some(path), file)
-        .unwrap_err()
-        .to_string();
+    let e = config::resolve(&cli(&[]), Some(path), file).unwrap_err().to_string();
     assert!(e.contains("g.yaml") && e.contains("loglevel"), "{e}");
 }
 

@@ -14,34 +14,14 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     std::env::set_var("KEYLESS_AUTH_KEY", "env-key.pem");
     std::env::set_var("KEYLESS_PRIVATE_KEY_DIRS", "/env/keys");
     let path = Path::new("gokeyless.yaml");
-    let file = || {
-        config::parse_file(
-            path,
-            "port: 2407\nauth_key: file-key.pem\nauth_cert: file.pem\n",
-        )
-        .unwrap()
-    };
+    let file = || config::parse_file(path, "port: 2407\nauth_key: file-key.pem\nauth_cert: file.pem\n").unwrap();
 
-    let s = config::resolve(
-        &Cli::try_parse_from(["keyless-server"]).unwrap(),
-        Some(path),
-        file(),
-    )
-    .unwrap();
+    let s = config::resolve(&Cli::try_parse_from(["keyless-server"]).unwrap(), Some(path), file()).unwrap();
     assert_eq!(s.listen.port(), 4000);
     assert_eq!(s.auth_key, Path::new("env-key.pem"));
     assert_eq!(s.auth_cert, Path::new("file.pem"));
-    assert_eq!(
-        s.key_sources,
-        vec![keyless_keys::KeySource::Dir("/env/keys".into())]
-    );
+    assert_eq!(s.key_sources, vec![keyless_keys::KeySource::Dir("/env/keys".into())]);
 
     let c = Cli::try_parse_from(["keyless-server", "--port", "5000"]).unwrap();
-    assert_eq!(
-        config::resolve(&c, Some(path), file())
-            .unwrap()
-            .listen
-            .port(),
-        5000
-    );
+    assert_eq!(config::resolve(&c, Some(path), file()).unwrap().listen.port(), 5000);
 }

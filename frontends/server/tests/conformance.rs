@@ -8,10 +8,7 @@ use std::sync::Arc;
 use keyless_tools::conformance;
 
 fn assert_all_passed(report: &conformance::Report) {
-    let failures: Vec<String> = report
-        .failed()
-        .map(|o| format!("{}: {:?}", o.name, o.result))
-        .collect();
+    let failures: Vec<String> = report.failed().map(|o| format!("{}: {:?}", o.name, o.result)).collect();
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -19,11 +16,7 @@ fn assert_all_passed(report: &conformance::Report) {
         failures.join("\n")
     );
     // Six keys, each with 16 signing opcodes and more: the suite really ran.
-    assert!(
-        report.passed() > 6 * 16,
-        "only {} checks ran",
-        report.passed()
-    );
+    assert!(report.passed() > 6 * 16, "only {} checks ran", report.passed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,10 +60,7 @@ async fn gokeyless_cipher_suite_over_tls12() {
         .await
         .unwrap();
     let (_, session) = stream.get_ref();
-    assert_eq!(
-        session.protocol_version(),
-        Some(rustls::ProtocolVersion::TLSv1_2)
-    );
+    assert_eq!(session.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
     assert_eq!(
         session.negotiated_cipher_suite().unwrap().suite(),
         rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
@@ -91,18 +81,11 @@ async fn many_connections_at_once_all_verified() {
         let keys = keys.clone();
         tasks.push(tokio::spawn(async move {
             let conn = common::server().connect().await;
-            let ecdsa: Vec<_> = keys
-                .iter()
-                .filter(|k| k.name.starts_with("ecdsa-p256"))
-                .collect();
+            let ecdsa: Vec<_> = keys.iter().filter(|k| k.name.starts_with("ecdsa-p256")).collect();
             for k in ecdsa {
                 let input = [7u8; 32];
                 let sig = conn
-                    .perform(
-                        keyless_protocol::Opcode::ECDSA_SIGN_SHA256,
-                        k.info.ski,
-                        &input,
-                    )
+                    .perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, k.info.ski, &input)
                     .await
                     .unwrap();
                 k.verifier
@@ -130,16 +113,10 @@ async fn the_unix_socket_speaks_mutual_tls_too() {
         .unwrap();
     assert_all_passed(&conformance::run(&conn, &keys).await);
     // And without a client certificate it is refused.
-    let anonymous = keyless_client::client_config(
-        keyless_server::tls::load_certs(&server.pki.ca_cert).unwrap(),
-        None,
-    )
-    .unwrap();
+    let anonymous =
+        keyless_client::client_config(keyless_server::tls::load_certs(&server.pki.ca_cert).unwrap(), None).unwrap();
     match keyless_client::connect_unix(&socket, "localhost", anonymous).await {
         Err(_) => {}
-        Ok(c) => assert!(
-            c.ping(b"x").await.is_err(),
-            "served without a client certificate"
-        ),
+        Ok(c) => assert!(c.ping(b"x").await.is_err(), "served without a client certificate"),
     }
 }

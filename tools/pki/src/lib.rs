@@ -11,9 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-    PKCS_ECDSA_P521_SHA512, PKCS_ED25519, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    RsaKeySize, SanType, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_ED25519,
+    PKCS_RSA_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -80,9 +80,7 @@ impl Ca {
     pub fn new(common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyType::EcdsaP384.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -113,12 +111,7 @@ impl Ca {
     }
 
     /// Issue a P-384 leaf certificate valid for a year.
-    pub fn issue(
-        &self,
-        common_name: &str,
-        names: &[&str],
-        usage: Usage,
-    ) -> Result<Issued, PkiError> {
+    pub fn issue(&self, common_name: &str, names: &[&str], usage: Usage) -> Result<Issued, PkiError> {
         let now = OffsetDateTime::now_utc();
         self.issue_with(
             common_name,
@@ -147,9 +140,7 @@ impl Ca {
                 Err(_) => SanType::DnsName((*name).try_into()?),
             });
         }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages
             .iter()
@@ -235,11 +226,7 @@ impl DevPki {
     pub fn generate(dir: &Path, keys: &[(&str, KeyType)], port: u16) -> Result<DevPki, PkiError> {
         let pki = DevPki::at(dir);
         let ca = Ca::new("keyless development CA")?;
-        let server = ca.issue(
-            "keyless server",
-            &["localhost", "127.0.0.1", "::1"],
-            Usage::Server,
-        )?;
+        let server = ca.issue("keyless server", &["localhost", "127.0.0.1", "::1"], Usage::Server)?;
         let client = ca.issue("keyless client", &[], Usage::Client)?;
         mkdir(&pki.keys_dir)?;
         mkdir(&pki.pubkeys_dir)?;
@@ -251,14 +238,8 @@ impl DevPki {
         write_secret(&pki.client_key, &client.key_pem)?;
         for (name, kind) in keys {
             let key = kind.generate()?;
-            write_secret(
-                &pki.keys_dir.join(format!("{name}.key")),
-                &key.serialize_pem(),
-            )?;
-            write(
-                &pki.pubkeys_dir.join(format!("{name}.pem")),
-                &key.public_key_pem(),
-            )?;
+            write_secret(&pki.keys_dir.join(format!("{name}.key")), &key.serialize_pem())?;
+            write(&pki.pubkeys_dir.join(format!("{name}.pem")), &key.public_key_pem())?;
         }
         let config = format!(
             "# Development configuration written by keyless-pki. Not for production.\n\
@@ -279,8 +260,7 @@ impl DevPki {
 }
 
 /// The signing keys of the default development PKI.
-pub const DEFAULT_KEYS: &[(&str, KeyType)] =
-    &[("p256", KeyType::EcdsaP256), ("rsa2048", KeyType::Rsa2048)];
+pub const DEFAULT_KEYS: &[(&str, KeyType)] = &[("p256", KeyType::EcdsaP256), ("rsa2048", KeyType::Rsa2048)];
 
 fn mkdir(path: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(path).map_err(|source| PkiError::Io {

@@ -21,11 +21,7 @@ pub struct CeilingReport {
 }
 
 /// Sign for `duration` on the calling thread.
-pub fn measure(
-    key_file: &Path,
-    op: Option<BenchOp>,
-    duration: Duration,
-) -> Result<CeilingReport, String> {
+pub fn measure(key_file: &Path, op: Option<BenchOp>, duration: Duration) -> Result<CeilingReport, String> {
     let material = KeyMaterial::load(key_file).map_err(|e| e.to_string())?;
     let alg = material.public().algorithm;
     let op = op.unwrap_or_else(|| BenchOp::default_for(alg));

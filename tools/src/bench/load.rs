@@ -312,10 +312,7 @@ async fn read_side(
     let drain_deadline = stop_at + Duration::from_secs(5);
     loop {
         let now = Instant::now();
-        if now >= stop_at
-            && flight.done.load(Ordering::Acquire)
-            && flight.count.load(Ordering::Relaxed) == 0
-        {
+        if now >= stop_at && flight.done.load(Ordering::Acquire) && flight.count.load(Ordering::Relaxed) == 0 {
             break; // every request sent has been answered
         }
         // Before the end, wait for data; after it, look up every 20 ms.

@@ -71,8 +71,7 @@ impl LoadReport {
             self.server,
             self.connections,
             self.in_flight,
-            self.rate
-                .map_or(String::new(), |r| format!(", open loop at {r:.0}/s"))
+            self.rate.map_or(String::new(), |r| format!(", open loop at {r:.0}/s"))
         );
         println!(
             "  ops/s     {:.0}  ({} ok in {:.1} s)",
@@ -88,10 +87,7 @@ impl LoadReport {
             self.verified, self.verify_failures
         );
         if self.not_sent > 0 {
-            println!(
-                "  not sent  {} (all slots busy at the offered rate)",
-                self.not_sent
-            );
+            println!("  not sent  {} (all slots busy at the offered rate)", self.not_sent);
         }
         if self.errors.is_empty() {
             println!("  errors    none");

@@ -17,13 +17,7 @@ pub fn print_table(rows: &[LoadReport]) {
         let errors: u64 = r.errors.values().sum();
         println!(
             "{:>6} {:>9} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8}",
-            r.connections,
-            r.in_flight,
-            r.ops_per_sec,
-            r.latency.p50_us,
-            r.latency.p99_us,
-            r.latency.p999_us,
-            errors
+            r.connections, r.in_flight, r.ops_per_sec, r.latency.p50_us, r.latency.p99_us, r.latency.p999_us, errors
         );
     }
 }
@@ -48,10 +42,7 @@ pub fn write_svg(rows: &[LoadReport], path: &Path, title: &str) -> Result<(), St
         .y_desc("p99 latency (us)")
         .draw()
         .map_err(|e| err(&e))?;
-    let points: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| (r.ops_per_sec, r.latency.p99_us))
-        .collect();
+    let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.ops_per_sec, r.latency.p99_us)).collect();
     chart
         .draw_series(LineSeries::new(points.clone(), &BLUE))
         .map_err(|e| err(&e))?;

@@ -102,8 +102,7 @@ impl EvpKey {
         let pkey = unsafe { ffi::d2i_PUBKEY(ptr::null_mut(), &mut p, len) };
         match NonNull::new(pkey) {
             Some(pkey) => Ok(EvpKey { pkey }),
-            None => check(0, "not a SubjectPublicKeyInfo")
-                .map(|_| unreachable!("check(0) always fails")),
+            None => check(0, "not a SubjectPublicKeyInfo").map(|_| unreachable!("check(0) always fails")),
         }
     }
 
@@ -186,15 +185,7 @@ impl EvpKey {
         let mut out_len = out.len();
         // SAFETY: `out` has `out_len` writable bytes and `digest` is readable;
         // AWS-LC writes at most `out_len` bytes and updates it.
-        let rc = unsafe {
-            ffi::EVP_PKEY_sign(
-                c,
-                out.as_mut_ptr(),
-                &mut out_len,
-                digest.as_ptr(),
-                digest.len(),
-            )
-        };
+        let rc = unsafe { ffi::EVP_PKEY_sign(c, out.as_mut_ptr(), &mut out_len, digest.as_ptr(), digest.len()) };
         check(rc, "signing failed")?;
         out.truncate(out_len);
         Ok(out)
@@ -244,18 +235,9 @@ impl EvpKey {
         // SAFETY: live context; `out` has `out_len` writable bytes, `input` is readable.
         unsafe {
             check(ffi::EVP_PKEY_decrypt_init(c), "decrypt init failed")?;
+            check(ffi::EVP_PKEY_CTX_set_rsa_padding(c, ffi::RSA_NO_PADDING), "bad padding")?;
             check(
-                ffi::EVP_PKEY_CTX_set_rsa_padding(c, ffi::RSA_NO_PADDING),
-                "bad padding",
-            )?;
-            check(
-                ffi::EVP_PKEY_decrypt(
-                    c,
-                    out.as_mut_ptr(),
-                    &mut out_len,
-                    input.as_ptr(),
-                    input.len(),
-                ),
+                ffi::EVP_PKEY_decrypt(c, out.as_mut_ptr(), &mut out_len, input.as_ptr(), input.len()),
                 "decryption failed",
             )?;
         }
@@ -269,11 +251,7 @@ impl EvpKey {
     ///
     /// # Safety
     /// `c` must be a live context initialised for signing or verifying.
-    unsafe fn set_rsa_params(
-        c: *mut ffi::EVP_PKEY_CTX,
-        hash: Hash,
-        padding: c_int,
-    ) -> Result<(), CryptoError> {
+    unsafe fn set_rsa_params(c: *mut ffi::EVP_PKEY_CTX, hash: Hash, padding: c_int) -> Result<(), CryptoError> {
         check(ffi::EVP_PKEY_CTX_set_rsa_padding(c, padding), "bad padding")?;
         check(ffi::EVP_PKEY_CTX_set_signature_md(c, md(hash)), "bad hash")?;
         if padding == ffi::RSA_PKCS1_PSS_PADDING {
@@ -348,18 +326,9 @@ impl EvpKey {
         // SAFETY: live context; `out` has `out_len` writable bytes, `input` is readable.
         unsafe {
             check(ffi::EVP_PKEY_encrypt_init(c), "encrypt init failed")?;
+            check(ffi::EVP_PKEY_CTX_set_rsa_padding(c, ffi::RSA_NO_PADDING), "bad padding")?;
             check(
-                ffi::EVP_PKEY_CTX_set_rsa_padding(c, ffi::RSA_NO_PADDING),
-                "bad padding",
-            )?;
-            check(
-                ffi::EVP_PKEY_encrypt(
-                    c,
-                    out.as_mut_ptr(),
-                    &mut out_len,
-                    input.as_ptr(),
-                    input.len(),
-                ),
+                ffi::EVP_PKEY_encrypt(c, out.as_mut_ptr(), &mut out_len, input.as_ptr(), input.len()),
                 "encryption failed",
             )?;
         }

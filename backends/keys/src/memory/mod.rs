@@ -43,8 +43,8 @@ impl KeyMaterial {
             reason,
         };
         let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let key = PrivateKeyDer::from_pem_slice(bytes)
-                .map_err(|e| invalid(format!("no private key in PEM: {e}")))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(bytes).map_err(|e| invalid(format!("no private key in PEM: {e}")))?;
             Zeroizing::new(key.secret_der().to_vec())
         } else {
             Zeroizing::new(bytes.to_vec())
@@ -53,9 +53,7 @@ impl KeyMaterial {
         let algorithm = key.algorithm().map_err(|e| invalid(e.0.to_string()))?;
         if let KeyAlgorithm::Rsa { bits } = algorithm {
             if !(2048..=8192).contains(&bits) {
-                return Err(invalid(format!(
-                    "RSA key of {bits} bits; 2048 to 8192 are supported"
-                )));
+                return Err(invalid(format!("RSA key of {bits} bits; 2048 to 8192 are supported")));
             }
         }
         let spki = key.spki_der().map_err(|e| invalid(e.0.to_string()))?;
@@ -118,9 +116,7 @@ impl PrivateKey for InMemoryKey {
         }
         if let Some(hash) = op.digest() {
             if input.len() != hash.len() {
-                return Err(CryptoError(
-                    "payload length does not match the digest algorithm",
-                ));
+                return Err(CryptoError("payload length does not match the digest algorithm"));
             }
         }
         match op {

@@ -32,9 +32,7 @@ impl PublicKey {
     /// message for Ed25519).
     pub fn verify(&self, op: Operation, input: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
         match op {
-            Operation::RsaPkcs1(h) => self
-                .key
-                .verify_digest(h, Some(evp::PKCS1), input, signature),
+            Operation::RsaPkcs1(h) => self.key.verify_digest(h, Some(evp::PKCS1), input, signature),
             Operation::RsaPss(h) => self.key.verify_digest(h, Some(evp::PSS), input, signature),
             Operation::Ecdsa(h) => self.key.verify_digest(h, None, input, signature),
             Operation::Ed25519 => self.key.verify_message(input, signature),

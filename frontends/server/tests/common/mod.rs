@@ -17,6 +17,7 @@ use rustls::ClientConfig;
 
 pub struct Fixture {
     pub addr: SocketAddr,
+    pub shared: Arc<keyless_engine::sharing::Shared>,
     pub pki: DevPki,
     _dir: tempfile::TempDir,
 }
@@ -36,12 +37,8 @@ pub fn server() -> &'static Fixture {
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate(dir.path(), TEST_KEYS, 0).unwrap();
-        let tls =
-            keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert)
-                .unwrap();
-        let keys =
-            keyless_keys::load_sources(&[keyless_keys::KeySource::Dir(pki.keys_dir.clone())])
-                .unwrap();
+        let tls = keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert).unwrap();
+        let keys = keyless_keys::load_sources(&[keyless_keys::KeySource::Dir(pki.keys_dir.clone())]).unwrap();
         let runtime = RuntimeConfig {
             cores: 2,
             ..RuntimeConfig::default()
@@ -57,9 +54,11 @@ pub fn server() -> &'static Fixture {
         )
         .unwrap();
         let addr = running.addr;
+        let shared = running.shared.clone();
         std::mem::forget(running); // serves until the test process exits
         Fixture {
             addr,
+            shared,
             pki,
             _dir: dir,
         }
@@ -69,12 +68,8 @@ pub fn server() -> &'static Fixture {
 impl Fixture {
     /// The client's TLS configuration with the test client certificate.
     pub fn client_tls(&self) -> Arc<ClientConfig> {
-        keyless_client::client_config_from_files(
-            &self.pki.ca_cert,
-            &self.pki.client_cert,
-            &self.pki.client_key,
-        )
-        .unwrap()
+        keyless_client::client_config_from_files(&self.pki.ca_cert, &self.pki.client_cert, &self.pki.client_key)
+            .unwrap()
     }
 
     pub async fn connect(&self) -> keyless_client::Connection {

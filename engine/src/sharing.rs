@@ -1,0 +1,273 @@
+//! Cross-core sharing: any core can sign any request.
+//!
+//! A connection lives on the core that accepted it, but one busy connection
+//! must be able to keep every core signing. Each core publishes its load (jobs
+//! assigned and not yet done) in a shared array of atomics; a core reading a
+//! batch of requests assigns each to the least-loaded core, sends the remote
+//! ones through glommio's lock-free channel mesh, signs its own share, and
+//! the answers flow back through a second mesh to the connection's core.
+//!
+//! Two meshes, not one: a core blocked sending a job must never be what
+//! keeps another core from delivering an answer, so answers travel on their
+//! own channels whose receivers never block.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::channels::local_channel::LocalSender;
+use keyless_keys::KeyStore;
+use keyless_protocol::split_frame;
+
+use crate::handler;
+
+/// A request handed to another core: one raw frame and where its answer goes.
+pub struct Job {
+    origin: usize,
+    conn: u64,
+    frame: Vec<u8>,
+}
+
+/// An answer on its way back: one encoded response frame.
+pub struct Answer {
+    conn: u64,
+    frame: Vec<u8>,
+}
+
+/// Encoded responses for a connection's writer, and how many frames they hold.
+pub type Responses = (Vec<u8>, usize);
+
+/// Per-core counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    /// Requests this core answered (signed or otherwise).
+    pub handled: AtomicU64,
+    /// Of those, requests that arrived on another core's connection.
+    pub handled_for_others: AtomicU64,
+    /// Requests this core's connections sent to other cores.
+    pub sent_to_others: AtomicU64,
+}
+
+/// What all cores share: load and counters, lock-free.
+pub struct Shared {
+    loads: Vec<AtomicUsize>,
+    pub counters: Vec<CoreCounters>,
+    jobs: MeshBuilder<Job, Full>,
+    answers: MeshBuilder<Answer, Full>,
+    /// Bound on jobs queued from one core to another.
+    pub channel_capacity: usize,
+}
+
+impl Shared {
+    pub fn new(cores: usize, channel_capacity: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            loads: (0..cores).map(|_| AtomicUsize::new(0)).collect(),
+            counters: (0..cores).map(|_| CoreCounters::default()).collect(),
+            jobs: MeshBuilder::full(cores, channel_capacity),
+            answers: MeshBuilder::full(cores, channel_capacity),
+            channel_capacity,
+        })
+    }
+
+    pub fn cores(&self) -> usize {
+        self.loads.len()
+    }
+
+    /// Requests handled by each core so far.
+    pub fn handled_per_core(&self) -> Vec<u64> {
+        self.counters
+            .iter()
+            .map(|c| c.handled.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+// SAFETY: MeshBuilder is only cloned (it is `Send`, and glommio declares it so)
+// and joined on each core; the other fields are atomics.
+unsafe impl Sync for Shared {}
+
+/// One core's side of the sharing.
+pub struct Core {
+    id: usize,
+    shared: Arc<Shared>,
+    store: Rc<KeyStore>,
+    jobs: Senders<Job>,
+    answers: Senders<Answer>,
+    conns: RefCell<HashMap<u64, Rc<LocalSender<Responses>>>>,
+    next_conn: Cell<u64>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Local,
+    Remote(usize),
+}
+
+impl Core {
+    /// Join the meshes (waits for every core) and start this core's workers.
+    pub async fn join(shared: Arc<Shared>, store: Rc<KeyStore>) -> Result<Rc<Core>, String> {
+        let (jobs, job_rx) = shared
+            .jobs
+            .clone()
+            .join()
+            .await
+            .map_err(|_| "cannot join the job mesh")?;
+        let (answers, answer_rx) = shared
+            .answers
+            .clone()
+            .join()
+            .await
+            .map_err(|_| "cannot join the answer mesh")?;
+        let core = Rc::new(Core {
+            id: jobs.peer_id(),
+            shared,
+            store,
+            jobs,
+            answers,
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+        });
+        core.clone().spawn_workers(job_rx, answer_rx);
+        Ok(core)
+    }
+
+    fn spawn_workers(self: Rc<Self>, mut job_rx: Receivers<Job>, mut answer_rx: Receivers<Answer>) {
+        for (_, rx) in job_rx.streams() {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(job) = rx.recv().await {
+                    core.run_job(job).await;
+                }
+            })
+            .detach();
+        }
+        for (_, rx) in answer_rx.streams() {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(answer) = rx.recv().await {
+                    core.deliver(answer);
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// This core's index in the mesh (and in [`Shared::counters`]).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn store(&self) -> &KeyStore {
+        &self.store
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Register a connection's response channel; answers from other cores
+    /// for it are delivered there until [`Core::unregister`].
+    pub fn register(&self, tx: Rc<LocalSender<Responses>>) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        self.conns.borrow_mut().insert(id, tx);
+        id
+    }
+
+    pub fn unregister(&self, conn: u64) {
+        self.conns.borrow_mut().remove(&conn);
+    }
+
+    /// Pick the core for the next request and count it against that core.
+    /// Ties go to this core: moving work has a cost.
+    pub fn assign(&self) -> Target {
+        let loads = &self.shared.loads;
+        let mut best = self.id;
+        let mut best_load = loads[self.id].load(Ordering::Relaxed);
+        for (i, l) in loads.iter().enumerate() {
+            let l = l.load(Ordering::Relaxed);
+            if l < best_load {
+                best = i;
+                best_load = l;
+            }
+        }
+        loads[best].fetch_add(1, Ordering::Relaxed);
+        if best == self.id {
+            Target::Local
+        } else {
+            Target::Remote(best)
+        }
+    }
+
+    /// Answer one raw frame here, appending the response to `out`. The frame
+    /// must have been [`assign`](Core::assign)ed to this core.
+    pub fn handle_local(&self, frame: &[u8], out: &mut Vec<u8>) {
+        if let Some(raw) = split_frame(frame) {
+            let response = handler::handle_raw(&self.store, raw);
+            if let Err(e) = response.encode_into(out) {
+                tracing::error!("cannot encode response {}: {e}", response.id);
+            }
+        }
+        self.done();
+    }
+
+    fn done(&self) {
+        self.shared.loads[self.id].fetch_sub(1, Ordering::Relaxed);
+        self.shared.counters[self.id].handled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Send one raw frame to another core. Waits while that core's queue
+    /// from us is full: this is the backpressure that stops the reader.
+    pub async fn send_remote(&self, target: usize, conn: u64, frame: Vec<u8>) {
+        let id = split_frame(&frame).map_or(0, |raw| raw.header.id);
+        let job = Job {
+            origin: self.id,
+            conn,
+            frame,
+        };
+        self.shared.counters[self.id]
+            .sent_to_others
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.jobs.send_to(target, job).await {
+            // The other core is gone (shutting down): the request fails, visibly.
+            tracing::warn!("cannot hand request {id} to core {target}: {e}");
+            self.shared.loads[target].fetch_sub(1, Ordering::Relaxed);
+            let mut out = Vec::with_capacity(1024);
+            let response = keyless_protocol::Frame::new(
+                id,
+                keyless_protocol::Message::error(keyless_protocol::ErrorCode::Internal),
+            );
+            let _ = response.encode_into(&mut out);
+            self.deliver(Answer { conn, frame: out });
+        }
+    }
+
+    async fn run_job(&self, job: Job) {
+        let mut out = Vec::with_capacity(1024);
+        self.handle_local(&job.frame, &mut out);
+        self.shared.counters[self.id]
+            .handled_for_others
+            .fetch_add(1, Ordering::Relaxed);
+        let answer = Answer {
+            conn: job.conn,
+            frame: out,
+        };
+        if job.origin == self.id {
+            self.deliver(answer);
+        } else if self.answers.send_to(job.origin, answer).await.is_err() {
+            tracing::warn!("core {} gone; an answer is dropped", job.origin);
+        }
+        glommio::executor().yield_if_needed().await;
+    }
+
+    fn deliver(&self, answer: Answer) {
+        if let Some(tx) = self.conns.borrow().get(&answer.conn) {
+            // Unbounded: the connection's in-flight cap bounds it.
+            let _ = tx.try_send((answer.frame, 1));
+        }
+    }
+}
