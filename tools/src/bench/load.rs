@@ -226,7 +226,7 @@ async fn write_side(
                 break;
             }
             if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+                sleep_until_precise(Instant::now() + pause).await;
             }
             buf.clear();
             let now = nanos_since(start, Instant::now());
@@ -256,7 +256,7 @@ async fn write_side(
                     break;
                 }
                 if next > now {
-                    tokio::time::sleep_until(next.into()).await;
+                    sleep_until_precise(next).await;
                 }
                 while let Ok(slot) = free.try_recv() {
                     ready.push(slot);
@@ -284,6 +284,22 @@ async fn write_side(
     let _ = writer.flush().await;
     flight.done.store(true, Ordering::Release);
     not_sent
+}
+
+/// Sleep until `deadline` with microsecond precision. tokio's timer has a
+/// 1 ms granularity, which would add up to a millisecond to every open-loop
+/// request and turn a 100 us pause into 1 ms; the last stretch is spent
+/// yielding (the generator has its own core).
+async fn sleep_until_precise(deadline: Instant) {
+    let coarse = Duration::from_millis(2);
+    if let Some(early) = deadline.checked_sub(coarse) {
+        if early > Instant::now() {
+            tokio::time::sleep_until(early.into()).await;
+        }
+    }
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// What the writer tells the reader: requests on the wire, and that it has stopped.

@@ -31,17 +31,18 @@ impl BenchOp {
                 operation: None,
             });
         }
-        let operation =
-            match name.split('-').collect::<Vec<_>>().as_slice() {
-                ["ecdsa", h] => Operation::Ecdsa(hash(h)?),
-                ["rsa", "pkcs1", h] => Operation::RsaPkcs1(hash(h)?),
-                ["rsa", "pss", h] => Operation::RsaPss(hash(h)?),
-                ["ed25519"] => Operation::Ed25519,
-                ["rsa", "decrypt"] => Operation::RsaRawDecrypt,
-                _ => return Err(format!(
+        let operation = match name.split('-').collect::<Vec<_>>().as_slice() {
+            ["ecdsa", h] => Operation::Ecdsa(hash(h)?),
+            ["rsa", "pkcs1", h] => Operation::RsaPkcs1(hash(h)?),
+            ["rsa", "pss", h] => Operation::RsaPss(hash(h)?),
+            ["ed25519"] => Operation::Ed25519,
+            ["rsa", "decrypt"] => Operation::RsaRawDecrypt,
+            _ => {
+                return Err(format!(
                     "unknown operation {name:?} (e.g. ecdsa-sha256, rsa-pkcs1-sha256, rsa-pss-sha256, ed25519, ping)"
-                )),
-            };
+                ))
+            }
+        };
         Ok(BenchOp {
             opcode: opcode_for(operation),
             operation: Some(operation),

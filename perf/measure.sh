@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole-path measurement in one go: the key server pinned to core 0, the
+# load generator pinned to core 1, and the raw signing ceiling of the same
+# key on core 0 measured in the same run, so every figure is a ratio.
+#
+#   perf/measure.sh            # full run (about 2 minutes)
+#   DURATION=2 perf/measure.sh # shorter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+PORT=${PORT:-24090}
+OUT=${OUT:-target/perf}
+mkdir -p "$OUT"
+
+cargo build --release --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
+BIN=target/release
+PKI="$OUT/pki"
+[ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
+
+SERVER_PID=
+start_server() { # $1 = cpu list, $2 = workers
+  taskset -c "$1" "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
+    --workers "$2" -l 2 >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+trap stop_server EXIT
+
+bench() { # $1 = cpu, rest = keyless-bench run args
+  local cpu=$1; shift
+  taskset -c "$cpu" "$BIN/keyless-bench" run --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" \
+    --cert "$PKI/client.pem" --key "$PKI/client-key.pem" --duration "$DURATION" --warmup "$WARMUP" --json "$@"
+}
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, d))" "$1"; }
+
+echo "# keyless-server vs raw signing, same machine, same run ($(date -u +%FT%TZ))"
+echo "# server: 1 core (cpu 0); generator: cpu 1"
+start_server 0 1
+printf "%-22s %-10s %10s %10s %7s %9s %9s\n" operation load "ops/s" ceiling ratio "p50 us" "p99 us"
+for key in p256 rsa2048; do
+  ceiling=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 3 --json | field ops_per_sec)
+  for load in "1 128" "16 8"; do
+    set -- $load
+    json=$(bench 1 --pubkey "$PKI/pubkeys/$key.pem" --connections "$1" --in-flight "$2")
+    ops=$(echo "$json" | field ops_per_sec)
+    p50=$(echo "$json" | field "latency['p50_us']")
+    p99=$(echo "$json" | field "latency['p99_us']")
+    errors=$(echo "$json" | field "sum(errors.values()) + verify_failures")
+    [ "$errors" = 0 ] || echo "WARNING: $errors errors or bad signatures" >&2
+    printf "%-22s %-10s %10.0f %10.0f %6.1f%% %9.0f %9.0f\n" "$key" "${1}x${2}" "$ops" "$ceiling" \
+      "$(python3 -c "print($ops*100/$ceiling)")" "$p50" "$p99"
+  done
+  # Latency at half of the measured capacity (open loop), against raw sign time.
+  rate=$(python3 -c "print(int($ops/2))")
+  json=$(bench 1 --pubkey "$PKI/pubkeys/$key.pem" --connections 1 --in-flight 256 --rate "$rate")
+  p99=$(echo "$json" | field "latency['p99_us']")
+  raw_us=$(python3 -c "print(1e6/$ceiling)")
+  printf "%-22s %-10s p99 %.0f us = raw sign %.0f us + %.0f us\n" "$key" "@50% ($rate/s)" "$p99" "$raw_us" \
+    "$(python3 -c "print($p99-$raw_us)")"
+done
+stop_server
