@@ -41,14 +41,33 @@ pub struct Answer {
 pub type Responses = (Vec<u8>, usize);
 
 /// Per-core counters, readable from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoreCounters {
+    /// Requests by opcode byte.
+    pub by_opcode: Vec<AtomicU64>,
+    /// Error responses by error code byte.
+    pub errors: Vec<AtomicU64>,
+    /// Connections open on this core.
+    pub connections: AtomicU64,
     /// Requests this core answered (signed or otherwise).
     pub handled: AtomicU64,
     /// Of those, requests that arrived on another core's connection.
     pub handled_for_others: AtomicU64,
     /// Requests this core's connections sent to other cores.
     pub sent_to_others: AtomicU64,
+}
+
+impl Default for CoreCounters {
+    fn default() -> Self {
+        CoreCounters {
+            by_opcode: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            errors: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            connections: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            handled_for_others: AtomicU64::new(0),
+            sent_to_others: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What all cores share: load and counters, lock-free.
@@ -82,6 +101,22 @@ impl Shared {
             .iter()
             .map(|c| c.handled.load(Ordering::Relaxed))
             .collect()
+    }
+}
+
+impl Shared {
+    /// Jobs assigned to each core and not yet done (its queue depth).
+    pub fn load_per_core(&self) -> Vec<usize> {
+        self.loads.iter().map(|l| l.load(Ordering::Relaxed)).collect()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("loads", &self.load_per_core())
+            .field("handled", &self.handled_per_core())
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,11 +210,18 @@ impl Core {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         self.conns.borrow_mut().insert(id, tx);
+        self.shared.counters[self.id]
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
         id
     }
 
     pub fn unregister(&self, conn: u64) {
-        self.conns.borrow_mut().remove(&conn);
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            self.shared.counters[self.id]
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Pick the core for the next request and count it against that core.
@@ -207,7 +249,15 @@ impl Core {
     /// must have been [`assign`](Core::assign)ed to this core.
     pub fn handle_local(&self, frame: &[u8], out: &mut Vec<u8>) {
         if let Some(raw) = split_frame(frame) {
+            let counters = &self.shared.counters[self.id];
+            if let Some(op) = raw.opcode() {
+                counters.by_opcode[op.0 as usize].fetch_add(1, Ordering::Relaxed);
+            }
             let response = handler::handle_raw(&self.store, raw);
+            if let Some(code) = response.message.error_code() {
+                let byte = code.map_or_else(|b| b, |c| c as u8);
+                counters.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(e) = response.encode_into(out) {
                 tracing::error!("cannot encode response {}: {e}", response.id);
             }

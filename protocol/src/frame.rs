@@ -52,6 +52,20 @@ pub struct RawFrame<'a> {
 }
 
 impl RawFrame<'_> {
+    /// The opcode item, found without decoding the rest (for counters).
+    pub fn opcode(&self) -> Option<crate::Opcode> {
+        let mut rest = self.body;
+        while let [tag, hi, lo, tail @ ..] = rest {
+            let len = u16::from_be_bytes([*hi, *lo]) as usize;
+            let value = tail.get(..len)?;
+            if *tag == Tag::OPCODE {
+                return (len == 1).then(|| crate::Opcode(value[0]));
+            }
+            rest = &tail[len..];
+        }
+        None
+    }
+
     /// Decode the body. A major version other than 1 is
     /// [`DecodeError::VersionMismatch`]: the body length is still honoured, so
     /// the stream stays in sync and the caller can answer with the frame's ID.

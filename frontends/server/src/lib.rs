@@ -10,6 +10,7 @@
 pub mod config;
 pub mod connection;
 pub mod listener;
+pub mod metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub struct RunningServer {
     pub key_count: usize,
     /// Per-core load and counters.
     pub shared: Arc<Shared>,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     thread: JoinHandle<Result<(), RuntimeError>>,
 }
 
@@ -82,15 +85,17 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if let Some(w) = settings.workers {
         runtime.cores = w;
     }
-    start_with(
-        &Listen {
-            tcp: settings.listen,
-            unix: settings.unix_socket.clone(),
-        },
-        tls,
-        keys,
-        runtime,
-    )
+    let listen = Listen {
+        tcp: settings.listen,
+        unix: settings.unix_socket.clone(),
+    };
+    let mut running = start_with(&listen, tls, keys, runtime)?;
+    let metrics_addr = SocketAddr::new(settings.listen.ip(), settings.metrics_port);
+    let metrics =
+        metrics::start(metrics_addr, running.shared.clone(), running.key_count).map_err(ServerError::Startup)?;
+    tracing::info!("metrics on http://{}/metrics", metrics.addr);
+    running.metrics_addr = Some(metrics.addr);
+    Ok(running)
 }
 
 /// Where to listen.
@@ -193,6 +198,7 @@ pub fn start_with(
         addr,
         key_count,
         shared,
+        metrics_addr: None,
         thread,
     })
 }

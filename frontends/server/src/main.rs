@@ -40,17 +40,20 @@ fn dev_setup(cli: &mut Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn print_dev_help(pki: &keyless_pki::DevPki, addr: std::net::SocketAddr) {
+fn print_dev_help(pki: &keyless_pki::DevPki, addr: std::net::SocketAddr, metrics: Option<std::net::SocketAddr>) {
     let d = pki.dir.display();
     eprintln!(
         "\nDevelopment key server on {addr}\n  CA:          {}\n  client cert: {}\n  client key:  {}\n  keys:        {}\n\n\
          Check it with the conformance suite:\n  cargo run --release --bin keyless-tool -- conformance --server {addr} \
          --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem --pubkeys {d}/pubkeys\n\
-         or by hand:\n  openssl s_client -connect {addr} -CAfile {d}/ca.pem -cert {d}/client.pem -key {d}/client-key.pem\n",
+         or by hand:\n  openssl s_client -connect {addr} -CAfile {d}/ca.pem -cert {d}/client.pem -key {d}/client-key.pem\n\
+         Load it:\n  cargo run --release --bin keyless-bench -- run --server {addr}\n\
+         Metrics: http://{}/metrics\n",
         pki.ca_cert.display(),
         pki.client_cert.display(),
         pki.client_key.display(),
         pki.keys_dir.display(),
+        metrics.map_or("(none)".to_string(), |m| m.to_string()),
     );
 }
 
@@ -90,7 +93,11 @@ fn main() -> ExitCode {
         }
     }
     if cli.dev {
-        print_dev_help(&keyless_pki::DevPki::at(&cli.dev_dir), running.addr);
+        print_dev_help(
+            &keyless_pki::DevPki::at(&cli.dev_dir),
+            running.addr,
+            running.metrics_addr,
+        );
     }
     match running.wait() {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,13 +50,18 @@ fn a_missing_server_certificate_is_named() {
 #[test]
 fn dev_mode_creates_a_pki_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     };
+    let (port, metrics_port) = (free_port(), free_port());
     let mut child = server()
         .current_dir(dir.path())
-        .args(["--dev", "--workers", "1", "--port", &port.to_string()])
+        .args(["--dev", "--workers", "2", "--port", &port.to_string()])
+        .args(["--metrics-port", &metrics_port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -85,8 +90,21 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
         keyless_tools::conformance::run(&conn, &keys).await
     });
+    let metrics = http_get(metrics_port, "/metrics");
+    let health = http_get(metrics_port, "/healthz");
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
+    assert!(health.starts_with("HTTP/1.0 200"), "{health}");
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    let handled: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyless_core_handled_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(handled >= report.passed() as u64, "{metrics}");
+    assert!(metrics.contains("keyless_requests_total{core="), "{metrics}");
+    assert!(metrics.contains("code=\"KeyNotFound\""), "{metrics}");
+    assert!(metrics.contains("keyless_keys_loaded 2"), "{metrics}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(report.failed().count(), 0, "{:?}", report.failed().collect::<Vec<_>>());
     assert!(log.contains("loading dev-pki/keys/p256.key..."), "{log}");
@@ -95,4 +113,14 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         log.contains("conformance --server"),
         "prints a ready client command: {log}"
     );
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -1,0 +1,170 @@
+//! The metrics listener: Prometheus text on `/metrics`, and `/healthz`,
+//! `/readyz`. It runs on its own thread, off the signing cores, and reads
+//! the cores' atomic counters at scrape time: no lock on the hot path.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use keyless_engine::sharing::Shared;
+use keyless_protocol::{ErrorCode, Opcode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Reads the per-core counters on each scrape.
+#[derive(Debug)]
+struct CoreCollector {
+    shared: Arc<Shared>,
+    keys: usize,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let cores = || self.shared.counters.iter().enumerate();
+        let core = |i: usize| vec![("core", i.to_string())];
+        let counter = |f: fn(&keyless_engine::sharing::CoreCounters) -> u64| {
+            cores()
+                .map(move |(i, c)| (core(i), ConstCounter::new(f(c))))
+                .collect::<Vec<_>>()
+        };
+        let mut by_opcode = Vec::new();
+        let mut by_error = Vec::new();
+        for (i, c) in cores() {
+            for (op, n) in c.by_opcode.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = vec![
+                        ("core", i.to_string()),
+                        ("opcode", format!("{:?}", Opcode(op as u8).kind())),
+                    ];
+                    by_opcode.push((labels, ConstCounter::new(n)));
+                }
+            }
+            for (code, n) in c.errors.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let name = ErrorCode::from_byte(code as u8).map_or(format!("0x{code:02x}"), |c| format!("{c:?}"));
+                    by_error.push((vec![("core", i.to_string()), ("code", name)], ConstCounter::new(n)));
+                }
+            }
+        }
+        family(
+            &mut encoder,
+            "keyless_requests",
+            "Requests answered, by core and opcode.",
+            MetricType::Counter,
+            by_opcode,
+        )?;
+        family(
+            &mut encoder,
+            "keyless_errors",
+            "Error responses, by core and error code.",
+            MetricType::Counter,
+            by_error,
+        )?;
+        family(
+            &mut encoder,
+            "keyless_core_handled",
+            "Requests answered by each core, whichever core read them.",
+            MetricType::Counter,
+            counter(|c| c.handled.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_core_handled_for_others",
+            "Requests a core answered for connections of other cores.",
+            MetricType::Counter,
+            counter(|c| c.handled_for_others.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_core_sent_to_others",
+            "Requests a core's connections handed to other cores.",
+            MetricType::Counter,
+            counter(|c| c.sent_to_others.load(Ordering::Relaxed)),
+        )?;
+        let loads = self.shared.load_per_core();
+        family(
+            &mut encoder,
+            "keyless_core_queue_depth",
+            "Requests assigned to each core and not yet answered.",
+            MetricType::Gauge,
+            loads
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (core(i), ConstGauge::new(*l as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_connections_open",
+            "Open client connections per core.",
+            MetricType::Gauge,
+            cores().map(|(i, c)| (core(i), ConstGauge::new(c.connections.load(Ordering::Relaxed) as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_keys_loaded",
+            "Private keys loaded.",
+            MetricType::Gauge,
+            [(Vec::new(), ConstGauge::new(self.keys as i64))],
+        )?;
+        Ok(())
+    }
+}
+
+/// A running metrics listener.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+}
+
+/// Serve metrics on `addr` from a thread of its own.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, keys: usize) -> Result<MetricsServer, String> {
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+    let addr = server.server_addr().to_ip().unwrap_or(addr);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(CoreCollector { shared, keys }));
+    std::thread::Builder::new()
+        .name("keyless-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, content_type, body) = match request.url() {
+                    "/metrics" => {
+                        let mut text = String::new();
+                        match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                            Ok(()) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
+                            Err(_) => (500, "text/plain", "encoding failed\n".into()),
+                        }
+                    }
+                    "/healthz" | "/readyz" => (200, "text/plain", "ok\n".into()),
+                    _ => (404, "text/plain", "not found\n".into()),
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
+                let response = tiny_http::Response::from_string(body)
+                    .with_status_code(status)
+                    .with_header(header);
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(MetricsServer { addr })
+}
