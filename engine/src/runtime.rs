@@ -16,6 +16,11 @@ pub struct RuntimeConfig {
     pub ring_depth: usize,
     /// Thread name prefix.
     pub name: String,
+    /// How long a task may run before `yield_if_needed` yields: bounds how
+    /// long a ping waits behind a batch of signatures.
+    pub preempt_timer: std::time::Duration,
+    /// Log (with a backtrace) any core blocked this long past its budget.
+    pub detect_stalls: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -25,6 +30,8 @@ impl Default for RuntimeConfig {
             io_memory: 1 << 20,
             ring_depth: 128,
             name: "keyless-core".into(),
+            preempt_timer: std::time::Duration::from_millis(2),
+            detect_stalls: true,
         }
     }
 }
@@ -58,10 +65,19 @@ where
         _ => PoolPlacement::Unbound(cores),
     };
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let handles = LocalExecutorPoolBuilder::new(placement)
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
         .io_memory(config.io_memory)
         .ring_depth(config.ring_depth)
-        .name(&config.name)
+        .preempt_timer(config.preempt_timer)
+        .name(&config.name);
+    if config.detect_stalls {
+        // glommio's default: a core more than 10 ms over its budget without
+        // yielding is logged with a backtrace (SIGUSR1, off the hot path).
+        builder = builder.detect_stalls(Some(Box::new(|| {
+            Box::new(glommio::DefaultStallDetectionHandler {}) as Box<dyn glommio::StallDetectionHandler>
+        })));
+    }
+    let handles = builder
         .on_all_shards(move || {
             let core = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let task = task.clone();

@@ -248,6 +248,13 @@ impl Core {
     /// Answer one raw frame here, appending the response to `out`. The frame
     /// must have been [`assign`](Core::assign)ed to this core.
     pub fn handle_local(&self, frame: &[u8], out: &mut Vec<u8>) {
+        self.handle_now(frame, out);
+        self.shared.loads[self.id].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Answer one raw frame here without going through [`assign`](Core::assign)
+    /// (pings and other requests that need no key).
+    pub fn handle_now(&self, frame: &[u8], out: &mut Vec<u8>) {
         if let Some(raw) = split_frame(frame) {
             let counters = &self.shared.counters[self.id];
             if let Some(op) = raw.opcode() {
@@ -262,11 +269,6 @@ impl Core {
                 tracing::error!("cannot encode response {}: {e}", response.id);
             }
         }
-        self.done();
-    }
-
-    fn done(&self) {
-        self.shared.loads[self.id].fetch_sub(1, Ordering::Relaxed);
         self.shared.counters[self.id].handled.fetch_add(1, Ordering::Relaxed);
     }
 

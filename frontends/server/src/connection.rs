@@ -16,10 +16,13 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
 use keyless_engine::sharing::{Core, Responses, Target};
+use keyless_keys::Operation;
 use keyless_protocol::split_frame;
 
 /// Bytes asked for per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Input gathered (from reads that complete at once) before answering.
+const READ_AHEAD: usize = 256 * 1024;
 /// A batch of local answers is handed to the writer once this large.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
@@ -105,6 +108,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
             });
         }
         inbuf.extend_from_slice(&chunk[..n]);
+        // Take everything already received before signing any of it, so a
+        // ping at the end of a large write is seen (and answered) first.
+        let mut eof = false;
+        while inbuf.len() < READ_AHEAD {
+            match futures_lite::future::poll_once(reader.read(&mut chunk)).await {
+                Some(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(n)) => inbuf.extend_from_slice(&chunk[..n]),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
         let mut consumed = 0;
         while let Some(raw) = split_frame(&inbuf[consumed..]) {
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
@@ -114,6 +131,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             let range = consumed..consumed + raw.header.frame_len();
             consumed = range.end;
+            if !raw.opcode().is_some_and(|op| Operation::from_kind(op.kind()).is_some()) {
+                // Pings and requests that need no key are answered at once,
+                // never queued behind this read's signatures.
+                let mut out = Vec::with_capacity(1024);
+                core.handle_now(&inbuf[range], &mut out);
+                let _ = tx.try_send((out, 1));
+                continue;
+            }
             match core.assign() {
                 Target::Local => local.push(range),
                 Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec()).await,
@@ -121,6 +146,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         answer_local(core, &inbuf, &mut local, tx).await;
         inbuf.drain(..consumed);
+        if eof {
+            return Ok(if inbuf.is_empty() {
+                Closed::Clean
+            } else {
+                Closed::MidFrame { buffered: inbuf.len() }
+            });
+        }
     }
 }
 
@@ -135,10 +167,9 @@ async fn answer_local(core: &Core, inbuf: &[u8], local: &mut Vec<Range<usize>>, 
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
         }
-        if count % 16 == 15 {
-            // Let other connections and the cross-core workers have a turn.
-            glommio::executor().yield_if_needed().await;
-        }
+        // Let other connections and the cross-core workers have a turn once
+        // this task has used its slice (RuntimeConfig::preempt_timer).
+        glommio::executor().yield_if_needed().await;
     }
     if count > 0 {
         let _ = tx.try_send((out, count));

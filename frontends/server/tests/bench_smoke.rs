@@ -3,12 +3,13 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyless_tools::bench::load::{self, LoadSpec, Mode};
 use keyless_tools::bench::op::BenchOp;
-use keyless_tools::conformance::load_expected_key;
+use keyless_tools::conformance::{load_expected_key, ExpectedKey};
 
 fn spec(name: &str, mode: Mode, verify_every: u64) -> LoadSpec {
     let server = common::server();
@@ -88,4 +89,103 @@ async fn one_connection_keeps_both_cores_signing() {
         // Other tests share this server, so only a loose bound: both cores work.
         assert!(*n * 5 >= total, "core {core} handled {n} of {total}: {done:?}");
     }
+}
+
+/// A raw stream that has been sent `n` RSA-4096 sign requests (IDs 0..n),
+/// optionally followed by a ping (ID 9999) in the same write.
+async fn rsa_batch(n: u32, then_ping: bool) -> (keyless_client::TlsStream, ExpectedKey) {
+    use keyless_protocol::{Frame, Message, Opcode};
+    use tokio::io::AsyncWriteExt;
+    let server = common::server();
+    let key = load_expected_key(&server.pubkeys().join("rsa-4096.pem")).unwrap();
+    let mut stream = keyless_client::connect_stream(server.addr, "localhost", server.client_tls())
+        .await
+        .unwrap();
+    let mut batch = Vec::new();
+    for id in 0..n {
+        let m = Message::request(Opcode::RSA_SIGN_SHA256, Some(key.info.ski), vec![id as u8; 32]);
+        Frame::new(id, m).encode_into(&mut batch).unwrap();
+    }
+    if then_ping {
+        let ping = Message::request(Opcode::PING, None, b"p".to_vec());
+        Frame::new(9999, ping).encode_into(&mut batch).unwrap();
+    }
+    stream.write_all(&batch).await.unwrap();
+    (stream, key)
+}
+
+/// Read answers until `n` signatures (each verified) have arrived; returns
+/// how many had arrived when the pong (ID 9999) did, if one came.
+async fn read_batch(
+    stream: &mut keyless_client::TlsStream,
+    key: &ExpectedKey,
+    n: usize,
+    answered: &AtomicUsize,
+) -> Option<usize> {
+    use keyless_protocol::split_frame;
+    use tokio::io::AsyncReadExt;
+    let (mut buf, mut rsa, mut at_pong) = (Vec::new(), 0, None);
+    while rsa < n {
+        let mut chunk = [0u8; 8192];
+        let got = stream.read(&mut chunk).await.unwrap();
+        assert!(got > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..got]);
+        while let Some(raw) = split_frame(&buf) {
+            let len = raw.header.frame_len();
+            let f = raw.decode().unwrap();
+            if f.id == 9999 {
+                at_pong = Some(rsa);
+            } else {
+                let sig = f.message.payload.unwrap();
+                let op = keyless_keys::Operation::RsaPkcs1(keyless_protocol::Hash::Sha256);
+                key.verifier.verify(op, &[f.id as u8; 32], &sig).unwrap();
+                rsa += 1;
+                answered.store(rsa, Ordering::SeqCst);
+            }
+            buf.drain(..len);
+        }
+    }
+    at_pong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_is_not_queued_behind_a_batch_of_rsa_4096() {
+    // 32 RSA-4096 signatures take tens of milliseconds even on two cores;
+    // a ping sent after them in the same write comes back first.
+    let (mut stream, key) = rsa_batch(32, true).await;
+    let at_pong = tokio::time::timeout(
+        Duration::from_secs(60),
+        read_batch(&mut stream, &key, 32, &AtomicUsize::new(0)),
+    )
+    .await
+    .unwrap();
+    // Normally 0: all input is read before signing and pings skip the queue.
+    // If the first read raced the client's write, at most this core's share
+    // of that first read (about 8) precedes it; queued, it would be ~16+.
+    let at_pong = at_pong.expect("a pong");
+    assert!(at_pong < 16, "the pong waited behind {at_pong} signatures");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_on_another_connection_is_answered_during_a_batch() {
+    let (mut stream, key) = rsa_batch(64, false).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let answered = answered.clone();
+        tokio::spawn(async move { read_batch(&mut stream, &key, 64, &answered).await })
+    };
+    while answered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let other = common::server().connect().await;
+    other.ping(b"still responsive").await.unwrap();
+    let done_at_pong = answered.load(Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        done_at_pong < 64,
+        "the ping waited for the whole batch ({done_at_pong} of 64 done)"
+    );
 }
