@@ -131,7 +131,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             let range = consumed..consumed + raw.header.frame_len();
             consumed = range.end;
-            if !raw.opcode().is_some_and(|op| Operation::from_kind(op.kind()).is_some()) {
+            if raw.opcode().is_none_or(|op| Operation::from_kind(op.kind()).is_none()) {
                 // Pings and requests that need no key are answered at once,
                 // never queued behind this read's signatures.
                 let mut out = Vec::with_capacity(1024);
