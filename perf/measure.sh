@@ -3,7 +3,7 @@
 # load generator pinned to core 1, and the raw signing ceiling of the same
 # key on core 0 measured in the same run, so every figure is a ratio.
 #
-#   perf/measure.sh            # full run (about 2 minutes)
+#   perf/measure.sh            # full run (about 3 minutes)
 #   DURATION=2 perf/measure.sh # shorter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ PKI="$OUT/pki"
 SERVER_PID=
 start_server() { # $1 = cpu list, $2 = workers
   taskset -c "$1" "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
-    --workers "$2" -l 2 >"$OUT/server.log" 2>&1 &
+    --metrics-port "$((PORT + 1))" --workers "$2" -l 2 >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0
@@ -45,6 +45,7 @@ start_server 0 1
 printf "%-22s %-10s %10s %10s %7s %9s %9s\n" operation load "ops/s" ceiling ratio "p50 us" "p99 us"
 for key in p256 rsa2048; do
   ceiling=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 3 --json | field ops_per_sec)
+  [ "$key" = p256 ] && ceiling_p256=$ceiling
   for load in "1 128" "16 8"; do
     set -- $load
     json=$(bench 1 --pubkey "$PKI/pubkeys/$key.pem" --connections "$1" --in-flight "$2")
@@ -64,4 +65,25 @@ for key in p256 rsa2048; do
   printf "%-22s %-10s p99 %.0f us = raw sign %.0f us + %.0f us\n" "$key" "@50% ($rate/s)" "$p99" "$raw_us" \
     "$(python3 -c "print($p99-$raw_us)")"
 done
+stop_server
+
+echo
+echo "# both cores serving, one connection (1x256), generator unpinned"
+start_server 0,1 2
+handled() { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^keyless_core_handled_total/ {print $2}'; }
+before=($(handled))
+json=$(bench 0,1 --pubkey "$PKI/pubkeys/p256.pem" --connections 1 --in-flight 256)
+after=($(handled))
+c0=$((after[0] - before[0])); c1=$((after[1] - before[1]))
+printf "p256 1x256 on 2 cores: %.0f ops/s (%.2fx one-core ceiling); core 0 signed %.1f%%, core 1 %.1f%%\n" \
+  "$(echo "$json" | field ops_per_sec)" "$(python3 -c "print($(echo "$json" | field ops_per_sec)/$ceiling_p256)")" \
+  "$(python3 -c "print($c0*100/($c0+$c1))")" "$(python3 -c "print($c1*100/($c0+$c1))")"
+
+echo
+echo "# sweep: 1 connection, in-flight 1..256, server on cpu 0 (table; plot in $OUT/sweep.svg)"
+stop_server
+start_server 0 1
+taskset -c 1 "$BIN/keyless-bench" sweep --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" --cert "$PKI/client.pem" \
+  --key "$PKI/client-key.pem" --pubkey "$PKI/pubkeys/p256.pem" --duration "$((DURATION / 2 + 1))" --warmup 1 \
+  --levels 1,4,16,64,256 --svg "$OUT/sweep.svg" 2>/dev/null
 stop_server

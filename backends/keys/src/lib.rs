@@ -21,3 +21,11 @@ pub use operation::Operation;
 pub use public::{KeyAlgorithm, PublicKeyInfo};
 pub use source::{load_sources, KeySource};
 pub use store::{KeyStore, PrivateKey};
+
+/// Seed this thread's random generator now. AWS-LC seeds a per-thread DRBG
+/// on first use, which gathers jitter entropy for ~20 ms: a core should pay
+/// that at start-up, not inside its first request.
+pub fn warm_up_thread() {
+    let mut buf = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut buf);
+}

@@ -132,6 +132,8 @@ pub fn start_with(
     if let Some(path) = &unix {
         remove_stale_socket(path)?;
     }
+    // Seed AWS-LC's global entropy tree here, off the cores (about 20 ms).
+    keyless_keys::warm_up_thread();
     let keys = Arc::new(keys);
     let key_count = keys.len();
     let cores = runtime.cores.max(1);
@@ -210,6 +212,7 @@ type CoreSetup = (
 );
 
 fn core_key_setup(keys: &[KeyMaterial], addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
+    keyless_keys::warm_up_thread();
     let store = listener::core_key_store(keys)?;
     let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let unix_listener = match unix {
