@@ -24,7 +24,7 @@ start_server() { # $1 = cpu list, $2 = workers
     --metrics-port "$((PORT + 1))" --workers "$2" -l 2 >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && return 0
+    curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && return 0
     sleep 0.1
   done
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
@@ -53,7 +53,7 @@ for key in p256 rsa2048; do
     p50=$(echo "$json" | field "latency['p50_us']")
     p99=$(echo "$json" | field "latency['p99_us']")
     errors=$(echo "$json" | field "sum(errors.values()) + verify_failures")
-    [ "$errors" = 0 ] || echo "WARNING: $errors errors or bad signatures" >&2
+    [ "$errors" = 0 ] || echo "WARNING: $errors errors or bad signatures: $(echo "$json" | field "errors")" >&2
     printf "%-22s %-10s %10.0f %10.0f %6.1f%% %9.0f %9.0f\n" "$key" "${1}x${2}" "$ops" "$ceiling" \
       "$(python3 -c "print($ops*100/$ceiling)")" "$p50" "$p99"
   done
@@ -85,5 +85,5 @@ stop_server
 start_server 0 1
 taskset -c 1 "$BIN/keyless-bench" sweep --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" --cert "$PKI/client.pem" \
   --key "$PKI/client-key.pem" --pubkey "$PKI/pubkeys/p256.pem" --duration "$((DURATION / 2 + 1))" --warmup 1 \
-  --levels 1,4,16,64,256 --svg "$OUT/sweep.svg" 2>/dev/null
+  --levels 1,4,16,64,256 --svg "$OUT/sweep.svg" 2>&1 | grep -v '^\s*$' 
 stop_server
