@@ -53,5 +53,43 @@ fn signing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, signing);
+/// The batch path of a connection: 64 pipelined requests in one buffer,
+/// split, answered and encoded into one output buffer (one write), against
+/// 64 raw signatures of the same key.
+fn batch(c: &mut Criterion) {
+    let m = material(KeyType::EcdsaP256);
+    let ski = m.public().ski;
+    let key = m.instantiate().unwrap();
+    let mut store = KeyStore::new();
+    store.insert(Box::new(m.instantiate().unwrap()));
+    let mut input = Vec::new();
+    for id in 0..64 {
+        let req = Message::request(Opcode::ECDSA_SIGN_SHA256, Some(ski), vec![id as u8; 32]);
+        Frame::new(id, req).encode_into(&mut input).unwrap();
+    }
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("ecdsa-p256 x64/raw", |b| {
+        b.iter(|| {
+            for i in 0..64u8 {
+                black_box(key.perform(Operation::Ecdsa(Hash::Sha256), &[i; 32]).unwrap());
+            }
+        })
+    });
+    let mut out = Vec::with_capacity(64 * 1024);
+    g.bench_function("ecdsa-p256 x64/batch path", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut rest = &input[..];
+            while let Some(raw) = split_frame(rest) {
+                rest = &rest[raw.header.frame_len()..];
+                handler::handle_raw(&store, raw).encode_into(&mut out).unwrap();
+            }
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, signing, batch);
 criterion_main!(benches);
