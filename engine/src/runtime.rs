@@ -21,6 +21,9 @@ pub struct RuntimeConfig {
     pub preempt_timer: std::time::Duration,
     /// Log (with a backtrace) any core blocked this long past its budget.
     pub detect_stalls: bool,
+    /// Spin this long for new work before sleeping in the kernel: trades
+    /// idle CPU for the wake-up latency of a sleeping core (zero: never spin).
+    pub spin_before_park: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -32,6 +35,7 @@ impl Default for RuntimeConfig {
             name: "keyless-core".into(),
             preempt_timer: std::time::Duration::from_millis(2),
             detect_stalls: true,
+            spin_before_park: std::time::Duration::ZERO,
         }
     }
 }
@@ -69,6 +73,7 @@ where
         .io_memory(config.io_memory)
         .ring_depth(config.ring_depth)
         .preempt_timer(config.preempt_timer)
+        .spin_before_park(config.spin_before_park)
         .name(&config.name);
     if config.detect_stalls {
         // glommio's default: a core more than 10 ms over its budget without

@@ -71,6 +71,9 @@ pub struct Cli {
     /// Number of cores to serve on (ours; default: all).
     #[arg(long, env = "KEYLESS_WORKERS")]
     pub workers: Option<usize>,
+    /// Microseconds a core spins for new work before sleeping (ours; default 0).
+    #[arg(long = "spin-before-park-us", env = "KEYLESS_SPIN_BEFORE_PARK_US")]
+    pub spin_before_park_us: Option<u64>,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]
@@ -98,6 +101,7 @@ pub struct FileConfig {
     pub unix_socket: Option<PathBuf>,
     pub listen_host: Option<IpAddr>,
     pub workers: Option<usize>,
+    pub spin_before_park_us: Option<u64>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -144,6 +148,7 @@ pub struct Settings {
     pub unix_socket: Option<PathBuf>,
     pub key_sources: Vec<KeySource>,
     pub workers: Option<usize>,
+    pub spin_before_park_us: u64,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -254,6 +259,7 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         unix_socket: cli.unix_socket.clone().or(file.unix_socket),
         key_sources,
         workers: cli.workers.or(file.workers),
+        spin_before_park_us: cli.spin_before_park_us.or(file.spin_before_park_us).unwrap_or(0),
     })
 }
 

@@ -85,6 +85,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if let Some(w) = settings.workers {
         runtime.cores = w;
     }
+    runtime.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),

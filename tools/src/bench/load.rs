@@ -248,32 +248,26 @@ async fn write_side(
         },
         Mode::Open { rate } => {
             let per_conn = (rate / spec.connections as f64).max(0.001);
-            let interval = Duration::from_secs_f64(1.0 / per_conn);
-            let mut next = Instant::now();
-            loop {
-                let now = Instant::now();
-                if now >= stop_at {
-                    break;
-                }
-                if next > now {
-                    sleep_until_precise(next).await;
+            let mut ticks = pacer(Duration::from_secs_f64(1.0 / per_conn), stop_at);
+            while let Some(due) = ticks.recv().await {
+                let mut dues = vec![due];
+                while let Ok(d) = ticks.try_recv() {
+                    dues.push(d);
                 }
                 while let Ok(slot) = free.try_recv() {
                     ready.push(slot);
                 }
                 buf.clear();
-                // Every tick that is due now: send it, timed from when it was due.
-                let now = Instant::now();
-                while next <= now {
+                for due in dues {
                     match ready.pop() {
                         Some(slot) => {
                             flight.count.fetch_add(1, Ordering::Relaxed);
-                            sent[slot].store(nanos_since(start, next), Ordering::Relaxed);
+                            // Timed from when it was due, not when it left.
+                            sent[slot].store(nanos_since(start, due), Ordering::Relaxed);
                             let _ = request(slot).encode_into(&mut buf);
                         }
                         None => not_sent += 1,
                     }
-                    next += interval;
                 }
                 if !buf.is_empty() && writer.write_all(&buf).await.is_err() {
                     break;
@@ -286,10 +280,9 @@ async fn write_side(
     not_sent
 }
 
-/// Sleep until `deadline` with microsecond precision. tokio's timer has a
-/// 1 ms granularity, which would add up to a millisecond to every open-loop
-/// request and turn a 100 us pause into 1 ms; the last stretch is spent
-/// yielding (the generator has its own core).
+/// Sleep until `deadline`. tokio's timer has a 1 ms granularity, which
+/// would turn a 100 us pause into 1 ms; the last stretch is spent yielding.
+/// (Closed loop only: one connection's pause, nothing else waits on it.)
 async fn sleep_until_precise(deadline: Instant) {
     let coarse = Duration::from_millis(2);
     if let Some(early) = deadline.checked_sub(coarse) {
@@ -299,6 +292,39 @@ async fn sleep_until_precise(deadline: Instant) {
     }
     while Instant::now() < deadline {
         tokio::task::yield_now().await;
+    }
+}
+
+/// The open-loop clock: a thread of its own sends each due time, at
+/// `interval`, until `stop_at`. An OS thread with a tight timer slack keeps
+/// ticks within microseconds without a spinning task that could starve the
+/// reader on the generator's runtime.
+fn pacer(interval: Duration, stop_at: Instant) -> mpsc::UnboundedReceiver<Instant> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        tight_timer_slack();
+        let mut next = Instant::now();
+        while next < stop_at {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            if tx.send(next).is_err() {
+                return;
+            }
+            next += interval;
+        }
+    });
+    rx
+}
+
+/// Ask the kernel to wake this thread within 1 us of its deadline (the
+/// default slack is 50 us, more than a signature takes).
+fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and only changes the
+    // calling thread's timer slack; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
     }
 }
 
