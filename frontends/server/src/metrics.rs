@@ -1,9 +1,12 @@
-//! The metrics listener: Prometheus text on `/metrics`, and `/healthz`,
-//! `/readyz`. It runs on its own thread, off the signing cores, and reads
+//! The metrics listener: Prometheus text on `/metrics`, `/healthz`,
+//! `/readyz`, and on-demand CPU profiles of the live process:
+//! `/debug/pprof/profile?seconds=N` (pprof protobuf) and
+//! `/debug/pprof/flamegraph?seconds=N` (SVG). Profiles are only reachable
+//! here, never on the keyless port. It runs on its own thread, off the signing cores, and reads
 //! the cores' atomic counters at scrape time: no lock on the hot path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use keyless_engine::sharing::Shared;
@@ -143,28 +146,122 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, keys: usize) -> Result<Metri
     let addr = server.server_addr().to_ip().unwrap_or(addr);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(CoreCollector { shared, keys }));
+    let profiling = Arc::new(AtomicBool::new(false));
     std::thread::Builder::new()
         .name("keyless-metrics".into())
         .spawn(move || {
             for request in server.incoming_requests() {
-                let (status, content_type, body) = match request.url() {
+                let url = request.url().to_owned();
+                let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+                match path {
                     "/metrics" => {
                         let mut text = String::new();
                         match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                            Ok(()) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
-                            Err(_) => (500, "text/plain", "encoding failed\n".into()),
+                            Ok(()) => respond(request, 200, OPENMETRICS, text.into_bytes()),
+                            Err(_) => respond(request, 500, TEXT, b"encoding failed\n".to_vec()),
                         }
                     }
-                    "/healthz" | "/readyz" => (200, "text/plain", "ok\n".into()),
-                    _ => (404, "text/plain", "not found\n".into()),
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-                let response = tiny_http::Response::from_string(body)
-                    .with_status_code(status)
-                    .with_header(header);
-                let _ = request.respond(response);
+                    "/healthz" | "/readyz" => respond(request, 200, TEXT, b"ok\n".to_vec()),
+                    "/debug/pprof/profile" | "/debug/pprof/flamegraph" => {
+                        let kind = if path.ends_with("flamegraph") {
+                            Kind::Flamegraph
+                        } else {
+                            Kind::Pprof
+                        };
+                        profile::spawn(request, kind, seconds(query), profiling.clone());
+                    }
+                    _ => respond(request, 404, TEXT, b"not found\n".to_vec()),
+                }
             }
         })
         .map_err(|e| e.to_string())?;
     Ok(MetricsServer { addr })
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
+    let response = tiny_http::Response::from_data(body)
+        .with_status_code(status)
+        .with_header(header);
+    let _ = request.respond(response);
+}
+
+/// `seconds=N` from a query string: default 10, at most 300.
+fn seconds(query: &str) -> u64 {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("seconds="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 300)
+}
+
+use profile::Kind;
+
+/// CPU profiles of the running process (every thread, so every core), on
+/// demand, from the metrics listener only.
+mod profile {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pprof::protos::Message;
+
+    use super::{respond, TEXT};
+
+    /// Samples per second: this kernel's timer ticks at 250 Hz.
+    const FREQUENCY: i32 = 250;
+
+    #[derive(Clone, Copy)]
+    pub enum Kind {
+        Pprof,
+        Flamegraph,
+    }
+
+    /// Profile for `seconds` on a thread of its own, so scrapes go on; one
+    /// profile at a time.
+    pub fn spawn(request: tiny_http::Request, kind: Kind, seconds: u64, busy: Arc<AtomicBool>) {
+        if busy.swap(true, Ordering::AcqRel) {
+            respond(request, 409, TEXT, b"a profile is already being taken\n".to_vec());
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("keyless-profile".into())
+            .spawn(move || {
+                let result = take(kind, seconds);
+                busy.store(false, Ordering::Release);
+                match result {
+                    Ok((content_type, body)) => respond(request, 200, content_type, body),
+                    Err(e) => respond(request, 500, TEXT, format!("profiling failed: {e}\n").into_bytes()),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start profiling thread: {e}");
+        }
+    }
+
+    fn take(kind: Kind, seconds: u64) -> Result<(&'static str, Vec<u8>), String> {
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(FREQUENCY)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        match kind {
+            Kind::Flamegraph => {
+                let mut svg = Vec::new();
+                report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
+                Ok(("image/svg+xml", svg))
+            }
+            Kind::Pprof => {
+                let profile = report.pprof().map_err(|e| e.to_string())?;
+                let bytes = profile.write_to_bytes().map_err(|e| e.to_string())?;
+                Ok(("application/octet-stream", bytes))
+            }
+        }
+    }
 }

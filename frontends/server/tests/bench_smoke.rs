@@ -189,3 +189,48 @@ async fn a_ping_on_another_connection_is_answered_during_a_batch() {
         "the ping waited for the whole batch ({done_at_pong} of 64 done)"
     );
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
+    (
+        String::from_utf8_lossy(&out[..split]).into_owned(),
+        out[split..].to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flame_graph_of_the_live_server_names_the_signing_functions() {
+    let server = common::server();
+    let metrics = keyless_server::metrics::start("127.0.0.1:0".parse().unwrap(), server.shared.clone(), 6).unwrap();
+    let mut s = spec("ecdsa-p256", Mode::Closed { pause: Duration::ZERO }, 100);
+    s.warmup = Duration::ZERO;
+    s.duration = Duration::from_secs(4);
+    let load = tokio::spawn(load::run(s, Arc::default()));
+    let addr = metrics.addr;
+    let (head, svg) = tokio::task::spawn_blocking(move || http_get(addr, "/debug/pprof/flamegraph?seconds=2"))
+        .await
+        .unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") && head.contains("image/svg+xml"),
+        "{head}"
+    );
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "not an SVG");
+    assert!(
+        svg.contains("sign_digest") || svg.contains("ECDSA_sign"),
+        "no signing frames in the flame graph"
+    );
+    let (head, pb) = tokio::task::spawn_blocking(move || http_get(addr, "/debug/pprof/profile?seconds=1"))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(pb.len() > 100, "profile of {} bytes", pb.len());
+    let r = load.await.unwrap().unwrap();
+    assert!(r.ok > 0 && r.verify_failures == 0 && r.errors.is_empty(), "{r:?}");
+}
