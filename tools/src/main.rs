@@ -26,6 +26,18 @@ enum Command {
         #[arg(long, default_value_t = 2407)]
         port: u16,
     },
+    /// Turn `perf script` output into an SVG flame graph and print the top frames.
+    Flamegraph {
+        /// Output of `perf script` for a `perf record --call-graph dwarf` run.
+        #[arg(long)]
+        perf_script: PathBuf,
+        /// Where to write the SVG.
+        #[arg(long, default_value = "perf-flamegraph.svg")]
+        svg: PathBuf,
+        /// How many leaf frames to list.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+    },
     /// Run the conformance suite against a key server (ours or gokeyless).
     Conformance {
         /// Key server address, HOST:PORT.
@@ -62,6 +74,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Flamegraph { perf_script, svg, top } => {
+            match keyless_tools::flame::from_perf_script(&perf_script, &svg, top) {
+                Ok(frames) => {
+                    println!("flame graph written to {}; top frames by samples:", svg.display());
+                    for (name, pct) in frames {
+                        println!("{pct:6.2}%  {name}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Conformance {
             server,
             server_name,
