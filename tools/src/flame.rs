@@ -42,7 +42,7 @@ pub fn top_leaves(folded: &str, top: usize) -> Vec<(String, f64)> {
         total += count;
     }
     let mut sorted: Vec<_> = leaves.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1));
+    sorted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     sorted
         .into_iter()
         .take(top)
