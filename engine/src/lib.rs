@@ -8,6 +8,7 @@
 //! What it does not do: parse configuration, accept connections or speak
 //! TLS (that is `keyless-server`), or load keys (that is `keyless-keys`).
 
+pub mod drain;
 pub mod handler;
 pub mod runtime;
 pub mod sharing;

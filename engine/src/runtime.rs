@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     /// Spin this long for new work before sleeping in the kernel: trades
     /// idle CPU for the wake-up latency of a sleeping core (zero: never spin).
     pub spin_before_park: std::time::Duration,
+    /// On SIGTERM, how long requests already received may take to be answered.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -36,6 +38,7 @@ impl Default for RuntimeConfig {
             preempt_timer: std::time::Duration::from_millis(2),
             detect_stalls: true,
             spin_before_park: std::time::Duration::ZERO,
+            drain_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -78,6 +78,7 @@ pub struct Shared {
     answers: MeshBuilder<Answer, Full>,
     /// Bound on jobs queued from one core to another.
     pub channel_capacity: usize,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -88,7 +89,18 @@ impl Shared {
             jobs: MeshBuilder::full(cores, channel_capacity),
             answers: MeshBuilder::full(cores, channel_capacity),
             channel_capacity,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Ask every core to stop accepting and reading, finish what is in
+    /// flight and stop (SIGTERM). Safe to call from any thread.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     pub fn cores(&self) -> usize {
@@ -127,6 +139,7 @@ unsafe impl Sync for Shared {}
 /// One core's side of the sharing.
 pub struct Core {
     id: usize,
+    drain: Rc<crate::drain::Drain>,
     shared: Arc<Shared>,
     store: Rc<KeyStore>,
     jobs: Senders<Job>,
@@ -157,8 +170,10 @@ impl Core {
             .join()
             .await
             .map_err(|_| "cannot join the answer mesh")?;
+        let drain = crate::drain::Drain::watch(shared.clone());
         let core = Rc::new(Core {
             id: jobs.peer_id(),
+            drain,
             shared,
             store,
             jobs,
@@ -204,6 +219,20 @@ impl Core {
         &self.shared
     }
 
+    /// This core's view of the drain (SIGTERM) signal.
+    pub fn drain(&self) -> &crate::drain::Drain {
+        &self.drain
+    }
+
+    /// Connections open on this core and requests assigned to it: what a
+    /// draining core waits for before it stops.
+    pub fn busy(&self) -> (u64, usize) {
+        (
+            self.shared.counters[self.id].connections.load(Ordering::Relaxed),
+            self.shared.loads[self.id].load(Ordering::Relaxed),
+        )
+    }
+
     /// Register a connection's response channel; answers from other cores
     /// for it are delivered there until [`Core::unregister`].
     pub fn register(&self, tx: Rc<LocalSender<Responses>>) -> u64 {
@@ -228,6 +257,13 @@ impl Core {
     /// Ties go to this core: moving work has a cost.
     pub fn assign(&self) -> Target {
         let loads = &self.shared.loads;
+        if self.shared.draining() {
+            // Other cores may be stopping: keep the work here. (The shared
+            // flag, not this core's event: another core may have seen the
+            // drain first and be about to stop.)
+            loads[self.id].fetch_add(1, Ordering::Relaxed);
+            return Target::Local;
+        }
         let mut best = self.id;
         let mut best_load = loads[self.id].load(Ordering::Relaxed);
         for (i, l) in loads.iter().enumerate() {
@@ -237,7 +273,7 @@ impl Core {
                 best_load = l;
             }
         }
-        loads[best].fetch_add(1, Ordering::Relaxed);
+        loads[best].fetch_add(1, Ordering::SeqCst);
         if best == self.id {
             Target::Local
         } else {

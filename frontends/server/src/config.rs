@@ -74,6 +74,9 @@ pub struct Cli {
     /// Microseconds a core spins for new work before sleeping (ours; default 0).
     #[arg(long = "spin-before-park-us", env = "KEYLESS_SPIN_BEFORE_PARK_US")]
     pub spin_before_park_us: Option<u64>,
+    /// On SIGTERM/SIGINT, seconds to finish requests already received (ours; default 30).
+    #[arg(long = "drain-timeout", env = "KEYLESS_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]
@@ -102,6 +105,7 @@ pub struct FileConfig {
     pub listen_host: Option<IpAddr>,
     pub workers: Option<usize>,
     pub spin_before_park_us: Option<u64>,
+    pub drain_timeout: Option<u64>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -149,6 +153,7 @@ pub struct Settings {
     pub key_sources: Vec<KeySource>,
     pub workers: Option<usize>,
     pub spin_before_park_us: u64,
+    pub drain_timeout_s: u64,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -260,6 +265,7 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         key_sources,
         workers: cli.workers.or(file.workers),
         spin_before_park_us: cli.spin_before_park_us.or(file.spin_before_park_us).unwrap_or(0),
+        drain_timeout_s: cli.drain_timeout.or(file.drain_timeout).unwrap_or(30),
     })
 }
 

@@ -99,15 +99,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut local: Vec<Range<usize>> = Vec::new();
     loop {
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(if inbuf.is_empty() {
-                Closed::Clean
-            } else {
-                Closed::MidFrame { buffered: inbuf.len() }
-            });
-        }
-        inbuf.extend_from_slice(&chunk[..n]);
+        // Draining (SIGTERM): read nothing new, but still answer what this
+        // socket has already received, below.
+        let draining = match crate::listener::until_drain(core, reader.read(&mut chunk)).await {
+            Some(read) => {
+                let n = read?;
+                if n == 0 {
+                    return Ok(if inbuf.is_empty() {
+                        Closed::Clean
+                    } else {
+                        Closed::MidFrame { buffered: inbuf.len() }
+                    });
+                }
+                inbuf.extend_from_slice(&chunk[..n]);
+                false
+            }
+            None => true,
+        };
         // Take everything already received before signing any of it, so a
         // ping at the end of a large write is seen (and answered) first.
         let mut eof = false;
@@ -146,7 +154,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         answer_local(core, &inbuf, &mut local, tx).await;
         inbuf.drain(..consumed);
-        if eof {
+        if eof || draining {
             return Ok(if inbuf.is_empty() {
                 Closed::Clean
             } else {

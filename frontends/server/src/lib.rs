@@ -86,6 +86,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         runtime.cores = w;
     }
     runtime.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
+    runtime.drain_timeout = Duration::from_secs(settings.drain_timeout_s);
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
@@ -140,7 +141,10 @@ pub fn start_with(
     let cores = runtime.cores.max(1);
     let shared = Shared::new(cores, 1024);
     let shared_for_cores = shared.clone();
-    let limits = connection::Limits::default();
+    let limits = connection::Limits {
+        drain_timeout: runtime.drain_timeout,
+        ..connection::Limits::default()
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let thread = std::thread::Builder::new()
         .name("keyless-main".into())
@@ -174,7 +178,21 @@ pub fn start_with(
                         glommio::spawn_local(listener::accept_unix(u, tls.clone(), core.clone(), limits.clone()))
                             .detach();
                     }
-                    listener::accept_tcp(listener, tls, core, limits).await;
+                    let drain_timeout = limits.drain_timeout;
+                    listener::accept_tcp(listener, tls, core.clone(), limits).await;
+                    // Draining: wait for this core's connections and for work
+                    // other cores handed it, within the drain timeout.
+                    let deadline = std::time::Instant::now() + drain_timeout + Duration::from_secs(1);
+                    // Idle twice, 20 ms apart: a hand-off another core made just
+                    // before it saw the drain has landed by then.
+                    let mut idle_checks = 0;
+                    while idle_checks < 2 && std::time::Instant::now() < deadline {
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                        idle_checks = if core.busy() == (0, 0) { idle_checks + 1 } else { 0 };
+                    }
+                    if core.busy() != (0, 0) {
+                        tracing::warn!("core {} stopped with work in flight: {:?}", core.id(), core.busy());
+                    }
                     Ok::<(), String>(())
                 }
             })

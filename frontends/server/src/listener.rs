@@ -31,7 +31,10 @@ pub fn core_key_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
 pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        match listener.accept().await {
+        let Some(accepted) = until_drain(&core, listener.accept()).await else {
+            return; // draining: the listener closes when dropped
+        };
+        match accepted {
             Ok(tcp) => {
                 let peer = tcp
                     .peer_addr()
@@ -48,7 +51,10 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, c
 pub async fn accept_unix(listener: UnixListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        match listener.accept().await {
+        let Some(accepted) = until_drain(&core, listener.accept()).await else {
+            return;
+        };
+        match accepted {
             Ok(stream) => spawn_connection(
                 acceptor.clone(),
                 stream,
@@ -59,6 +65,15 @@ pub async fn accept_unix(listener: UnixListener, tls: Arc<rustls::ServerConfig>,
             Err(e) => accept_failed(e).await,
         }
     }
+}
+
+/// `fut`'s output, or `None` once the core starts draining.
+pub async fn until_drain<T>(core: &Core, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        core.drain().wait().await;
+        None
+    })
+    .await
 }
 
 /// EMFILE and friends: log, back off briefly, keep serving.

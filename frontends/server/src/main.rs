@@ -92,6 +92,19 @@ fn main() -> ExitCode {
             tracing::error!("cannot write pid file {}: {e}", pid_file.display());
         }
     }
+    // SIGTERM/SIGINT: stop accepting, answer what was received, exit 0.
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+        Ok(mut signals) => {
+            let shared = running.shared.clone();
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!("signal {sig}: draining (no new connections or requests)");
+                    shared.start_drain();
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot install signal handlers: {e}"),
+    }
     if cli.dev {
         print_dev_help(
             &keyless_pki::DevPki::at(&cli.dev_dir),
@@ -99,8 +112,15 @@ fn main() -> ExitCode {
             running.metrics_addr,
         );
     }
-    match running.wait() {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = running.wait();
+    if let Some(pid_file) = &settings.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE

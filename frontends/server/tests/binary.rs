@@ -124,3 +124,104 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn sigterm_answers_every_request_already_received_then_exits_zero() {
+    use keyless_protocol::{split_frame, Frame, Message, Opcode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, metrics_port) = (free_port(), free_port());
+    let pid_file = dir.path().join("keyless.pid");
+    let mut child = server()
+        .arg("-c")
+        .arg(&pki.config)
+        .args(["--listen-host", "127.0.0.1", "--workers", "2", "--drain-timeout", "20"])
+        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("server did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid.trim(), child.id().to_string());
+
+    let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
+    let rsa = keys.iter().find(|k| k.name == "rsa2048").unwrap();
+    const N: u32 = 200;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answered = rt.block_on(async {
+        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+        let mut stream = keyless_client::connect_stream(addr, "localhost", tls).await.unwrap();
+        let mut batch = Vec::new();
+        for id in 0..N {
+            let m = Message::request(Opcode::RSA_SIGN_SHA256, Some(rsa.info.ski), vec![id as u8; 32]);
+            Frame::new(id, m).encode_into(&mut batch).unwrap();
+        }
+        stream.write_all(&batch).await.unwrap();
+        let (mut buf, mut answered, mut signalled) = (Vec::new(), 0u32, false);
+        loop {
+            let mut chunk = [0u8; 16384];
+            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            if n == 0 {
+                break; // the server closed the connection after draining
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(raw) = split_frame(&buf) {
+                let len = raw.header.frame_len();
+                let f = raw.decode().unwrap();
+                let op = keyless_keys::Operation::RsaPkcs1(keyless_protocol::Hash::Sha256);
+                rsa.verifier
+                    .verify(op, &[f.id as u8; 32], &f.message.payload.unwrap())
+                    .unwrap();
+                answered += 1;
+                buf.drain(..len);
+            }
+            if !signalled {
+                // The server has read the batch and is signing: stop it now.
+                Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                signalled = true;
+            }
+        }
+        answered
+    });
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert_eq!(answered, N, "requests lost in the drain: {log}");
+    assert!(!pid_file.exists(), "pid file left behind");
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
+}
