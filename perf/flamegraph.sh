@@ -12,18 +12,9 @@ SECS=${SECONDS_PROFILE:-10}
 KEY=${KEY:-p256}
 PORT=${PORT:-24290}
 OUT=${OUT:-target/perf}
-mkdir -p "$OUT"
-command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 1; }
-cargo build --release --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
-BIN=target/release
-PKI="$OUT/pki"
-[ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
-
-taskset -c 0 "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
-  --metrics-port "$((PORT + 1))" --workers 1 -l 2 >"$OUT/flame-server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && break; sleep 0.1; done
+source perf/common.sh
+start_server 0 1 "$OUT/flame-server.log"
+SERVER=$SERVER_PID
 
 # Load for both captures, one after the other.
 taskset -c 1 "$BIN/keyless-bench" run --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" --cert "$PKI/client.pem" \

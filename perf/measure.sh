@@ -11,26 +11,7 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 PORT=${PORT:-24090}
 OUT=${OUT:-target/perf}
-mkdir -p "$OUT"
-
-cargo build --release --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
-BIN=target/release
-PKI="$OUT/pki"
-[ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
-
-SERVER_PID=
-start_server() { # $1 = cpu list, $2 = workers
-  taskset -c "$1" "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
-    --metrics-port "$((PORT + 1))" --workers "$2" -l 2 >"$OUT/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
-}
-stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
-trap stop_server EXIT
+source perf/common.sh
 
 bench() { # $1 = cpu, rest = keyless-bench run args
   local cpu=$1; shift
@@ -41,7 +22,7 @@ field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.ar
 
 echo "# keyless-server vs raw signing, same machine, same run ($(date -u +%FT%TZ))"
 echo "# server: 1 core (cpu 0); generator: cpu 1"
-start_server 0 1
+start_server 0 1 "$OUT/server.log"
 printf "%-22s %-10s %10s %10s %7s %9s %9s\n" operation load "ops/s" ceiling ratio "p50 us" "p99 us"
 for key in p256 rsa2048; do
   ceiling=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 3 --json | field ops_per_sec)
@@ -69,7 +50,7 @@ stop_server
 
 echo
 echo "# both cores serving, one connection (1x256), generator unpinned"
-start_server 0,1 2
+start_server 0,1 2 "$OUT/server.log"
 handled() { curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^keyless_core_handled_total/ {print $2}'; }
 before=($(handled))
 json=$(bench 0,1 --pubkey "$PKI/pubkeys/p256.pem" --connections 1 --in-flight 256)
@@ -82,7 +63,7 @@ printf "p256 1x256 on 2 cores: %.0f ops/s (%.2fx one-core ceiling); core 0 signe
 echo
 echo "# sweep: 1 connection, in-flight 1..256, server on cpu 0 (table; plot in $OUT/sweep.svg)"
 stop_server
-start_server 0 1
+start_server 0 1 "$OUT/server.log"
 taskset -c 1 "$BIN/keyless-bench" sweep --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" --cert "$PKI/client.pem" \
   --key "$PKI/client-key.pem" --pubkey "$PKI/pubkeys/p256.pem" --duration "$((DURATION / 2 + 1))" --warmup 1 \
   --levels 1,4,16,64,256 --svg "$OUT/sweep.svg" 2>&1 | grep -v '^\s*$' 

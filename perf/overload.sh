@@ -10,17 +10,9 @@ cd "$(dirname "$0")/.."
 TOTAL=${SECONDS_TOTAL:-60}
 PORT=${PORT:-24190}
 OUT=${OUT:-target/perf}
-mkdir -p "$OUT"
-cargo build --release --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
-BIN=target/release
-PKI="$OUT/pki"
-[ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
-
-taskset -c 0 "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
-  --metrics-port "$((PORT + 1))" --workers 1 -l 2 >"$OUT/overload-server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && break; sleep 0.1; done
+source perf/common.sh
+start_server 0 1 "$OUT/overload-server.log"
+SERVER=$SERVER_PID
 
 capacity=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/p256.key" --duration 2 --json |
   python3 -c "import json,sys; print(int(json.load(sys.stdin)['ops_per_sec']))")

@@ -10,6 +10,15 @@ fn server() -> Command {
     c
 }
 
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn fails_with(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "should have failed");
@@ -50,13 +59,6 @@ fn a_missing_server_certificate_is_named() {
 #[test]
 fn dev_mode_creates_a_pki_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let (port, metrics_port) = (free_port(), free_port());
     let mut child = server()
         .current_dir(dir.path())
@@ -132,13 +134,6 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
 
     let dir = tempfile::tempdir().unwrap();
     let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let (port, metrics_port) = (free_port(), free_port());
     let pid_file = dir.path().join("keyless.pid");
     let mut child = server()
