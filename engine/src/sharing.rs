@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::LocalSender;
+use keyless_keys::memory::KeyMaterial;
 use keyless_keys::KeyStore;
 use keyless_protocol::split_frame;
 
@@ -79,6 +80,11 @@ pub struct Shared {
     /// Bound on jobs queued from one core to another.
     pub channel_capacity: usize,
     draining: std::sync::atomic::AtomicBool,
+    /// The key material every core should serve, and its version: a core
+    /// compares versions (one atomic load) and rebuilds its own copy when
+    /// they differ. The lock is only taken on a reload.
+    keys: std::sync::RwLock<Arc<Vec<KeyMaterial>>>,
+    keys_version: AtomicU64,
 }
 
 impl Shared {
@@ -90,7 +96,23 @@ impl Shared {
             answers: MeshBuilder::full(cores, channel_capacity),
             channel_capacity,
             draining: std::sync::atomic::AtomicBool::new(false),
+            keys: std::sync::RwLock::new(Arc::new(Vec::new())),
+            keys_version: AtomicU64::new(0),
         })
+    }
+
+    /// Serve these keys from now on (start-up and SIGHUP). Cores pick them
+    /// up before their next request; requests already being signed finish
+    /// with the old keys.
+    pub fn publish_keys(&self, keys: Vec<KeyMaterial>) {
+        let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(keys);
+        self.keys_version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current_keys(&self) -> (u64, Arc<Vec<KeyMaterial>>) {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        (self.keys_version.load(Ordering::SeqCst), keys.clone())
     }
 
     /// Ask every core to stop accepting and reading, finish what is in
@@ -141,11 +163,22 @@ pub struct Core {
     id: usize,
     drain: Rc<crate::drain::Drain>,
     shared: Arc<Shared>,
-    store: Rc<KeyStore>,
+    store: RefCell<Rc<KeyStore>>,
+    keys_version: Cell<u64>,
     jobs: Senders<Job>,
     answers: Senders<Answer>,
     conns: RefCell<HashMap<u64, Rc<LocalSender<Responses>>>>,
     next_conn: Cell<u64>,
+}
+
+/// One core's own copy of the keys.
+fn build_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
+    let mut store = KeyStore::new();
+    for k in keys {
+        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.path().display()))?;
+        store.insert(Box::new(key));
+    }
+    Ok(store)
 }
 
 /// Where a request goes.
@@ -157,7 +190,9 @@ pub enum Target {
 
 impl Core {
     /// Join the meshes (waits for every core) and start this core's workers.
-    pub async fn join(shared: Arc<Shared>, store: Rc<KeyStore>) -> Result<Rc<Core>, String> {
+    pub async fn join(shared: Arc<Shared>) -> Result<Rc<Core>, String> {
+        let (keys_version, keys) = shared.current_keys();
+        let store = Rc::new(build_store(&keys)?);
         let (jobs, job_rx) = shared
             .jobs
             .clone()
@@ -175,7 +210,8 @@ impl Core {
             id: jobs.peer_id(),
             drain,
             shared,
-            store,
+            store: RefCell::new(store),
+            keys_version: Cell::new(keys_version),
             jobs,
             answers,
             conns: RefCell::new(HashMap::new()),
@@ -211,8 +247,20 @@ impl Core {
         self.id
     }
 
-    pub fn store(&self) -> &KeyStore {
-        &self.store
+    /// This core's keys, rebuilt first if new ones were published.
+    pub fn store(&self) -> Rc<KeyStore> {
+        if self.shared.keys_version.load(Ordering::SeqCst) != self.keys_version.get() {
+            let (version, keys) = self.shared.current_keys();
+            match build_store(&keys) {
+                Ok(store) => {
+                    tracing::info!("core {}: now serving {} keys", self.id, store.len());
+                    *self.store.borrow_mut() = Rc::new(store);
+                }
+                Err(e) => tracing::error!("core {}: keeping the old keys: {e}", self.id),
+            }
+            self.keys_version.set(version);
+        }
+        self.store.borrow().clone()
     }
 
     pub fn shared(&self) -> &Shared {
@@ -296,7 +344,7 @@ impl Core {
             if let Some(op) = raw.opcode() {
                 counters.by_opcode[op.0 as usize].fetch_add(1, Ordering::Relaxed);
             }
-            let response = handler::handle_raw(&self.store, raw);
+            let response = handler::handle_raw(&self.store(), raw);
             if let Some(code) = response.message.error_code() {
                 let byte = code.map_or_else(|b| b, |c| c as u8);
                 counters.errors[byte as usize].fetch_add(1, Ordering::Relaxed);

@@ -49,21 +49,31 @@ pub enum ServerError {
 
 /// A server whose cores are all listening.
 pub struct RunningServer {
+    thread: std::sync::Mutex<Option<JoinHandle<Result<(), RuntimeError>>>>,
     pub addr: SocketAddr,
     pub key_count: usize,
     /// Per-core load and counters.
     pub shared: Arc<Shared>,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
-    thread: JoinHandle<Result<(), RuntimeError>>,
+    /// The TLS configuration new connections get (swapped on reload).
+    pub tls: Arc<listener::LiveTls>,
 }
 
 impl RunningServer {
     /// Block until every core has stopped.
     pub fn wait(self) -> Result<(), ServerError> {
-        match self.thread.join() {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ServerError::Startup("server thread panicked".into())),
+        self.wait_by_ref()
+    }
+
+    /// [`wait`](RunningServer::wait) for a shared handle (the signal thread
+    /// holds another); only the first caller waits.
+    pub fn wait_by_ref(&self) -> Result<(), ServerError> {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match thread.map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => Ok(r?),
+            Some(Err(_)) => Err(ServerError::Startup("server thread panicked".into())),
         }
     }
 }
@@ -98,6 +108,18 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     tracing::info!("metrics on http://{}/metrics", metrics.addr);
     running.metrics_addr = Some(metrics.addr);
     Ok(running)
+}
+
+/// SIGHUP: load the key stores, server certificate and client CA again
+/// from `settings`. New keys and certificates serve the next request and
+/// connection; nothing in flight is dropped. On any error nothing changes.
+pub fn reload(settings: &Settings, running: &RunningServer) -> Result<usize, ServerError> {
+    let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let keys = keyless_keys::load_sources(&settings.key_sources)?;
+    let count = keys.len();
+    running.tls.publish(tls);
+    running.shared.publish_keys(keys);
+    Ok(count)
 }
 
 /// Where to listen.
@@ -136,10 +158,12 @@ pub fn start_with(
     }
     // Seed AWS-LC's global entropy tree here, off the cores (about 20 ms).
     keyless_keys::warm_up_thread();
-    let keys = Arc::new(keys);
     let key_count = keys.len();
+    let tls = Arc::new(listener::LiveTls::new(tls));
+    let tls_handle = tls.clone();
     let cores = runtime.cores.max(1);
     let shared = Shared::new(cores, 1024);
+    shared.publish_keys(keys);
     let shared_for_cores = shared.clone();
     let limits = connection::Limits {
         drain_timeout: runtime.drain_timeout,
@@ -151,21 +175,20 @@ pub fn start_with(
         .spawn(move || {
             run_per_core(&runtime, move |index| {
                 let tls = tls.clone();
-                let keys = keys.clone();
                 let shared = shared_for_cores.clone();
                 let limits = Rc::new(limits.clone());
                 let ready = ready_tx.clone();
                 let unix = unix.clone().filter(|_| index == 0);
                 async move {
-                    let setup = core_key_setup(&keys, addr, unix.as_deref());
-                    let (listener, unix_listener, store) = match setup {
+                    let setup = core_setup(addr, unix.as_deref());
+                    let (listener, unix_listener) = match setup {
                         Ok(x) => x,
                         Err(e) => {
                             let _ = ready.send(Err(e.clone()));
                             return Err(e);
                         }
                     };
-                    let core = match Core::join(shared, Rc::new(store)).await {
+                    let core = match Core::join(shared).await {
                         Ok(core) => core,
                         Err(e) => {
                             let _ = ready.send(Err(e.clone()));
@@ -220,19 +243,15 @@ pub fn start_with(
         key_count,
         shared,
         metrics_addr: None,
-        thread,
+        tls: tls_handle,
+        thread: std::sync::Mutex::new(Some(thread)),
     })
 }
 
-type CoreSetup = (
-    glommio::net::TcpListener,
-    Option<glommio::net::UnixListener>,
-    keyless_keys::KeyStore,
-);
+type CoreSetup = (glommio::net::TcpListener, Option<glommio::net::UnixListener>);
 
-fn core_key_setup(keys: &[KeyMaterial], addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
+fn core_setup(addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
     keyless_keys::warm_up_thread();
-    let store = listener::core_key_store(keys)?;
     let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let unix_listener = match unix {
         Some(path) => Some(
@@ -240,7 +259,7 @@ fn core_key_setup(keys: &[KeyMaterial], addr: SocketAddr, unix: Option<&Path>) -
         ),
         None => None,
     };
-    Ok((listener, unix_listener, store))
+    Ok((listener, unix_listener))
 }
 
 /// A socket file left by a previous run would make bind fail; remove it, but

@@ -3,33 +3,75 @@
 //! core that accepted it.
 
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, UnixListener};
-use keyless_keys::memory::KeyMaterial;
-use keyless_keys::KeyStore;
 
 use keyless_engine::sharing::Core;
 
 use crate::connection::{self, Closed, Limits};
 
-/// Build this core's own copy of the keys.
-pub fn core_key_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
-    let mut store = KeyStore::new();
-    for k in keys {
-        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.path().display()))?;
-        store.insert(Box::new(key));
+/// The TLS configuration for new connections, replaceable at run time:
+/// accept loops compare a version number (one atomic load per accept) and
+/// take the lock only when it changed.
+pub struct LiveTls {
+    config: RwLock<Arc<rustls::ServerConfig>>,
+    version: AtomicU64,
+}
+
+impl LiveTls {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> LiveTls {
+        LiveTls {
+            config: RwLock::new(config),
+            version: AtomicU64::new(0),
+        }
     }
-    Ok(store)
+
+    /// Use this configuration for every connection accepted from now on.
+    pub fn publish(&self, config: Arc<rustls::ServerConfig>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> (u64, TlsAcceptor) {
+        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        (self.version.load(Ordering::SeqCst), TlsAcceptor::from(config.clone()))
+    }
+}
+
+/// An accept loop's acceptor, refreshed when the configuration changes.
+struct Acceptor<'a> {
+    live: &'a LiveTls,
+    version: u64,
+    acceptor: TlsAcceptor,
+}
+
+impl<'a> Acceptor<'a> {
+    fn new(live: &'a LiveTls) -> Self {
+        let (version, acceptor) = live.current();
+        Acceptor {
+            live,
+            version,
+            acceptor,
+        }
+    }
+
+    fn get(&mut self) -> TlsAcceptor {
+        if self.live.version.load(Ordering::SeqCst) != self.version {
+            (self.version, self.acceptor) = self.live.current();
+        }
+        self.acceptor.clone()
+    }
 }
 
 /// Accept TCP connections forever, serving each on this core.
-pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
-    let acceptor = TlsAcceptor::from(tls);
+pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>) {
+    let mut acceptor = Acceptor::new(&tls);
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
             return; // draining: the listener closes when dropped
@@ -40,7 +82,7 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, c
                     .peer_addr()
                     .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
                 let _ = tcp.set_nodelay(true);
-                spawn_connection(acceptor.clone(), tcp, core.clone(), limits.clone(), peer);
+                spawn_connection(acceptor.get(), tcp, core.clone(), limits.clone(), peer);
             }
             Err(e) => accept_failed(e).await,
         }
@@ -48,20 +90,14 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<rustls::ServerConfig>, c
 }
 
 /// Accept Unix-socket connections forever (one core listens on the socket).
-pub async fn accept_unix(listener: UnixListener, tls: Arc<rustls::ServerConfig>, core: Rc<Core>, limits: Rc<Limits>) {
-    let acceptor = TlsAcceptor::from(tls);
+pub async fn accept_unix(listener: UnixListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>) {
+    let mut acceptor = Acceptor::new(&tls);
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
             return;
         };
         match accepted {
-            Ok(stream) => spawn_connection(
-                acceptor.clone(),
-                stream,
-                core.clone(),
-                limits.clone(),
-                "unix".to_string(),
-            ),
+            Ok(stream) => spawn_connection(acceptor.get(), stream, core.clone(), limits.clone(), "unix".to_string()),
             Err(e) => accept_failed(e).await,
         }
     }

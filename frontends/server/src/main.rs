@@ -92,19 +92,6 @@ fn main() -> ExitCode {
             tracing::error!("cannot write pid file {}: {e}", pid_file.display());
         }
     }
-    // SIGTERM/SIGINT: stop accepting, answer what was received, exit 0.
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
-        Ok(mut signals) => {
-            let shared = running.shared.clone();
-            std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!("signal {sig}: draining (no new connections or requests)");
-                    shared.start_drain();
-                }
-            });
-        }
-        Err(e) => tracing::error!("cannot install signal handlers: {e}"),
-    }
     if cli.dev {
         print_dev_help(
             &keyless_pki::DevPki::at(&cli.dev_dir),
@@ -112,7 +99,38 @@ fn main() -> ExitCode {
             running.metrics_addr,
         );
     }
-    let result = running.wait();
+    // SIGTERM/SIGINT: stop accepting, answer what was received, exit 0.
+    // SIGHUP: reload keys, certificate and client CA from the configuration.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let running = std::sync::Arc::new(running);
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(mut signals) => {
+            let running = running.clone();
+            let cli = cli.clone();
+            std::thread::spawn(move || {
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        let reloaded = config::load(&cli)
+                            .map_err(keyless_server::ServerError::from)
+                            .and_then(|settings| keyless_server::reload(&settings, &running));
+                        match reloaded {
+                            Ok(n) => tracing::info!("SIGHUP: reloaded; serving {n} keys"),
+                            Err(e) => tracing::error!("SIGHUP: reload failed, keeping the current state: {e}"),
+                        }
+                        continue;
+                    }
+                    tracing::info!("signal {sig}: draining (no new connections or requests)");
+                    running.shared.start_drain();
+                    break;
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot install signal handlers: {e}"),
+    }
+    let result = match std::sync::Arc::try_unwrap(running) {
+        Ok(running) => running.wait(),
+        Err(shared) => shared.wait_by_ref(),
+    };
     if let Some(pid_file) = &settings.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

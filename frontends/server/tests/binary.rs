@@ -220,3 +220,114 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
         "still accepting after exit"
     );
 }
+
+#[test]
+fn sighup_reloads_keys_without_dropping_connections() {
+    use keyless_client::ClientError;
+    use keyless_protocol::{ErrorCode, Hash, Opcode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let pid_file = dir.path().join("keyless.pid");
+    let log_file = dir.path().join("server.log");
+    let mut child = server()
+        .arg("-c")
+        .arg(&pki.config)
+        .args(["--listen-host", "127.0.0.1", "--workers", "2"])
+        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+        let conn = keyless_client::connect(addr, "localhost", tls).await.unwrap();
+        let keys = || keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
+        let sign = |key: &keyless_tools::conformance::ExpectedKey, opcode: Opcode| {
+            let ski = key.info.ski;
+            let conn = &conn;
+            async move { conn.perform(opcode, ski, &[7u8; 32]).await }
+        };
+        let p256 = keys().into_iter().find(|k| k.name == "p256").unwrap();
+        let sig = sign(&p256, Opcode::ECDSA_SIGN_SHA256).await.unwrap();
+        p256.verifier
+            .verify(keyless_keys::Operation::Ecdsa(Hash::Sha256), &[7u8; 32], &sig)
+            .unwrap();
+
+        // A new key, then SIGHUP: served on the same connection.
+        let ed = keyless_pki::KeyType::Ed25519.generate().unwrap();
+        std::fs::write(pki.keys_dir.join("ed25519.key"), ed.serialize_pem()).unwrap();
+        std::fs::write(pki.pubkeys_dir.join("ed25519.pem"), ed.public_key_pem()).unwrap();
+        let ed = keys().into_iter().find(|k| k.name == "ed25519").unwrap();
+        assert!(matches!(
+            sign(&ed, Opcode::ED25519_SIGN).await,
+            Err(ClientError::Remote(ErrorCode::KeyNotFound))
+        ));
+        signal("-HUP");
+        let until = Instant::now() + Duration::from_secs(10);
+        let sig = loop {
+            match sign(&ed, Opcode::ED25519_SIGN).await {
+                Ok(sig) => break sig,
+                Err(ClientError::Remote(ErrorCode::KeyNotFound)) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("new key not served after SIGHUP: {e}"),
+            }
+        };
+        ed.verifier
+            .verify(keyless_keys::Operation::Ed25519, &[7u8; 32], &sig)
+            .unwrap();
+
+        // A removed key answers key-not-found after the next SIGHUP.
+        std::fs::remove_file(pki.keys_dir.join("p256.key")).unwrap();
+        signal("-HUP");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match sign(&p256, Opcode::ECDSA_SIGN_SHA256).await {
+                Err(ClientError::Remote(ErrorCode::KeyNotFound)) => break,
+                Ok(_) if Instant::now() < until => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => panic!("removed key still answered: {other:?}"),
+            }
+        }
+
+        // A reload that fails keeps what is being served.
+        std::fs::write(pki.keys_dir.join("broken.key"), "not a key").unwrap();
+        signal("-HUP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sign(&ed, Opcode::ED25519_SIGN)
+            .await
+            .expect("old keys kept after a failed reload");
+        assert!(conn.closed().is_none(), "the connection was dropped");
+    });
+    signal("-TERM");
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("SIGHUP: reloaded; serving 3 keys"), "{log}");
+    assert!(
+        log.contains("SIGHUP: reload failed") && log.contains("broken.key"),
+        "{log}"
+    );
+}
