@@ -191,6 +191,26 @@ pub enum Target {
 impl Core {
     /// Join the meshes (waits for every core) and start this core's workers.
     pub async fn join(shared: Arc<Shared>) -> Result<Rc<Core>, String> {
+        // glommio notices a peer connecting to a shared channel only when its
+        // reactor runs; an executor with nothing else to do can sleep through
+        // it and the mesh join never completes (seen under load). A ticker
+        // keeps the reactor turning until the join is done.
+        let joining = Rc::new(Cell::new(true));
+        let ticker = {
+            let joining = joining.clone();
+            glommio::spawn_local(async move {
+                while joining.get() {
+                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+        };
+        let core = Self::join_meshes(shared).await;
+        joining.set(false);
+        ticker.await;
+        core
+    }
+
+    async fn join_meshes(shared: Arc<Shared>) -> Result<Rc<Core>, String> {
         let (keys_version, keys) = shared.current_keys();
         let store = Rc::new(build_store(&keys)?);
         let (jobs, job_rx) = shared

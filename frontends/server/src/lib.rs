@@ -157,7 +157,9 @@ pub fn start_with(
         remove_stale_socket(path)?;
     }
     // Seed AWS-LC's global entropy tree here, off the cores (about 20 ms).
+    let t = std::time::Instant::now();
     keyless_keys::warm_up_thread();
+    tracing::debug!("entropy seeded in {:?}", t.elapsed());
     let key_count = keys.len();
     let tls = Arc::new(listener::LiveTls::new(tls));
     let tls_handle = tls.clone();
@@ -188,7 +190,10 @@ pub fn start_with(
                             return Err(e);
                         }
                     };
-                    let core = match Core::join(shared).await {
+                    let t = std::time::Instant::now();
+                    let joined = Core::join(shared).await;
+                    tracing::debug!("core {index} joined the mesh in {:?}", t.elapsed());
+                    let core = match joined {
                         Ok(core) => core,
                         Err(e) => {
                             let _ = ready.send(Err(e.clone()));
@@ -251,7 +256,9 @@ pub fn start_with(
 type CoreSetup = (glommio::net::TcpListener, Option<glommio::net::UnixListener>);
 
 fn core_setup(addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
+    let t = std::time::Instant::now();
     keyless_keys::warm_up_thread();
+    tracing::debug!("core entropy seeded in {:?}", t.elapsed());
     let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let unix_listener = match unix {
         Some(path) => Some(

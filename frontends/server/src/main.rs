@@ -57,6 +57,12 @@ fn print_dev_help(pki: &keyless_pki::DevPki, addr: std::net::SocketAddr, metrics
     );
 }
 
+fn remove_pid_file(pid_file: Option<&std::path::Path>) {
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if cli.dev {
@@ -107,6 +113,8 @@ fn main() -> ExitCode {
         Ok(mut signals) => {
             let running = running.clone();
             let cli = cli.clone();
+            let drain_timeout = std::time::Duration::from_secs(settings.drain_timeout_s);
+            let pid_file = settings.pid_file.clone();
             std::thread::spawn(move || {
                 for sig in signals.forever() {
                     if sig == SIGHUP {
@@ -121,7 +129,17 @@ fn main() -> ExitCode {
                     }
                     tracing::info!("signal {sig}: draining (no new connections or requests)");
                     running.shared.start_drain();
-                    break;
+                    // Safety net: a core that sleeps through its wake-up (a
+                    // glommio lost wake-up seen rarely on this kernel) must not
+                    // keep the process alive past the drain timeout.
+                    std::thread::sleep(drain_timeout + std::time::Duration::from_secs(5));
+                    let idle = running.shared.load_per_core().iter().all(|l| *l == 0);
+                    tracing::error!(
+                        "cores did not stop within the drain timeout; exiting (work in flight: {})",
+                        !idle
+                    );
+                    remove_pid_file(pid_file.as_deref());
+                    std::process::exit(if idle { 0 } else { 1 });
                 }
             });
         }
@@ -131,9 +149,7 @@ fn main() -> ExitCode {
         Ok(running) => running.wait(),
         Err(shared) => shared.wait_by_ref(),
     };
-    if let Some(pid_file) = &settings.pid_file {
-        let _ = std::fs::remove_file(pid_file);
-    }
+    remove_pid_file(settings.pid_file.as_deref());
     match result {
         Ok(()) => {
             tracing::info!("stopped");
