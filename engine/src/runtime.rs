@@ -26,6 +26,10 @@ pub struct RuntimeConfig {
     pub spin_before_park: std::time::Duration,
     /// On SIGTERM, how long requests already received may take to be answered.
     pub drain_timeout: std::time::Duration,
+    /// A client must finish its TLS handshake within this.
+    pub handshake_timeout: std::time::Duration,
+    /// A connection that sends nothing for this long is closed (zero: never).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +43,8 @@ impl Default for RuntimeConfig {
             detect_stalls: true,
             spin_before_park: std::time::Duration::ZERO,
             drain_timeout: std::time::Duration::from_secs(30),
+            handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(300),
         }
     }
 }

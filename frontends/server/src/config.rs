@@ -77,6 +77,12 @@ pub struct Cli {
     /// On SIGTERM/SIGINT, seconds to finish requests already received (ours; default 30).
     #[arg(long = "drain-timeout", env = "KEYLESS_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
+    /// Seconds a client has to finish its TLS handshake (ours; default 10).
+    #[arg(long = "handshake-timeout", env = "KEYLESS_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Close a connection idle this many seconds (ours; default 300, 0: never).
+    #[arg(long = "idle-timeout", env = "KEYLESS_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]
@@ -106,6 +112,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub spin_before_park_us: Option<u64>,
     pub drain_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -154,6 +162,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     pub spin_before_park_us: u64,
     pub drain_timeout_s: u64,
+    pub handshake_timeout_s: u64,
+    pub idle_timeout_s: u64,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -266,6 +276,8 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         workers: cli.workers.or(file.workers),
         spin_before_park_us: cli.spin_before_park_us.or(file.spin_before_park_us).unwrap_or(0),
         drain_timeout_s: cli.drain_timeout.or(file.drain_timeout).unwrap_or(30),
+        handshake_timeout_s: cli.handshake_timeout.or(file.handshake_timeout).unwrap_or(10).max(1),
+        idle_timeout_s: cli.idle_timeout.or(file.idle_timeout).unwrap_or(300),
     })
 }
 

@@ -34,6 +34,10 @@ pub struct Limits {
     /// After the client stops sending, how long answers still in flight
     /// may take before the connection is closed anyway.
     pub drain_timeout: Duration,
+    /// The TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Close a connection that sends nothing for this long (zero: never).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -41,6 +45,8 @@ impl Default for Limits {
         Limits {
             max_in_flight: 1024,
             drain_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -52,6 +58,8 @@ pub enum Closed {
     Clean,
     /// The client closed in the middle of a frame: framing was lost.
     MidFrame { buffered: usize },
+    /// The client sent nothing for the idle timeout.
+    Idle,
 }
 
 /// Serve one (already TLS-established) stream until the client leaves.
@@ -66,7 +74,7 @@ where
     let cap = limits.max_in_flight.max(1) as u64;
     let permits = Rc::new(Semaphore::new(cap));
     let write_task = glommio::spawn_local(write_loop(writer, rx, permits.clone()));
-    let result = read_loop(&mut reader, &core, conn, &tx, &permits).await;
+    let result = read_loop(&mut reader, &core, conn, &tx, &permits, limits.idle_timeout).await;
     // Let answers still being signed (here or elsewhere) reach the client.
     let _ = glommio::timer::timeout(limits.drain_timeout, async {
         permits
@@ -94,6 +102,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     conn: u64,
     tx: &LocalSender<Responses>,
     permits: &Semaphore,
+    idle_timeout: Duration,
 ) -> std::io::Result<Closed> {
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -101,8 +110,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // Draining (SIGTERM): read nothing new, but still answer what this
         // socket has already received, below.
-        let draining = match crate::listener::until_drain(core, reader.read(&mut chunk)).await {
-            Some(read) => {
+        let read = async {
+            if idle_timeout.is_zero() {
+                return Some(reader.read(&mut chunk).await);
+            }
+            let timed = glommio::timer::timeout(idle_timeout, async {
+                reader.read(&mut chunk).await.map_err(glommio::GlommioError::from)
+            });
+            match timed.await {
+                Ok(n) => Some(Ok(n)),
+                Err(glommio::GlommioError::TimedOut(_)) => None,
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            }
+        };
+        let draining = match crate::listener::until_drain(core, read).await {
+            Some(None) => return Ok(Closed::Idle),
+            Some(Some(read)) => {
                 let n = read?;
                 if n == 0 {
                     return Ok(if inbuf.is_empty() {

@@ -97,6 +97,8 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     }
     runtime.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
     runtime.drain_timeout = Duration::from_secs(settings.drain_timeout_s);
+    runtime.handshake_timeout = Duration::from_secs(settings.handshake_timeout_s);
+    runtime.idle_timeout = Duration::from_secs(settings.idle_timeout_s);
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
@@ -169,6 +171,8 @@ pub fn start_with(
     let shared_for_cores = shared.clone();
     let limits = connection::Limits {
         drain_timeout: runtime.drain_timeout,
+        handshake_timeout: runtime.handshake_timeout,
+        idle_timeout: runtime.idle_timeout,
         ..connection::Limits::default()
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();

@@ -124,8 +124,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     glommio::spawn_local(async move {
-        let tls = match acceptor.accept(stream).await {
+        let handshake = glommio::timer::timeout(limits.handshake_timeout, async {
+            acceptor.accept(stream).await.map_err(glommio::GlommioError::from)
+        });
+        let tls = match handshake.await {
             Ok(s) => s,
+            Err(glommio::GlommioError::TimedOut(_)) => {
+                tracing::info!(%peer, "TLS handshake not finished within {:?}; closed", limits.handshake_timeout);
+                return;
+            }
             Err(e) => {
                 tracing::info!(%peer, "TLS handshake failed: {e}");
                 return;
@@ -134,6 +141,7 @@ where
         tracing::debug!(%peer, "connection established");
         match connection::serve(tls, core, &limits).await {
             Ok(Closed::Clean) => tracing::debug!(%peer, "connection closed"),
+            Ok(Closed::Idle) => tracing::info!(%peer, "connection idle for {:?}; closed", limits.idle_timeout),
             Ok(Closed::MidFrame { buffered }) => {
                 tracing::warn!(%peer, "connection closed mid-frame ({buffered} bytes unread)")
             }

@@ -331,3 +331,75 @@ fn sighup_reloads_keys_without_dropping_connections() {
         "{log}"
     );
 }
+
+#[test]
+fn unfinished_handshakes_and_idle_connections_are_closed() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let pid_file = dir.path().join("keyless.pid");
+    let mut child = server()
+        .arg("-c")
+        .arg(&pki.config)
+        .args([
+            "--listen-host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+            "--handshake-timeout",
+            "1",
+            "--idle-timeout",
+            "1",
+        ])
+        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // A TCP connection that never starts TLS is closed after ~1 s.
+    let started = Instant::now();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = tcp.read(&mut [0u8; 16]).unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to close the connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+        // A busy connection stays open past the idle timeout...
+        let busy = keyless_client::connect(addr, "localhost", tls.clone()).await.unwrap();
+        for _ in 0..8 {
+            busy.ping(b"alive").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // ...and one that goes quiet is closed.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(busy.ping(b"late").await.is_err(), "an idle connection was kept open");
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
