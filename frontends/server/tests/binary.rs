@@ -19,6 +19,71 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `keyless-server` process on a fresh development PKI, logging to a file.
+struct Running {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    pki: keyless_pki::DevPki,
+    pid_file: std::path::PathBuf,
+    log_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Start with the dev PKI's config plus `extra` flags; wait until it has written its pid file.
+    fn start(extra: &[&str]) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let pid_file = dir.path().join("keyless.pid");
+        let log_file = dir.path().join("server.log");
+        let mut child = server()
+            .arg("-c")
+            .arg(&pki.config)
+            .args(["--listen-host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_file).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pid_file.exists() {
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&log_file).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Running {
+            child,
+            addr,
+            pki,
+            pid_file,
+            log_file,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap()
+    }
+}
+
 fn fails_with(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "should have failed");
@@ -132,33 +197,10 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
     use keyless_protocol::{split_frame, Frame, Message, Opcode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = tempfile::tempdir().unwrap();
-    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let pid_file = dir.path().join("keyless.pid");
-    let mut child = server()
-        .arg("-c")
-        .arg(&pki.config)
-        .args(["--listen-host", "127.0.0.1", "--workers", "2", "--drain-timeout", "20"])
-        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pid_file.exists() {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("server did not start: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = Running::start(&["--workers", "2", "--drain-timeout", "20"]);
+    let (addr, pki, pid_file) = (server.addr, server.pki.clone(), server.pid_file.clone());
     let pid = std::fs::read_to_string(&pid_file).unwrap();
-    assert_eq!(pid.trim(), child.id().to_string());
+    assert_eq!(pid.trim(), server.child.id().to_string());
 
     let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
     let rsa = keys.iter().find(|k| k.name == "rsa2048").unwrap();
@@ -199,18 +241,14 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
             }
             if !signalled {
                 // The server has read the batch and is signing: stop it now.
-                Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status()
-                    .unwrap();
+                server.signal("-TERM");
                 signalled = true;
             }
         }
         answered
     });
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let status = server.child.wait().unwrap();
+    let log = server.log();
     assert!(status.success(), "exit {status:?}: {log}");
     assert_eq!(answered, N, "requests lost in the drain: {log}");
     assert!(!pid_file.exists(), "pid file left behind");
@@ -226,38 +264,9 @@ fn sighup_reloads_keys_without_dropping_connections() {
     use keyless_client::ClientError;
     use keyless_protocol::{ErrorCode, Hash, Opcode};
 
-    let dir = tempfile::tempdir().unwrap();
-    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let pid_file = dir.path().join("keyless.pid");
-    let log_file = dir.path().join("server.log");
-    let mut child = server()
-        .arg("-c")
-        .arg(&pki.config)
-        .args(["--listen-host", "127.0.0.1", "--workers", "2"])
-        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_file).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pid_file.exists() {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let signal = |sig: &str| {
-        assert!(Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = Running::start(&["--workers", "2"]);
+    let (addr, pki) = (server.addr, server.pki.clone());
+    let signal = |sig: &str| server.signal(sig);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -322,9 +331,9 @@ fn sighup_reloads_keys_without_dropping_connections() {
             .expect("old keys kept after a failed reload");
         assert!(conn.closed().is_none(), "the connection was dropped");
     });
-    signal("-TERM");
-    assert!(child.wait().unwrap().success());
-    let log = std::fs::read_to_string(&log_file).unwrap();
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+    let log = server.log();
     assert!(log.contains("SIGHUP: reloaded; serving 3 keys"), "{log}");
     assert!(
         log.contains("SIGHUP: reload failed") && log.contains("broken.key"),
@@ -335,39 +344,8 @@ fn sighup_reloads_keys_without_dropping_connections() {
 #[test]
 fn unfinished_handshakes_and_idle_connections_are_closed() {
     use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let pid_file = dir.path().join("keyless.pid");
-    let mut child = server()
-        .arg("-c")
-        .arg(&pki.config)
-        .args([
-            "--listen-host",
-            "127.0.0.1",
-            "--workers",
-            "1",
-            "--handshake-timeout",
-            "1",
-            "--idle-timeout",
-            "1",
-        ])
-        .args(["--port", &port.to_string(), "--metrics-port", &metrics_port.to_string()])
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pid_file.exists() {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = Running::start(&["--workers", "1", "--handshake-timeout", "1", "--idle-timeout", "1"]);
+    let (addr, pki) = (server.addr, server.pki.clone());
 
     // A TCP connection that never starts TLS is closed after ~1 s.
     let started = Instant::now();
@@ -397,9 +375,6 @@ fn unfinished_handshakes_and_idle_connections_are_closed() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(busy.ping(b"late").await.is_err(), "an idle connection was kept open");
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
 }
