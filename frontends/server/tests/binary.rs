@@ -10,6 +10,20 @@ fn server() -> Command {
     c
 }
 
+/// Run a future on a fresh single-threaded tokio runtime.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
+/// The development PKI's client identity.
+fn client_tls(pki: &keyless_pki::DevPki) -> std::sync::Arc<rustls::ClientConfig> {
+    keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap()
+}
+
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -142,11 +156,7 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(pki.is_complete());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = rt.block_on(async {
+    let report = block_on(async {
         let tls = keyless_client::client_config_from_files(
             &dir.path().join(&pki.ca_cert),
             &dir.path().join(&pki.client_cert),
@@ -205,12 +215,8 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
     let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
     let rsa = keys.iter().find(|k| k.name == "rsa2048").unwrap();
     const N: u32 = 200;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let answered = rt.block_on(async {
-        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+    let answered = block_on(async {
+        let tls = client_tls(&pki);
         let mut stream = keyless_client::connect_stream(addr, "localhost", tls).await.unwrap();
         let mut batch = Vec::new();
         for id in 0..N {
@@ -267,12 +273,8 @@ fn sighup_reloads_keys_without_dropping_connections() {
     let mut server = Running::start(&["--workers", "2"]);
     let (addr, pki) = (server.addr, server.pki.clone());
     let signal = |sig: &str| server.signal(sig);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+    block_on(async {
+        let tls = client_tls(&pki);
         let conn = keyless_client::connect(addr, "localhost", tls).await.unwrap();
         let keys = || keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
         let sign = |key: &keyless_tools::conformance::ExpectedKey, opcode: Opcode| {
@@ -359,12 +361,8 @@ fn unfinished_handshakes_and_idle_connections_are_closed() {
         started.elapsed()
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tls = keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap();
+    block_on(async {
+        let tls = client_tls(&pki);
         // A busy connection stays open past the idle timeout...
         let busy = keyless_client::connect(addr, "localhost", tls.clone()).await.unwrap();
         for _ in 0..8 {
