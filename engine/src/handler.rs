@@ -3,7 +3,7 @@
 //! Sans-I/O: the connection code feeds raw frames in and writes the returned
 //! frames out; this module never sees a socket.
 
-use keyless_keys::{KeyStore, Operation};
+use keyless_keys::{CryptoError, KeyStore, Operation, PrivateKey, Ski};
 use keyless_protocol::{DecodeError, ErrorCode, Frame, Message, OpKind, RawFrame};
 
 /// Answer one complete frame. Decoding errors become error responses with
@@ -25,35 +25,64 @@ fn log_decode_error(id: u32, e: &DecodeError) {
 
 /// Answer one decoded request.
 pub fn handle(store: &KeyStore, request: &Message) -> Message {
+    match prepare(store, request) {
+        Prepared::Answer(message) => message,
+        Prepared::Perform { key, op, input } => finish(&key.public().ski, op, key.perform(op, input)),
+    }
+}
+
+/// A request after key lookup: answered already, or an operation to perform.
+// Returned by value once per request and consumed at once: boxing the
+// message would cost an allocation per answer for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared<'a> {
+    Answer(Message),
+    Perform {
+        key: &'a dyn PrivateKey,
+        op: Operation,
+        input: &'a [u8],
+    },
+}
+
+/// Everything but the private-key operation: opcode checks and key lookup.
+pub fn prepare<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a> {
     let Some(opcode) = request.opcode else {
         // gokeyless answers a request without an opcode with bad-opcode.
-        return Message::error(ErrorCode::BadOpcode);
+        return Prepared::Answer(Message::error(ErrorCode::BadOpcode));
     };
     let kind = opcode.kind();
     let op = match kind {
         OpKind::Ping => {
-            return Message {
+            return Prepared::Answer(Message {
                 opcode: Some(keyless_protocol::Opcode::PONG),
                 payload: request.payload.clone(),
                 ..Message::default()
-            }
+            })
         }
-        OpKind::Response => return Message::error(ErrorCode::UnexpectedOpcode),
-        OpKind::Unsupported | OpKind::Unknown => return Message::error(ErrorCode::BadOpcode),
+        OpKind::Response => return Prepared::Answer(Message::error(ErrorCode::UnexpectedOpcode)),
+        OpKind::Unsupported | OpKind::Unknown => return Prepared::Answer(Message::error(ErrorCode::BadOpcode)),
         _ => match Operation::from_kind(kind) {
             Some(op) => op,
-            None => return Message::error(ErrorCode::BadOpcode),
+            None => return Prepared::Answer(Message::error(ErrorCode::BadOpcode)),
         },
     };
     let Some(key) = store.find(request.ski.as_ref(), request.cert_digest.as_ref()) else {
-        return Message::error(ErrorCode::KeyNotFound);
+        return Prepared::Answer(Message::error(ErrorCode::KeyNotFound));
     };
     tracing::info!("fetch key with SKI: {}", hex::encode(key.public().ski));
-    let payload = request.payload.as_deref().unwrap_or_default();
-    match key.perform(op, payload) {
+    Prepared::Perform {
+        key,
+        op,
+        input: request.payload.as_deref().unwrap_or_default(),
+    }
+}
+
+/// The response for an operation's result.
+pub fn finish(ski: &Ski, op: Operation, result: Result<Vec<u8>, CryptoError>) -> Message {
+    match result {
         Ok(out) => Message::response(out),
         Err(e) => {
-            tracing::warn!("{op:?} with key {}: {e}", hex::encode(key.public().ski));
+            tracing::warn!("{op:?} with key {}: {e}", hex::encode(ski));
             Message::error(ErrorCode::Crypto)
         }
     }

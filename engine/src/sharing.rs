@@ -19,11 +19,10 @@ use std::sync::Arc;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::LocalSender;
-use keyless_keys::memory::KeyMaterial;
-use keyless_keys::KeyStore;
-use keyless_protocol::split_frame;
+use keyless_keys::{KeyStore, SharedKey};
+use keyless_protocol::{split_frame, ErrorCode, Frame, Message};
 
-use crate::handler;
+use crate::handler::{self, Prepared};
 
 /// A request handed to another core: one raw frame and where its answer goes.
 pub struct Job {
@@ -83,7 +82,7 @@ pub struct Shared {
     /// The key material every core should serve, and its version: a core
     /// compares versions (one atomic load) and rebuilds its own copy when
     /// they differ. The lock is only taken on a reload.
-    keys: std::sync::RwLock<Arc<Vec<KeyMaterial>>>,
+    keys: std::sync::RwLock<Arc<Vec<SharedKey>>>,
     keys_version: AtomicU64,
 }
 
@@ -104,13 +103,13 @@ impl Shared {
     /// Serve these keys from now on (start-up and SIGHUP). Cores pick them
     /// up before their next request; requests already being signed finish
     /// with the old keys.
-    pub fn publish_keys(&self, keys: Vec<KeyMaterial>) {
+    pub fn publish_keys(&self, keys: Vec<SharedKey>) {
         let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
         *current = Arc::new(keys);
         self.keys_version.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn current_keys(&self) -> (u64, Arc<Vec<KeyMaterial>>) {
+    fn current_keys(&self) -> (u64, Arc<Vec<SharedKey>>) {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         (self.keys_version.load(Ordering::SeqCst), keys.clone())
     }
@@ -172,11 +171,11 @@ pub struct Core {
 }
 
 /// One core's own copy of the keys.
-fn build_store(keys: &[KeyMaterial]) -> Result<KeyStore, String> {
+fn build_store(keys: &[SharedKey]) -> Result<KeyStore, String> {
     let mut store = KeyStore::new();
     for k in keys {
-        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.path().display()))?;
-        store.insert(Box::new(key));
+        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.origin()))?;
+        store.insert(key);
     }
     Ok(store)
 }
@@ -376,6 +375,74 @@ impl Core {
         self.shared.counters[self.id].handled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// If `frame` asks a key that performs its operations off the cores (an
+    /// HSM key) for an operation, start it and return `true`: the answer
+    /// reaches `tx` when a worker is done, or an error when the key's
+    /// timeout passes first. Such requests are not shared between cores: the
+    /// workers serve all cores already, and this core only waits.
+    pub fn try_offload(&self, frame: &[u8], tx: &Rc<LocalSender<Responses>>) -> bool {
+        let store = self.store();
+        if !store.has_offloaded() {
+            return false;
+        }
+        let Some(raw) = split_frame(frame) else {
+            return false;
+        };
+        let Ok(request) = raw.decode() else {
+            return false;
+        };
+        let message = &request.message;
+        let offloaded = store
+            .find(message.ski.as_ref(), message.cert_digest.as_ref())
+            .is_some_and(|key| key.offload().is_some());
+        if !offloaded {
+            return false;
+        }
+        let Prepared::Perform { key, op, input } = handler::prepare(&store, message) else {
+            return false;
+        };
+        let Some(offload) = key.offload() else {
+            return false;
+        };
+        let counters = &self.shared.counters[self.id];
+        if let Some(opcode) = message.opcode {
+            counters.by_opcode[opcode.0 as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        let pending = offload.submit(op, input.to_vec());
+        let timeout = offload.timeout();
+        let ski = key.public().ski;
+        let id = raw.header.id;
+        let tx = tx.clone();
+        let shared = self.shared.clone();
+        let core = self.id;
+        glommio::spawn_local(async move {
+            let result = glommio::timer::timeout(timeout, async { Ok(pending.await) }).await;
+            let message = match result {
+                Ok(result) => handler::finish(&ski, op, result),
+                Err(_) => {
+                    tracing::warn!(
+                        "{op:?} with key {}: no answer within {timeout:?}; request {id} fails",
+                        hex::encode(ski)
+                    );
+                    Message::error(ErrorCode::Internal)
+                }
+            };
+            let counters = &shared.counters[core];
+            if let Some(code) = message.error_code() {
+                let byte = code.map_or_else(|b| b, |c| c as u8);
+                counters.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            counters.handled.fetch_add(1, Ordering::Relaxed);
+            let mut out = Vec::with_capacity(1024);
+            if let Err(e) = Frame::new(id, message).encode_into(&mut out) {
+                tracing::error!("cannot encode response {id}: {e}");
+            }
+            let _ = tx.try_send((out, 1));
+        })
+        .detach();
+        true
+    }
+
     /// Send one raw frame to another core. Waits while that core's queue
     /// from us is full: this is the backpressure that stops the reader.
     pub async fn send_remote(&self, target: usize, conn: u64, frame: Vec<u8>) {
@@ -393,10 +460,7 @@ impl Core {
             tracing::warn!("cannot hand request {id} to core {target}: {e}");
             self.shared.loads[target].fetch_sub(1, Ordering::Relaxed);
             let mut out = Vec::with_capacity(1024);
-            let response = keyless_protocol::Frame::new(
-                id,
-                keyless_protocol::Message::error(keyless_protocol::ErrorCode::Internal),
-            );
+            let response = Frame::new(id, Message::error(ErrorCode::Internal));
             let _ = response.encode_into(&mut out);
             self.deliver(Answer { conn, frame: out });
         }

@@ -19,8 +19,8 @@ pub use error::{CryptoError, LoadError};
 pub use keyless_protocol::{Hash, Ski};
 pub use operation::Operation;
 pub use public::{KeyAlgorithm, PublicKeyInfo};
-pub use source::{load_sources, KeySource};
-pub use store::{KeyStore, PrivateKey};
+pub use source::{load_sources, load_sources_with, KeySource, Pkcs11Source};
+pub use store::{KeyStore, LoadedKey, Offload, PendingOperation, PrivateKey, SharedKey};
 
 /// Seed this thread's random generator now. AWS-LC seeds a per-thread DRBG
 /// on first use, which gathers jitter entropy for ~20 ms: a core should pay

@@ -1,9 +1,13 @@
-//! gokeyless's `private_key_stores`: `dir:` and `file:` entries.
+//! gokeyless's `private_key_stores`: `dir:`, `file:` and `uri:` entries.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
 
 use crate::memory::KeyMaterial;
-use crate::LoadError;
+use crate::{LoadError, SharedKey};
 
 /// Where keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,31 +16,93 @@ pub enum KeySource {
     Dir(PathBuf),
     /// One key file, PEM or DER.
     File(PathBuf),
+    /// Keys in a PKCS#11 token (loaded by the `keyless-pkcs11` backend).
+    Pkcs11(Pkcs11Source),
 }
 
-/// Load every key of every source, logging `loading <path>...` for each
-/// file as gokeyless does. The first key that fails stops the load.
-pub fn load_sources(sources: &[KeySource]) -> Result<Vec<KeyMaterial>, LoadError> {
-    let mut keys = Vec::new();
+/// An RFC 7512 `pkcs11:` URI as configured. It may carry a PIN
+/// (`pin-value=`), so it is zeroized on drop and printed without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pkcs11Source(Zeroizing<String>);
+
+impl Pkcs11Source {
+    pub fn new(uri: String) -> Pkcs11Source {
+        Pkcs11Source(Zeroizing::new(uri))
+    }
+
+    /// The URI itself, PIN included: for the PKCS#11 loader only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URI with any `pin-value` replaced by `***`, for logs and errors.
+    pub fn redacted(&self) -> String {
+        redact_pin(&self.0)
+    }
+}
+
+impl fmt::Debug for Pkcs11Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pkcs11Source({})", self.redacted())
+    }
+}
+
+/// `uri` with the value of every `pin-value` attribute replaced by `***`.
+pub fn redact_pin(uri: &str) -> String {
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(at) = rest.find("pin-value=") {
+        let value_start = at + "pin-value=".len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let value_len = rest[value_start..].find(['&', ';']).unwrap_or(rest.len() - value_start);
+        rest = &rest[value_start + value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Load every key of every `dir:` and `file:` source; a `uri:` source is an
+/// error (use [`load_sources_with`] and a PKCS#11 loader).
+pub fn load_sources(sources: &[KeySource]) -> Result<Vec<SharedKey>, LoadError> {
+    load_sources_with(sources, &|source: &Pkcs11Source| {
+        Err(LoadError::Invalid {
+            path: PathBuf::from(source.redacted()),
+            reason: "PKCS#11 key stores need the keyless-pkcs11 backend".into(),
+        })
+    })
+}
+
+/// Load every key of every source in order, logging `loading <path>...`
+/// for each file as gokeyless does; `pkcs11` loads `uri:` sources. The
+/// first key that fails stops the load. A key seen twice (same SKI) is
+/// served from its first source.
+pub fn load_sources_with(
+    sources: &[KeySource],
+    pkcs11: &dyn Fn(&Pkcs11Source) -> Result<Vec<SharedKey>, LoadError>,
+) -> Result<Vec<SharedKey>, LoadError> {
+    let mut keys: Vec<SharedKey> = Vec::new();
     for source in sources {
-        let files = match source {
-            KeySource::File(path) => vec![path.clone()],
+        let loaded: Vec<SharedKey> = match source {
+            KeySource::File(path) => vec![load_file(path)?],
             KeySource::Dir(dir) => {
                 let mut files = Vec::new();
                 walk(dir, &mut files)?;
                 files.sort();
-                files
+                files.iter().map(|p| load_file(p)).collect::<Result<_, _>>()?
+            }
+            KeySource::Pkcs11(uri) => {
+                tracing::info!("loading {}...", uri.redacted());
+                pkcs11(uri)?
             }
         };
-        for path in files {
-            tracing::info!("loading {}...", path.display());
-            let key = KeyMaterial::load(&path)?;
-            if let Some(first) = keys.iter().find(|k: &&KeyMaterial| k.public().ski == key.public().ski) {
+        for key in loaded {
+            if let Some(first) = keys.iter().find(|k| k.public().ski == key.public().ski) {
                 tracing::warn!(
                     "{}: same key (SKI {}) as {}; using the first",
-                    path.display(),
+                    key.origin(),
                     key.public().ski_hex(),
-                    first.path().display()
+                    first.origin()
                 );
                 continue;
             }
@@ -44,6 +110,11 @@ pub fn load_sources(sources: &[KeySource]) -> Result<Vec<KeyMaterial>, LoadError
         }
     }
     Ok(keys)
+}
+
+fn load_file(path: &Path) -> Result<SharedKey, LoadError> {
+    tracing::info!("loading {}...", path.display());
+    Ok(Arc::new(KeyMaterial::load(path)?))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {

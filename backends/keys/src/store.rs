@@ -1,6 +1,10 @@
 //! Finding a key: by SKI first, then by certificate digest.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use keyless_protocol::{Ski, CERT_DIGEST_LEN};
 
@@ -9,8 +13,48 @@ use crate::{CryptoError, Operation, PublicKeyInfo};
 /// A private key one core can use. Implemented by every backend.
 pub trait PrivateKey {
     fn public(&self) -> &PublicKeyInfo;
-    /// Perform `op` on `input` (a digest, a message, or a ciphertext).
+    /// Perform `op` on `input` (a digest, a message, or a ciphertext),
+    /// blocking this thread until done.
     fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError>;
+    /// Keys whose operations block for long (an HSM) perform them elsewhere:
+    /// a core submits and awaits instead of calling [`perform`](Self::perform).
+    fn offload(&self) -> Option<&dyn Offload> {
+        None
+    }
+}
+
+/// The result of an offloaded operation, awaited on the core that asked.
+pub type PendingOperation = Pin<Box<dyn Future<Output = Result<Vec<u8>, CryptoError>>>>;
+
+/// A queue that performs operations on worker threads.
+pub trait Offload {
+    /// Queue `op`; the future waits for room in the queue, then for the result.
+    fn submit(&self, op: Operation, input: Vec<u8>) -> PendingOperation;
+    /// How long a request may wait in all (queue and operation) before it fails.
+    fn timeout(&self) -> Duration;
+}
+
+/// A key as loaded, shared by every core; each core makes its own instance
+/// so no two cores touch the same key object.
+pub trait LoadedKey: Send + Sync {
+    fn public(&self) -> &PublicKeyInfo;
+    /// Where the key came from, for logs: a path, or a PKCS#11 URI without its PIN.
+    fn origin(&self) -> String;
+    /// This core's instance.
+    fn instantiate(&self) -> Result<Box<dyn PrivateKey>, CryptoError>;
+}
+
+/// A loaded key, shared between cores.
+pub type SharedKey = Arc<dyn LoadedKey>;
+
+impl std::fmt::Debug for dyn LoadedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKey")
+            .field("origin", &self.origin())
+            .field("algorithm", &self.public().algorithm)
+            .field("ski", &self.public().ski_hex())
+            .finish()
+    }
 }
 
 /// One core's keys, indexed by the identifiers clients send.
@@ -19,6 +63,7 @@ pub struct KeyStore {
     keys: Vec<Box<dyn PrivateKey>>,
     by_ski: HashMap<Ski, usize>,
     by_digest: HashMap<[u8; CERT_DIGEST_LEN], usize>,
+    offloaded: usize,
 }
 
 impl KeyStore {
@@ -38,6 +83,9 @@ impl KeyStore {
         if let Some(d) = key.public().cert_digest {
             self.by_digest.entry(d).or_insert(index);
         }
+        if key.offload().is_some() {
+            self.offloaded += 1;
+        }
         self.keys.push(key);
         true
     }
@@ -48,6 +96,12 @@ impl KeyStore {
             .and_then(|s| self.by_ski.get(s))
             .or_else(|| cert_digest.and_then(|d| self.by_digest.get(d)))?;
         Some(self.keys[*index].as_ref())
+    }
+
+    /// Whether any key performs its operations off the core (an HSM key):
+    /// when none does, the request path need not look.
+    pub fn has_offloaded(&self) -> bool {
+        self.offloaded > 0
     }
 
     pub fn len(&self) -> usize {

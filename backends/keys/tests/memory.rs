@@ -290,7 +290,10 @@ fn dir_source_loads_key_files_recursively_and_sorted() {
     let keys = load_sources(&[KeySource::Dir(dir.path().to_owned())]).unwrap();
     let names: Vec<_> = keys
         .iter()
-        .map(|k| k.path().file_name().unwrap().to_str().unwrap().to_owned())
+        .map(|k| {
+            let origin = std::path::PathBuf::from(k.origin());
+            origin.file_name().unwrap().to_str().unwrap().to_owned()
+        })
         .collect();
     assert_eq!(names, ["b.key", "a.key"]);
 }

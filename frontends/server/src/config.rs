@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use keyless_keys::KeySource;
+use keyless_keys::{KeySource, Pkcs11Source};
 use serde::Deserialize;
 
 /// Where gokeyless looks for its configuration when `-c` is not given.
@@ -83,6 +83,16 @@ pub struct Cli {
     /// Close a connection idle this many seconds (ours; default 300, 0: never).
     #[arg(long = "idle-timeout", env = "KEYLESS_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// Milliseconds an HSM request may wait (queued, then signed) before it
+    /// fails (ours; default 5000).
+    #[arg(long = "pkcs11-timeout-ms", env = "KEYLESS_PKCS11_TIMEOUT_MS")]
+    pub pkcs11_timeout_ms: Option<u64>,
+    /// Sessions per HSM token when its URI has no max-sessions (ours; default 2).
+    #[arg(long = "pkcs11-sessions", env = "KEYLESS_PKCS11_SESSIONS")]
+    pub pkcs11_sessions: Option<usize>,
+    /// Requests queued per HSM token at most (ours; default 1024).
+    #[arg(long = "pkcs11-queue", env = "KEYLESS_PKCS11_QUEUE")]
+    pub pkcs11_queue: Option<usize>,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]
@@ -114,6 +124,9 @@ pub struct FileConfig {
     pub drain_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
     pub idle_timeout: Option<u64>,
+    pub pkcs11_timeout_ms: Option<u64>,
+    pub pkcs11_sessions: Option<usize>,
+    pub pkcs11_queue: Option<usize>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -136,9 +149,10 @@ impl TryFrom<RawStoreEntry> for StoreEntry {
         match (raw.dir, raw.file, raw.uri) {
             (Some(d), None, None) => Ok(StoreEntry(KeySource::Dir(d))),
             (None, Some(f), None) => Ok(StoreEntry(KeySource::File(f))),
-            (None, None, Some(_)) => {
-                Err("`uri` (PKCS#11) key stores are not supported by this build yet; use `dir` or `file`".into())
-            }
+            (None, None, Some(uri)) => match keyless_pkcs11::Pkcs11Uri::parse(&uri) {
+                Ok(_) => Ok(StoreEntry(KeySource::Pkcs11(Pkcs11Source::new(uri)))),
+                Err(e) => Err(format!("bad PKCS#11 URI: {e}")),
+            },
             _ => Err("each entry needs exactly one of `dir`, `file` or `uri`".into()),
         }
     }
@@ -164,6 +178,8 @@ pub struct Settings {
     pub drain_timeout_s: u64,
     pub handshake_timeout_s: u64,
     pub idle_timeout_s: u64,
+    /// How HSM (PKCS#11) key stores are served.
+    pub pkcs11: keyless_pkcs11::Options,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -242,6 +258,7 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         .or(file.listen_host)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port = cli.port.or(file.port).unwrap_or(2407);
+    let file_config_pkcs11 = (file.pkcs11_timeout_ms, file.pkcs11_sessions, file.pkcs11_queue);
     if let Some(0) = cli.workers.or(file.workers) {
         return Err(ConfigError::Other("workers must be at least 1".into()));
     }
@@ -278,6 +295,27 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         drain_timeout_s: cli.drain_timeout.or(file.drain_timeout).unwrap_or(30),
         handshake_timeout_s: cli.handshake_timeout.or(file.handshake_timeout).unwrap_or(10).max(1),
         idle_timeout_s: cli.idle_timeout.or(file.idle_timeout).unwrap_or(300),
+        pkcs11: pkcs11_options(cli, &file_config_pkcs11)?,
+    })
+}
+
+fn pkcs11_options(
+    cli: &Cli,
+    file: &(Option<u64>, Option<usize>, Option<usize>),
+) -> Result<keyless_pkcs11::Options, ConfigError> {
+    let defaults = keyless_pkcs11::Options::default();
+    let timeout_ms = cli.pkcs11_timeout_ms.or(file.0);
+    let sessions = cli.pkcs11_sessions.or(file.1).unwrap_or(defaults.sessions);
+    let queue = cli.pkcs11_queue.or(file.2).unwrap_or(defaults.queue);
+    if timeout_ms == Some(0) || sessions == 0 || queue == 0 {
+        return Err(ConfigError::Other(
+            "pkcs11_timeout_ms, pkcs11_sessions and pkcs11_queue must be at least 1".into(),
+        ));
+    }
+    Ok(keyless_pkcs11::Options {
+        sessions,
+        queue,
+        timeout: timeout_ms.map_or(defaults.timeout, std::time::Duration::from_millis),
     })
 }
 

@@ -100,7 +100,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
     core: &Core,
     conn: u64,
-    tx: &LocalSender<Responses>,
+    tx: &Rc<LocalSender<Responses>>,
     permits: &Semaphore,
     idle_timeout: Duration,
 ) -> std::io::Result<Closed> {
@@ -168,6 +168,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let mut out = Vec::with_capacity(1024);
                 core.handle_now(&inbuf[range], &mut out);
                 let _ = tx.try_send((out, 1));
+                continue;
+            }
+            if core.try_offload(&inbuf[range.clone()], tx) {
                 continue;
             }
             match core.assign() {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use keyless_engine::runtime::{run_per_core, RuntimeConfig, RuntimeError};
 use keyless_engine::sharing::{Core, Shared};
-use keyless_keys::memory::KeyMaterial;
+use keyless_keys::SharedKey;
 
 pub use config::Settings;
 
@@ -87,7 +87,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         );
     }
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
-    let keys = keyless_keys::load_sources(&settings.key_sources)?;
+    let keys = load_keys(settings)?;
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
     }
@@ -112,12 +112,20 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     Ok(running)
 }
 
+/// Every configured key store: files and directories in memory, `uri:`
+/// stores through PKCS#11.
+pub fn load_keys(settings: &Settings) -> Result<Vec<SharedKey>, keyless_keys::LoadError> {
+    keyless_keys::load_sources_with(&settings.key_sources, &|source| {
+        keyless_pkcs11::load(source, &settings.pkcs11)
+    })
+}
+
 /// SIGHUP: load the key stores, server certificate and client CA again
 /// from `settings`. New keys and certificates serve the next request and
 /// connection; nothing in flight is dropped. On any error nothing changes.
 pub fn reload(settings: &Settings, running: &RunningServer) -> Result<usize, ServerError> {
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
-    let keys = keyless_keys::load_sources(&settings.key_sources)?;
+    let keys = load_keys(settings)?;
     let count = keys.len();
     running.tls.publish(tls);
     running.shared.publish_keys(keys);
@@ -143,7 +151,7 @@ impl From<SocketAddr> for Listen {
 pub fn start_with(
     listen: &Listen,
     tls: Arc<rustls::ServerConfig>,
-    keys: Vec<KeyMaterial>,
+    keys: Vec<SharedKey>,
     runtime: RuntimeConfig,
 ) -> Result<RunningServer, ServerError> {
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket

@@ -125,9 +125,13 @@ fn a_bad_value_names_file_line_and_field() {
         "{msg}"
     );
 
-    let (line, msg) = syntax_error("private_key_stores:\n  - uri: pkcs11:token=SoftHSM;object=k\n");
+    let (line, msg) = syntax_error("private_key_stores:\n  - uri: pkcs11:token=SoftHSM;object=k?pin-value=s3cret\n");
     assert_eq!(line, 2, "{msg}");
-    assert!(msg.contains("private_key_stores") && msg.contains("PKCS#11"), "{msg}");
+    assert!(
+        msg.contains("private_key_stores") && msg.contains("PKCS#11") && msg.contains("module-path"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "the PIN leaked into: {msg}");
 
     let (line, msg) = syntax_error("port: 2407\nauth_cert: [unclosed\n");
     assert!(line >= 2, "{msg}");
@@ -150,4 +154,22 @@ fn an_explicit_config_file_must_exist() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("/nonexistent/gokeyless.yaml"), "{e}");
+}
+
+#[test]
+fn a_pkcs11_uri_store_is_kept_and_its_pin_never_printed() {
+    let uri = "pkcs11:token=SoftHSM;object=mykey?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=s3cret";
+    let file = config::parse_file(
+        Path::new("gokeyless.yaml"),
+        &format!("private_key_stores:\n  - uri: {uri}\n"),
+    )
+    .unwrap();
+    let s = config::resolve(&Cli::default(), Some(Path::new("gokeyless.yaml")), file).unwrap();
+    match &s.key_sources[..] {
+        [KeySource::Pkcs11(source)] => assert_eq!(source.expose(), uri),
+        other => panic!("expected one PKCS#11 store, got {other:?}"),
+    }
+    let printed = format!("{s:?}");
+    assert!(printed.contains("pin-value=***"), "{printed}");
+    assert!(!printed.contains("s3cret"), "the PIN leaked into: {printed}");
 }

@@ -6,6 +6,8 @@
 //! that ties them together. What it does not do: anything fit for
 //! production — keys are written unencrypted to the chosen folder.
 
+pub mod softhsm;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub enum PkiError {
     },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("{0}")]
+    Tool(String),
 }
 
 /// Key types the PKI can make.
@@ -277,7 +281,7 @@ fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
 }
 
 /// Write a private key readable by its owner only.
-fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io {

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use zeroize::Zeroizing;
 
-use crate::{CryptoError, KeyAlgorithm, LoadError, Operation, PrivateKey, PublicKeyInfo};
+use crate::{CryptoError, KeyAlgorithm, LoadError, LoadedKey, Operation, PrivateKey, PublicKeyInfo};
 use evp::EvpKey;
 
 /// A private key as loaded from disk: its DER bytes (zeroized on drop) and
@@ -88,6 +88,20 @@ impl KeyMaterial {
             key: EvpKey::from_der(&self.der)?,
             public: self.public.clone(),
         })
+    }
+}
+
+impl LoadedKey for KeyMaterial {
+    fn public(&self) -> &PublicKeyInfo {
+        &self.public
+    }
+
+    fn origin(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn instantiate(&self) -> Result<Box<dyn PrivateKey>, CryptoError> {
+        Ok(Box::new(KeyMaterial::instantiate(self)?))
     }
 }
 
