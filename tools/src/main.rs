@@ -38,6 +38,14 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         top: usize,
     },
+    /// Open every key store of a configuration and list its keys (type, SKI,
+    /// where they live), or say what failed and why (as gokeyless's
+    /// --keystore-debug). Exits non-zero if any store fails or is empty.
+    KeystoreDebug {
+        /// The key server's configuration file.
+        #[arg(short = 'c', long = "config-file")]
+        config_file: PathBuf,
+    },
     /// Run the conformance suite against a key server (ours or gokeyless).
     Conformance {
         /// Key server address, HOST:PORT.
@@ -82,6 +90,30 @@ fn main() -> ExitCode {
                         println!("{pct:6.2}%  {name}");
                     }
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::KeystoreDebug { config_file } => {
+            let cli = keyless_server::config::Cli {
+                config_file: Some(config_file),
+                ..Default::default()
+            };
+            match keyless_server::config::load(&cli) {
+                Ok(settings) => {
+                    let reports = keyless_tools::keystore::inspect(&settings);
+                    let (text, ok) = keyless_tools::keystore::render(&reports);
+                    print!("{text}");
+                    drop(reports);
+                    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("keyless-tool: {e}");

@@ -26,7 +26,7 @@ use keyless_keys::{
     PublicKeyInfo, SharedKey,
 };
 
-pub use pool::{snapshots, PoolSnapshot};
+pub use pool::{shutdown, snapshots, PoolSnapshot};
 pub use public::ecdsa_der;
 pub use uri::{Pkcs11Uri, UriError};
 

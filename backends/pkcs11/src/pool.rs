@@ -124,7 +124,15 @@ pub struct PoolSpec {
     pub timeout: Duration,
 }
 
-type Registry = Mutex<Vec<((PathBuf, u64), Weak<Pool>)>>;
+/// A pool's workers, kept so that [`shutdown`] can stop them.
+struct Workers {
+    key: (PathBuf, u64),
+    pool: Weak<Pool>,
+    jobs: async_channel::Sender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type Registry = Mutex<Vec<Workers>>;
 
 fn registry() -> &'static Registry {
     static POOLS: OnceLock<Registry> = OnceLock::new();
@@ -135,9 +143,9 @@ fn registry() -> &'static Registry {
 /// uses it (a reload keeps its sessions), else a new one.
 pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
     let mut pools = registry().lock().unwrap_or_else(|e| e.into_inner());
-    pools.retain(|(_, p)| p.strong_count() > 0);
+    pools.retain(|w| w.pool.strong_count() > 0 || w.threads.iter().any(|t| !t.is_finished()));
     let key = (spec.module.clone(), spec.slot_id);
-    if let Some(pool) = pools.iter().find(|(k, _)| *k == key).and_then(|(_, p)| p.upgrade()) {
+    if let Some(pool) = pools.iter().find(|w| w.key == key).and_then(|w| w.pool.upgrade()) {
         return Ok(pool);
     }
     let (tx, rx) = async_channel::bounded(spec.queue.max(1));
@@ -149,6 +157,7 @@ pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
         pin: spec.pin,
         token: token.clone(),
     });
+    let mut threads = Vec::new();
     for index in 0..spec.sessions.max(1) {
         let worker = Worker {
             spec: shared.clone(),
@@ -160,19 +169,47 @@ pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
         };
         let rx = rx.clone();
         let stats = stats.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("pkcs11-{index}"))
             .spawn(move || worker.run(rx, stats))
             .map_err(|e| format!("cannot start a PKCS#11 worker thread: {e}"))?;
+        threads.push(thread);
     }
     let pool = Arc::new(Pool {
-        jobs: tx,
+        jobs: tx.clone(),
         timeout: spec.timeout,
         token,
         stats,
     });
-    pools.push((key, Arc::downgrade(&pool)));
+    pools.push(Workers {
+        key,
+        pool: Arc::downgrade(&pool),
+        jobs: tx,
+        threads,
+    });
     Ok(pool)
+}
+
+/// Stop every pool before the process exits: no new jobs are taken, and
+/// workers finish their current call and close their sessions, waiting at
+/// most `timeout` for them. (Exiting while a worker is inside the module
+/// can crash in the module's own teardown.)
+pub fn shutdown(timeout: Duration) {
+    let workers: Vec<Workers> = std::mem::take(&mut *registry().lock().unwrap_or_else(|e| e.into_inner()));
+    let deadline = Instant::now() + timeout;
+    for w in &workers {
+        w.jobs.close();
+    }
+    for w in workers {
+        for thread in w.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// Every pool still in use.
@@ -180,7 +217,7 @@ pub fn snapshots() -> Vec<PoolSnapshot> {
     let pools = registry().lock().unwrap_or_else(|e| e.into_inner());
     pools
         .iter()
-        .filter_map(|(_, p)| p.upgrade())
+        .filter_map(|w| w.pool.upgrade())
         .map(|p| p.snapshot())
         .collect()
 }

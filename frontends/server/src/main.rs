@@ -90,6 +90,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("cannot start: {e}");
             eprintln!("keyless-server: {e}");
+            keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
             return ExitCode::FAILURE;
         }
     };
@@ -150,6 +151,8 @@ fn main() -> ExitCode {
         Err(shared) => shared.wait_by_ref(),
     };
     remove_pid_file(settings.pid_file.as_deref());
+    // HSM sessions close before the process (and the PKCS#11 module) goes.
+    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

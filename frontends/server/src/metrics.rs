@@ -131,6 +131,65 @@ impl Collector for CoreCollector {
             MetricType::Gauge,
             [(Vec::new(), ConstGauge::new(self.keys as i64))],
         )?;
+        self.encode_hsm(&mut encoder)
+    }
+}
+
+impl CoreCollector {
+    /// HSM session pools, one series per token.
+    fn encode_hsm(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let pools = keyless_pkcs11::snapshots();
+        let token = |p: &keyless_pkcs11::PoolSnapshot| vec![("token", p.token.clone())];
+        let gauge = |f: fn(&keyless_pkcs11::PoolSnapshot) -> usize| {
+            pools
+                .iter()
+                .map(|p| (token(p), ConstGauge::new(f(p) as i64)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            encoder,
+            "keyless_hsm_sessions",
+            "PKCS#11 sessions (worker threads) per token.",
+            MetricType::Gauge,
+            gauge(|p| p.sessions),
+        )?;
+        family(
+            encoder,
+            "keyless_hsm_sessions_busy",
+            "PKCS#11 sessions performing an operation now.",
+            MetricType::Gauge,
+            gauge(|p| p.busy),
+        )?;
+        family(
+            encoder,
+            "keyless_hsm_queue_depth",
+            "Requests waiting for a free PKCS#11 session.",
+            MetricType::Gauge,
+            gauge(|p| p.queued),
+        )?;
+        let mut operations = Vec::new();
+        for p in &pools {
+            for (result, n) in [("ok", p.completed), ("failed", p.failed), ("abandoned", p.abandoned)] {
+                operations.push((
+                    vec![("token", p.token.clone()), ("result", result.to_string())],
+                    ConstCounter::new(n),
+                ));
+            }
+        }
+        family(
+            encoder,
+            "keyless_hsm_operations",
+            "PKCS#11 operations by result (abandoned: the request timed out before a session was free).",
+            MetricType::Counter,
+            operations,
+        )?;
+        family(
+            encoder,
+            "keyless_hsm_sessions_reopened",
+            "PKCS#11 sessions reopened after a failure (logged out, closed, token removed).",
+            MetricType::Counter,
+            pools.iter().map(|p| (token(p), ConstCounter::new(p.reopened))),
+        )?;
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ struct Running {
     pki: keyless_pki::DevPki,
     pid_file: std::path::PathBuf,
     log_file: std::path::PathBuf,
+    metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -48,6 +49,16 @@ impl Running {
     fn start(extra: &[&str]) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+        Running::start_in(dir, pki, extra, &[])
+    }
+
+    /// Start on an existing PKI folder with extra flags and environment.
+    fn start_in(
+        dir: tempfile::TempDir,
+        pki: keyless_pki::DevPki,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Running {
         let (port, metrics_port) = (free_port(), free_port());
         let pid_file = dir.path().join("keyless.pid");
         let log_file = dir.path().join("server.log");
@@ -59,6 +70,7 @@ impl Running {
             .arg("--pid-file")
             .arg(&pid_file)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_file).unwrap())
             .spawn()
@@ -81,6 +93,7 @@ impl Running {
             pki,
             pid_file,
             log_file,
+            metrics_port,
             _dir: dir,
         }
     }
@@ -375,4 +388,73 @@ fn unfinished_handshakes_and_idle_connections_are_closed() {
     });
     server.signal("-TERM");
     assert!(server.child.wait().unwrap().success());
+}
+
+/// The binary with an HSM key store from its configuration file: it signs
+/// with the SoftHSM2 key (verified), reports the pool on /metrics, and
+/// exits 0 on SIGTERM with its HSM sessions closed (no crash in the
+/// module's teardown).
+#[test]
+fn serves_a_pkcs11_store_and_reports_its_pool() {
+    use keyless_pki::softhsm::{SoftHsm, SOFTHSM_MODULE};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), &[], 0).unwrap();
+    let hsm = SoftHsm::create(&dir.path().join("hsm")).unwrap();
+    hsm.init_token("binary", "s3cret-Pin", "5678").unwrap();
+    let key = hsm
+        .import_new_key("binary", "s3cret-Pin", "site", 1, keyless_pki::KeyType::EcdsaP256)
+        .unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "s3cret-Pin\n").unwrap();
+    let mut config = std::fs::read_to_string(&pki.config).unwrap();
+    config = config.replace(
+        &format!("  - dir: {}\n", pki.keys_dir.display()),
+        &format!(
+            "  - uri: \"pkcs11:token=binary;object=site?module-path={SOFTHSM_MODULE}&pin-source={}&max-sessions=2\"\n",
+            pin_file.display()
+        ),
+    );
+    assert!(config.contains("pkcs11:"), "{config}");
+    std::fs::write(&pki.config, config).unwrap();
+    let conf = hsm.conf.clone();
+    let mut running = Running::start_in(dir, pki, &[], &[("SOFTHSM2_CONF", &conf)]);
+
+    let expected = {
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(key.public_pem.as_bytes()).unwrap();
+        let der: rustls_pki_types::SubjectPublicKeyInfoDer = der;
+        keyless_tools::conformance::ExpectedKey::from_spki("site", der.as_ref()).unwrap()
+    };
+    block_on(async {
+        let conn = keyless_client::connect(running.addr, "localhost", client_tls(&running.pki))
+            .await
+            .unwrap();
+        for i in 0..20u8 {
+            let digest = [i; 32];
+            let sig = conn
+                .perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, expected.info.ski, &digest)
+                .await
+                .unwrap();
+            expected
+                .verifier
+                .verify(
+                    keyless_keys::Operation::Ecdsa(keyless_keys::Hash::Sha256),
+                    &digest,
+                    &sig,
+                )
+                .unwrap();
+        }
+    });
+    let metrics = http_get(running.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("keyless_hsm_operations_total{token=\"token=binary\",result=\"ok\"} 20"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyless_hsm_sessions{token=\"token=binary\"} 2"),
+        "{metrics}"
+    );
+    running.signal("-TERM");
+    let status = running.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", running.log());
+    assert!(!running.log().contains("s3cret-Pin"), "the PIN leaked into the log");
 }

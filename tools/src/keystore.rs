@@ -1,0 +1,68 @@
+//! `keyless-tool keystore-debug`, as gokeyless's `--keystore-debug`: open
+//! every key store a configuration names, list each key with its type and
+//! SKI, and say what failed and why, one store at a time (a broken store
+//! does not hide the others).
+
+use keyless_keys::{KeySource, SharedKey};
+use keyless_server::config::Settings;
+
+/// One store's result.
+pub struct StoreReport {
+    /// The store as configured (a PKCS#11 URI without its PIN).
+    pub store: String,
+    pub keys: Result<Vec<SharedKey>, String>,
+}
+
+/// Load each configured store on its own.
+pub fn inspect(settings: &Settings) -> Vec<StoreReport> {
+    settings
+        .key_sources
+        .iter()
+        .map(|source| {
+            let store = match source {
+                KeySource::Dir(d) => format!("dir: {}", d.display()),
+                KeySource::File(f) => format!("file: {}", f.display()),
+                KeySource::Pkcs11(uri) => format!("uri: {}", uri.redacted()),
+            };
+            let keys = keyless_keys::load_sources_with(std::slice::from_ref(source), &|s| {
+                keyless_pkcs11::load(s, &settings.pkcs11)
+            })
+            .map_err(|e| e.to_string());
+            StoreReport { store, keys }
+        })
+        .collect()
+}
+
+/// The report as text; `true` when every store loaded at least one key.
+pub fn render(reports: &[StoreReport]) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = !reports.is_empty();
+    if reports.is_empty() {
+        out.push_str("no private_key_stores configured\n");
+    }
+    for r in reports {
+        out.push_str(&format!("{}\n", r.store));
+        match &r.keys {
+            Ok(keys) if keys.is_empty() => {
+                ok = false;
+                out.push_str("  no keys found\n");
+            }
+            Ok(keys) => {
+                for k in keys {
+                    let p = k.public();
+                    out.push_str(&format!(
+                        "  {:<12} SKI {}  {}\n",
+                        p.algorithm.to_string(),
+                        p.ski_hex(),
+                        k.origin()
+                    ));
+                }
+            }
+            Err(e) => {
+                ok = false;
+                out.push_str(&format!("  FAILED: {e}\n"));
+            }
+        }
+    }
+    (out, ok)
+}

@@ -1,0 +1,82 @@
+//! `keyless-tool keystore-debug -c gokeyless.yaml` against real stores: a
+//! key folder and a SoftHSM2 token list their keys with the right SKIs; a
+//! store with a wrong PIN is named with the reason, and the exit code says
+//! something failed.
+
+use std::process::Command;
+
+use keyless_pki::softhsm::{SoftHsm, SOFTHSM_MODULE};
+use keyless_pki::{DevPki, KeyType};
+use keyless_tools::conformance::load_expected_key;
+
+#[test]
+fn lists_every_store_and_names_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate(&dir.path().join("pki"), &[("p256", KeyType::EcdsaP256)], 0).unwrap();
+    let hsm = SoftHsm::create(&dir.path().join("hsm")).unwrap();
+    hsm.init_token("debug", "1234", "5678").unwrap();
+    let imported = hsm
+        .import_new_key("debug", "1234", "site", 7, KeyType::Rsa2048)
+        .unwrap();
+    let pem = dir.path().join("site.pub.pem");
+    std::fs::write(&pem, &imported.public_pem).unwrap();
+    let hsm_ski = load_expected_key(&pem).unwrap().info.ski;
+    let file_ski = load_expected_key(&pki.pubkeys_dir.join("p256.pem")).unwrap().info.ski;
+
+    let config = dir.path().join("gokeyless.yaml");
+    let uri = |pin: &str| format!("pkcs11:token=debug;object=site?module-path={SOFTHSM_MODULE}&pin-value={pin}");
+    std::fs::write(
+        &config,
+        format!(
+            "private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
+            pki.keys_dir.display(),
+            uri("1234")
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
+            .args(["keystore-debug", "-c"])
+            .arg(&config)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}\nstatus: {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("ECDSA P-256  SKI {}", hex::encode(file_ski))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("RSA-2048     SKI {}", hex::encode(hsm_ski))),
+        "{text}"
+    );
+    assert!(text.contains("token=debug") && text.contains("\"site\""), "{text}");
+    assert!(!text.contains("1234"), "the PIN leaked: {text}");
+
+    std::fs::write(
+        &config,
+        format!(
+            "private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
+            pki.keys_dir.display(),
+            uri("0000")
+        ),
+    )
+    .unwrap();
+    let (ok, text) = run();
+    assert!(!ok, "a failed store must fail the command:\n{text}");
+    assert!(text.contains("FAILED") && text.contains("wrong PIN"), "{text}");
+    assert!(
+        text.contains(&hex::encode(file_ski)),
+        "the good store is still listed:\n{text}"
+    );
+    assert!(!text.contains("0000"), "the PIN leaked: {text}");
+}
