@@ -68,6 +68,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The raw throughput of an HSM key: C_Sign back to back on N sessions
+    /// (one thread each), the same per-operation work as the server's pool.
+    HsmCeiling {
+        /// PKCS#11 URI of the key (as in private_key_stores).
+        #[arg(long)]
+        uri: String,
+        /// Operation, e.g. ecdsa-sha256, rsa-pkcs1-sha256.
+        #[arg(long)]
+        op: String,
+        #[arg(long, default_value_t = 1)]
+        sessions: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +160,43 @@ fn real_main() -> Result<bool, String> {
                 println!(
                     "ceiling {} with {}: {:.0} ops/s ({:.1} us/op) on one core",
                     r.operation, r.key, r.ops_per_sec, r.us_per_op
+                );
+            }
+            Ok(true)
+        }
+        Command::HsmCeiling {
+            uri,
+            op,
+            sessions,
+            duration,
+            json,
+        } => {
+            let bench_op = BenchOp::parse(&op)?;
+            let operation = bench_op.operation.ok_or("the ceiling needs a private-key operation")?;
+            let input = vec![0x5Au8; operation.digest().map_or(32, |h| h.len())];
+            let source = keyless_keys::Pkcs11Source::new(uri);
+            let r = keyless_pkcs11::ceiling::measure(
+                &source,
+                operation,
+                &input,
+                sessions,
+                Duration::from_secs_f64(duration),
+            )?;
+            keyless_pkcs11::shutdown(Duration::from_secs(2));
+            if json {
+                let value = serde_json::json!({
+                    "operation": bench_op.name(),
+                    "sessions": sessions,
+                    "ops": r.ops,
+                    "duration_s": r.seconds,
+                    "ops_per_sec": r.ops_per_sec(),
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "HSM ceiling {} on {sessions} session(s): {:.0} ops/s",
+                    bench_op.name(),
+                    r.ops_per_sec()
                 );
             }
             Ok(true)

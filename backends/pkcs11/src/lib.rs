@@ -10,6 +10,7 @@
 //! What it does not do: generate or import keys (tests use SoftHSM2's own
 //! tools), or ever read private key bytes: they stay in the HSM.
 
+pub mod ceiling;
 pub mod pool;
 mod public;
 mod token;

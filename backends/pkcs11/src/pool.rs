@@ -30,6 +30,22 @@ use zeroize::Zeroizing;
 
 use crate::token::{self, short, TokenSelector};
 
+/// At saturation, answers a worker holds before handing them back together,
+/// and for how long at most (see [`Worker::run`]).
+const MAX_HELD: usize = 16;
+const MAX_HOLD: Duration = Duration::from_millis(2);
+
+type Reply = (
+    oneshot::Sender<Result<Vec<u8>, CryptoError>>,
+    Result<Vec<u8>, CryptoError>,
+);
+
+fn release(held: &mut Vec<Reply>) {
+    for (reply, result) in held.drain(..) {
+        let _ = reply.send(result);
+    }
+}
+
 /// How often a worker retries a token it cannot reach.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -252,7 +268,29 @@ impl Worker {
         if let Err(e) = self.open() {
             tracing::warn!("{} session {}: {e}", self.spec.token, self.index);
         }
-        while let Ok(job) = rx.recv_blocking() {
+        // Answers are handed back in small batches while more jobs are
+        // queued: each hand-back wakes the requesting core (an eventfd
+        // write and a context switch), so one wake per batch instead of per
+        // signature leaves that CPU to signing. With nothing queued, an
+        // answer goes back at once: no added latency below saturation.
+        let mut held: Vec<Reply> = Vec::with_capacity(MAX_HELD);
+        let mut held_since = Instant::now();
+        loop {
+            let job = if held.is_empty() {
+                match rx.recv_blocking() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(async_channel::TryRecvError::Empty) => {
+                        release(&mut held);
+                        continue;
+                    }
+                    Err(async_channel::TryRecvError::Closed) => break,
+                }
+            };
             if job.reply.is_canceled() {
                 // The core stopped waiting (timeout): don't spend the HSM on it.
                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -267,8 +305,15 @@ impl Worker {
                 &stats.failed
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(result);
+            if held.is_empty() {
+                held_since = Instant::now();
+            }
+            held.push((job.reply, result));
+            if held.len() >= MAX_HELD || held_since.elapsed() >= MAX_HOLD {
+                release(&mut held);
+            }
         }
+        release(&mut held);
         stats.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -348,49 +393,14 @@ impl Worker {
         self.open().map_err(Failure::Session)?;
         let handle = self.handle(&job.object)?;
         let session = self.session.as_ref().ok_or(Failure::Session("no session".into()))?;
-        let fail = |e: Error| {
-            if is_session_failure(&e) {
-                Failure::Session(short(&e))
-            } else {
+        perform_once(session, handle, job.op, &job.input, job.modulus_len).map_err(|e| match e {
+            Performed::Pkcs11(e) if is_session_failure(&e) => Failure::Session(short(&e)),
+            Performed::Pkcs11(e) => {
                 tracing::warn!("{}: {:?}: {}", self.spec.token, job.op, short(&e));
                 Failure::Operation(CryptoError("the HSM refused the operation"))
             }
-        };
-        let input = &job.input;
-        match job.op {
-            Operation::Ecdsa(_) => {
-                let raw = session.sign(&Mechanism::Ecdsa, handle, input).map_err(fail)?;
-                crate::public::ecdsa_der(&raw).map_err(|e| Failure::Operation(CryptoError(e)))
-            }
-            Operation::RsaPkcs1(hash) => {
-                let mut data = digest_info(hash).to_vec();
-                data.extend_from_slice(input);
-                session.sign(&Mechanism::RsaPkcs, handle, &data).map_err(fail)
-            }
-            Operation::RsaPss(hash) => {
-                let (hash_alg, mgf) = pss_hash(hash).ok_or(Failure::Operation(CryptoError("no PSS with MD5-SHA1")))?;
-                let params = PkcsPssParams {
-                    hash_alg,
-                    mgf,
-                    s_len: (hash.len() as u64).into(),
-                };
-                session
-                    .sign(&Mechanism::RsaPkcsPss(params), handle, input)
-                    .map_err(fail)
-            }
-            Operation::Ed25519 => {
-                let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-                session.sign(&mechanism, handle, input).map_err(fail)
-            }
-            Operation::RsaRawDecrypt => {
-                let out = session.decrypt(&Mechanism::RsaX509, handle, input).map_err(fail)?;
-                // Some modules drop leading zero bytes; the protocol answers
-                // with the full modulus length.
-                let mut padded = vec![0u8; job.modulus_len.saturating_sub(out.len())];
-                padded.extend_from_slice(&out);
-                Ok(padded)
-            }
-        }
+            Performed::Invalid(reason) => Failure::Operation(CryptoError(reason)),
+        })
     }
 
     /// The object's handle in this session (found once, then cached).
@@ -418,6 +428,61 @@ impl Worker {
         })?;
         self.handles.insert(object.clone(), handle);
         Ok(handle)
+    }
+}
+
+/// Why one operation failed: the module said so, or the request or the
+/// module's answer made no sense.
+pub(crate) enum Performed {
+    Pkcs11(Error),
+    Invalid(&'static str),
+}
+
+/// One operation on one session: the mechanism, the input as the mechanism
+/// wants it (DigestInfo for PKCS#1) and the output as TLS wants it (DER for
+/// ECDSA). Shared by the workers and the raw-throughput ceiling, so both
+/// do the same work.
+pub(crate) fn perform_once(
+    session: &Session,
+    handle: ObjectHandle,
+    op: Operation,
+    input: &[u8],
+    modulus_len: usize,
+) -> Result<Vec<u8>, Performed> {
+    let pkcs11 = Performed::Pkcs11;
+    match op {
+        Operation::Ecdsa(_) => {
+            let raw = session.sign(&Mechanism::Ecdsa, handle, input).map_err(pkcs11)?;
+            crate::public::ecdsa_der(&raw).map_err(Performed::Invalid)
+        }
+        Operation::RsaPkcs1(hash) => {
+            let mut data = digest_info(hash).to_vec();
+            data.extend_from_slice(input);
+            session.sign(&Mechanism::RsaPkcs, handle, &data).map_err(pkcs11)
+        }
+        Operation::RsaPss(hash) => {
+            let (hash_alg, mgf) = pss_hash(hash).ok_or(Performed::Invalid("no PSS with MD5-SHA1"))?;
+            let params = PkcsPssParams {
+                hash_alg,
+                mgf,
+                s_len: (hash.len() as u64).into(),
+            };
+            session
+                .sign(&Mechanism::RsaPkcsPss(params), handle, input)
+                .map_err(pkcs11)
+        }
+        Operation::Ed25519 => {
+            let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+            session.sign(&mechanism, handle, input).map_err(pkcs11)
+        }
+        Operation::RsaRawDecrypt => {
+            let out = session.decrypt(&Mechanism::RsaX509, handle, input).map_err(pkcs11)?;
+            // Some modules drop leading zero bytes; the protocol answers
+            // with the full modulus length.
+            let mut padded = vec![0u8; modulus_len.saturating_sub(out.len())];
+            padded.extend_from_slice(&out);
+            Ok(padded)
+        }
     }
 }
 
