@@ -5,11 +5,12 @@
 //! and requests queued together leave in one write. It speaks gokeyless's
 //! wire format, so it talks to gokeyless as well as to our server.
 //!
-//! What it does not do (yet): pools, health checks, retries and failover
-//! across key servers — the edge's remote backend builds those on top.
+//! [`pool::KeyServerPool`] is the edge's remote backend: several key
+//! servers, a few connections each, health checks, retry and failover.
 
 mod connection;
 mod error;
+pub mod pool;
 mod tls;
 
 pub use connection::{connect, connect_stream, connect_unix, expect_response, Connection, TlsStream};

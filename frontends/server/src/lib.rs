@@ -296,7 +296,9 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
     }
 }
 
-fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
+/// With port 0, a port every core can share: a SO_REUSEPORT socket bound
+/// (never listening) and held until every core has bound the same port.
+pub fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
     use socket2::{Domain, Socket, Type};
     let bind_err = |source| ServerError::Bind { addr: listen, source };
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None).map_err(bind_err)?;

@@ -210,7 +210,8 @@ async fn flame_graph_of_the_live_server_names_the_signing_functions() {
     let metrics = keyless_server::metrics::start("127.0.0.1:0".parse().unwrap(), server.shared.clone(), 6).unwrap();
     let mut s = spec("ecdsa-p256", Mode::Closed { pause: Duration::ZERO }, 100);
     s.warmup = Duration::ZERO;
-    s.duration = Duration::from_secs(4);
+    // Load for longer than both profiles take, so each samples a busy server.
+    s.duration = Duration::from_secs(7);
     let load = tokio::spawn(load::run(s, Arc::default()));
     let addr = metrics.addr;
     let (head, svg) = tokio::task::spawn_blocking(move || http_get(addr, "/debug/pprof/flamegraph?seconds=2"))
@@ -226,7 +227,7 @@ async fn flame_graph_of_the_live_server_names_the_signing_functions() {
         svg.contains("sign_digest") || svg.contains("ECDSA_sign"),
         "no signing frames in the flame graph"
     );
-    let (head, pb) = tokio::task::spawn_blocking(move || http_get(addr, "/debug/pprof/profile?seconds=1"))
+    let (head, pb) = tokio::task::spawn_blocking(move || http_get(addr, "/debug/pprof/profile?seconds=2"))
         .await
         .unwrap();
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");

@@ -163,6 +163,29 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A server certificate for an existing key (an edge's site
+    /// certificate for a key that lives on a key server): the leaf then the
+    /// CA, PEM.
+    pub fn issue_site(&self, common_name: &str, names: &[&str], key: &KeyPair) -> Result<String, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for name in names {
+            params.subject_alt_names.push(match name.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*name).try_into()?),
+            });
+        }
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(365);
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok(format!("{}{}", cert.pem(), self.cert_pem))
+    }
+}
+
 /// Paths of a development PKI on disk.
 #[derive(Debug, Clone)]
 pub struct DevPki {
@@ -180,6 +203,9 @@ pub struct DevPki {
     pub pubkeys_dir: PathBuf,
     /// A gokeyless.yaml using all of the above.
     pub config: PathBuf,
+    /// Site certificates (chains) for the signing keys, for an edge:
+    /// `sites/<name>.pem`, valid for localhost and 127.0.0.1.
+    pub sites_dir: PathBuf,
 }
 
 impl DevPki {
@@ -196,6 +222,7 @@ impl DevPki {
             keys_dir: dir.join("keys"),
             pubkeys_dir: dir.join("pubkeys"),
             config: dir.join("gokeyless.yaml"),
+            sites_dir: dir.join("sites"),
         }
     }
 
@@ -234,6 +261,7 @@ impl DevPki {
         let client = ca.issue("keyless client", &[], Usage::Client)?;
         mkdir(&pki.keys_dir)?;
         mkdir(&pki.pubkeys_dir)?;
+        mkdir(&pki.sites_dir)?;
         write(&pki.ca_cert, &ca.cert_pem)?;
         write_secret(&pki.ca_key, &ca.key_pem())?;
         write(&pki.server_cert, &server.cert_pem)?;
@@ -244,6 +272,8 @@ impl DevPki {
             let key = kind.generate()?;
             write_secret(&pki.keys_dir.join(format!("{name}.key")), &key.serialize_pem())?;
             write(&pki.pubkeys_dir.join(format!("{name}.pem")), &key.public_key_pem())?;
+            let site = ca.issue_site(&format!("keyless edge site ({name})"), &["localhost", "127.0.0.1"], &key)?;
+            write(&pki.sites_dir.join(format!("{name}.pem")), &site)?;
         }
         let config = format!(
             "# Development configuration written by keyless-pki. Not for production.\n\

@@ -1,0 +1,235 @@
+//! One client connection on a core: the ClientHello is read here, the
+//! handshake step that may sign goes to a handshake thread, the rest of the
+//! handshake and the decrypted traffic stay here.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rustls::server::{Acceptor, ServerConnection};
+use rustls::{HandshakeKind, ServerConfig};
+
+use crate::handshake::HandshakePool;
+use crate::metrics::EdgeMetrics;
+use crate::signer::{with_context, HandshakeContext};
+
+/// What a core's connections share.
+pub struct CoreContext {
+    pub tls: Arc<ServerConfig>,
+    pub pool: Arc<HandshakePool>,
+    pub metrics: Arc<EdgeMetrics>,
+    pub handshake_timeout: Duration,
+    pub upstream: Option<SocketAddr>,
+    pub proxy_protocol: bool,
+}
+
+const CHUNK: usize = 16 * 1024;
+
+/// Serve one accepted TCP connection to the end.
+pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>) {
+    let peer = tcp.peer_addr().ok();
+    let local = tcp.local_addr().ok();
+    let _ = tcp.set_nodelay(true);
+    let (Some(peer), Some(local)) = (peer, local) else {
+        return;
+    };
+    let handshake = glommio::timer::timeout(ctx.handshake_timeout, {
+        let ctx = ctx.clone();
+        async move { Ok(handshake(tcp, &ctx, peer, local).await) }
+    })
+    .await;
+    let (tcp, conn) = match handshake {
+        Ok(Ok(done)) => done,
+        Ok(Err(reason)) => {
+            ctx.metrics.failed_handshakes.inc();
+            tracing::info!(%peer, "TLS handshake failed: {reason}");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.failed_handshakes.inc();
+            tracing::info!(%peer, "TLS handshake not finished within {:?}; closed", ctx.handshake_timeout);
+            return;
+        }
+    };
+    match conn.handshake_kind() {
+        Some(HandshakeKind::Resumed) => ctx.metrics.resumed_handshakes.inc(),
+        _ => ctx.metrics.full_handshakes.inc(),
+    };
+    let session = Session { tcp, conn };
+    let result = match ctx.upstream {
+        Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
+        None => answer_http(session).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// Read the ClientHello, run the signing step on a handshake thread, then
+/// finish the handshake here.
+async fn handshake(
+    mut stream: TcpStream,
+    ctx: &CoreContext,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<(TcpStream, ServerConnection), String> {
+        let mut acceptor = Acceptor::default();
+        let mut buf = vec![0u8; CHUNK];
+        let accepted = loop {
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before the ClientHello".to_string());
+            }
+            acceptor
+                .read_tls(&mut &buf[..n])
+                .map_err(|e| format!("reading the ClientHello: {e}"))?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => break accepted,
+                Ok(None) => continue,
+                Err((e, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    let _ = stream.write_all(&out).await;
+                    return Err(e.to_string());
+                }
+            }
+        };
+        let hctx = HandshakeContext {
+            sni: accepted.client_hello().server_name().map(str::to_owned),
+            client_ip: peer.ip(),
+            server_ip: local.ip(),
+        };
+        let config = ctx.tls.clone();
+        // The one step that may sign (ServerKeyExchange in TLS 1.2,
+        // CertificateVerify in TLS 1.3): off the core.
+        let processed = ctx
+            .pool
+            .run(move || {
+                with_context(hctx, move || {
+                    accepted.into_connection(config).map_err(|(e, mut alert)| {
+                        let mut out = Vec::new();
+                        let _ = alert.write_all(&mut out);
+                        (e, out)
+                    })
+                })
+            })
+            .await
+            .ok_or("the handshake threads have stopped")?;
+        let mut conn = match processed {
+            Ok(conn) => conn,
+            Err((e, alert)) => {
+                let _ = stream.write_all(&alert).await;
+                return Err(e.to_string());
+            }
+        };
+        // The rest of the handshake never signs: it runs here.
+        while conn.is_handshaking() {
+            flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
+            if conn.wants_read() {
+                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed during the handshake".into());
+                }
+                conn.read_tls(&mut &buf[..n]).map_err(|e| e.to_string())?;
+                if let Err(e) = conn.process_new_packets() {
+                    let _ = flush(&mut conn, &mut stream).await;
+                    return Err(e.to_string());
+                }
+            }
+        }
+    flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
+    Ok((stream, conn))
+}
+
+/// Write everything rustls has queued for the peer.
+pub async fn flush(conn: &mut ServerConnection, tcp: &mut TcpStream) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)?;
+    }
+    if !out.is_empty() {
+        tcp.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// An established TLS session over a socket of this core.
+pub struct Session {
+    pub tcp: TcpStream,
+    pub conn: ServerConnection,
+}
+
+impl Session {
+    /// Plaintext from the client; `Ok(0)` when it closed (close_notify or EOF).
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            let n = self.tcp.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.conn.read_tls(&mut &chunk[..n])?;
+            if let Err(e) = self.conn.process_new_packets() {
+                let _ = flush(&mut self.conn, &mut self.tcp).await;
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
+            flush(&mut self.conn, &mut self.tcp).await?;
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.conn.writer().write_all(data)?;
+        flush(&mut self.conn, &mut self.tcp).await
+    }
+
+    pub async fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = flush(&mut self.conn, &mut self.tcp).await;
+        let _ = self.tcp.close().await;
+    }
+}
+
+/// Without an upstream: answer each HTTP/1.1 request with a small page
+/// (demos and benchmarks), keeping the connection alive.
+async fn answer_http(mut session: Session) -> std::io::Result<()> {
+    const BODY: &str = "hello from keyless-edge\n";
+    let mut request = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = session.read(&mut buf).await?;
+        if n == 0 {
+            session.close().await;
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            request.drain(..end + 4);
+            let close = head.contains("\r\nconnection: close");
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{BODY}",
+                BODY.len(),
+                if close { "connection: close\r\n" } else { "" }
+            );
+            session.write_all(response.as_bytes()).await?;
+            if close {
+                session.close().await;
+                return Ok(());
+            }
+        }
+        if request.len() > 64 * 1024 {
+            session.close().await;
+            return Ok(()); // not HTTP we answer
+        }
+    }
+}

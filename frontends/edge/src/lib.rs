@@ -1,0 +1,218 @@
+//! The keyless edge: terminates TLS for sites whose private keys stay on
+//! key servers.
+//!
+//! What it does: holds certificates only; for each full handshake asks a
+//! key server ([`keyless_client::pool`]) for the one signature, on a
+//! handshake thread ([`handshake`]) so no core ever waits; resumes sessions
+//! from tickets ([`tickets`]) without any key server; then proxies the
+//! decrypted stream to an upstream ([`proxy`]) or answers HTTP itself.
+//! Thread-per-core like the key server: every core accepts on the same
+//! port and keeps its connections.
+
+pub mod config;
+pub mod conn;
+pub mod handshake;
+pub mod metrics;
+pub mod proxy;
+pub mod signer;
+pub mod tickets;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use keyless_client::pool::{KeyServerPool, PoolConfig};
+use keyless_engine::runtime::{run_per_core, RuntimeConfig};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::EdgeConfig;
+use crate::metrics::EdgeMetrics;
+use crate::tickets::{KeySource, Ticketer};
+
+/// Certificates by SNI name (exact, then `*.` wildcard), else the default.
+#[derive(Debug)]
+struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let name = name.to_ascii_lowercase();
+            if let Some(k) = self.by_name.get(&name) {
+                return Some(k.clone());
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(k) = self.by_name.get(&format!("*.{parent}")) {
+                    return Some(k.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// A running edge.
+pub struct RunningEdge {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub pool: Arc<KeyServerPool>,
+    pub metrics: Arc<EdgeMetrics>,
+    pub ticketer: Arc<Ticketer>,
+    thread: std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>,
+}
+
+impl RunningEdge {
+    /// Block until the cores stop.
+    pub fn wait(self) -> Result<(), String> {
+        match self.thread.join() {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("edge thread panicked".into()),
+        }
+    }
+}
+
+/// Start an edge as `config` says.
+pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
+    let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
+        .map_err(|e| format!("key server TLS: {e}"))?;
+    let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
+    pool_config.server_name = config.key_server_name.clone();
+    pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
+    pool_config.request_timeout = config.request_timeout();
+    pool_config.health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
+    let pool = KeyServerPool::start(pool_config).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(EdgeMetrics::default());
+
+    let mut resolver = SniResolver {
+        by_name: HashMap::new(),
+        default: None,
+    };
+    for entry in &config.certificates {
+        let (key, cert_names) = signer::load_certified(&entry.cert, pool.clone(), metrics.clone())?;
+        let names = if entry.names.is_empty() { cert_names } else { entry.names.clone() };
+        for name in names {
+            resolver.by_name.insert(name.to_ascii_lowercase(), key.clone());
+        }
+        if entry.default || resolver.default.is_none() {
+            resolver.default = Some(key);
+        }
+    }
+
+    let source = match &config.tickets.key_file {
+        Some(path) => KeySource::File(path.clone()),
+        None => KeySource::Memory,
+    };
+    let ticketer = Ticketer::new(source, config.ticket_rotation(), config.ticket_lifetime())?;
+    tickets::spawn_refresher(ticketer.clone());
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    // Stateless resumption only: tickets, so that every edge sharing the
+    // key file can resume every other's sessions.
+    server.ticketer = ticketer.clone();
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 1;
+    let server = Arc::new(server);
+
+    let handshakes = handshake::HandshakePool::start(config.handshake_threads.unwrap_or(256), 4096)?;
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => Some(metrics::start(addr, metrics.clone(), pool.clone(), ticketer.clone())?),
+        None => None,
+    };
+
+    let mut runtime = RuntimeConfig {
+        name: "keyless-edge".into(),
+        ..RuntimeConfig::default()
+    };
+    if let Some(w) = config.workers {
+        runtime.cores = w.max(1);
+    }
+    let reservation = keyless_server::reserve_port(config.listen).map_err(|e| e.to_string())?;
+    let addr = reservation
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(config.listen);
+    let cores = runtime.cores;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let core_template = (
+        server,
+        handshakes,
+        metrics.clone(),
+        config.handshake_timeout(),
+        config.upstream,
+        config.proxy_protocol,
+    );
+    let thread = std::thread::Builder::new()
+        .name("keyless-edge-main".into())
+        .spawn(move || {
+            run_per_core(&runtime, move |_index| {
+                let (tls, pool, metrics, handshake_timeout, upstream, proxy_protocol) = core_template.clone();
+                let ready = ready_tx.clone();
+                async move {
+                    keyless_keys::warm_up_thread();
+                    let listener = match glommio::net::TcpListener::bind(addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let e = format!("cannot listen on {addr}: {e}");
+                            let _ = ready.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    let ctx = Rc::new(conn::CoreContext {
+                        tls,
+                        pool,
+                        metrics,
+                        handshake_timeout,
+                        upstream,
+                        proxy_protocol,
+                    });
+                    loop {
+                        match listener.accept().await {
+                            Ok(tcp) => {
+                                glommio::spawn_local(conn::serve(tcp, ctx.clone())).detach();
+                            }
+                            Err(e) => {
+                                tracing::warn!("accept failed: {e}");
+                                glommio::timer::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), String>(())
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    for _ in 0..cores {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("edge cores did not start within 30 s".into()),
+        }
+    }
+    drop(reservation);
+    tracing::info!(
+        "edge serving TLS on {addr} with {cores} cores; key servers: {}",
+        config.key_servers.join(", ")
+    );
+    Ok(RunningEdge {
+        addr,
+        metrics_addr,
+        pool,
+        metrics,
+        ticketer,
+        thread,
+    })
+}

@@ -1,0 +1,157 @@
+//! The edge's metrics: handshakes by kind, remote signatures (latency and
+//! failures), key servers (health, errors by code and server), ticket key
+//! age. Prometheus text on `/metrics`, with `/healthz` and `/readyz` (at
+//! least one key server healthy), on the edge's own metrics port.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use keyless_client::pool::KeyServerPool;
+use keyless_protocol::ErrorCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::tickets::Ticketer;
+
+/// Counters updated on the handshake path (atomics, no locks).
+#[derive(Debug)]
+pub struct EdgeMetrics {
+    pub full_handshakes: Counter,
+    pub resumed_handshakes: Counter,
+    pub failed_handshakes: Counter,
+    pub sign_failures: Counter,
+    /// Seconds per remote signature, as the handshake thread waited for it.
+    pub remote_sign: Histogram,
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        EdgeMetrics {
+            full_handshakes: Counter::default(),
+            resumed_handshakes: Counter::default(),
+            failed_handshakes: Counter::default(),
+            sign_failures: Counter::default(),
+            remote_sign: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PoolCollector {
+    pool: Arc<KeyServerPool>,
+    ticketer: Arc<Ticketer>,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut healthy = encoder.encode_descriptor(
+            "keyless_edge_key_server_up",
+            "Whether the edge has a live, health-checked connection to each key server.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in self.pool.servers() {
+            let labels = [("server", s.addr.to_string())];
+            ConstGauge::new(s.healthy() as i64).encode(healthy.encode_family(&labels)?)?;
+        }
+        let mut errors = encoder.encode_descriptor(
+            "keyless_edge_key_server_errors",
+            "Key server answers that were errors, by server and error code; `lost` counts requests lost with their connection or timed out.",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in self.pool.servers() {
+            for (code, n) in s.errors.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let name = ErrorCode::from_byte(code as u8).map_or(format!("0x{code:02x}"), |c| format!("{c:?}"));
+                    let labels = [("server", s.addr.to_string()), ("code", name)];
+                    ConstCounter::new(n).encode(errors.encode_family(&labels)?)?;
+                }
+            }
+            let lost = s.failures.load(Ordering::Relaxed);
+            let labels = [("server", s.addr.to_string()), ("code", "lost".to_string())];
+            ConstCounter::new(lost).encode(errors.encode_family(&labels)?)?;
+        }
+        let age = encoder.encode_descriptor(
+            "keyless_edge_ticket_key_age_seconds",
+            "Age of the session ticket key that encrypts new tickets.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.ticketer.current_key_age() as i64).encode(age)?;
+        Ok(())
+    }
+}
+
+/// Serve metrics on `addr` (port 0 picks one) from a thread of its own.
+pub fn start(
+    addr: SocketAddr,
+    metrics: Arc<EdgeMetrics>,
+    pool: Arc<KeyServerPool>,
+    ticketer: Arc<Ticketer>,
+) -> Result<SocketAddr, String> {
+    let mut registry = Registry::default();
+    registry.register(
+        "keyless_edge_full_handshakes",
+        "TLS handshakes that needed a remote signature.",
+        metrics.full_handshakes.clone(),
+    );
+    registry.register(
+        "keyless_edge_resumed_handshakes",
+        "TLS handshakes resumed from a session ticket (no key server).",
+        metrics.resumed_handshakes.clone(),
+    );
+    registry.register(
+        "keyless_edge_failed_handshakes",
+        "TLS handshakes that failed.",
+        metrics.failed_handshakes.clone(),
+    );
+    registry.register(
+        "keyless_edge_remote_sign_failures",
+        "Remote signatures that failed (the handshake failed with them).",
+        metrics.sign_failures.clone(),
+    );
+    registry.register(
+        "keyless_edge_remote_sign_seconds",
+        "Time a handshake waited for its remote signature.",
+        metrics.remote_sign.clone(),
+    );
+    registry.register_collector(Box::new(PoolCollector {
+        pool: pool.clone(),
+        ticketer,
+    }));
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or("metrics listener has no IP address")?;
+    std::thread::Builder::new()
+        .name("keyless-edge-metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, body) = match request.url() {
+                    "/metrics" => {
+                        let mut text = String::new();
+                        match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                            Ok(()) => (200, text),
+                            Err(e) => (500, format!("{e}\n")),
+                        }
+                    }
+                    "/healthz" => (200, "ok\n".to_string()),
+                    "/readyz" if pool.healthy() > 0 => (200, "ready\n".to_string()),
+                    "/readyz" => (503, "no key server reachable\n".to_string()),
+                    _ => (404, "not found\n".to_string()),
+                };
+                let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(bound)
+}

@@ -1,0 +1,162 @@
+//! Decrypted traffic to an upstream TCP service (as hitch or stunnel do),
+//! optionally announced with a PROXY protocol v2 header carrying the
+//! client's address.
+//!
+//! Two tasks on the connection's core, one per direction, share the TLS
+//! state (borrowed only between awaits, never across one); a third writes
+//! TLS records to the client in the order they were made.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use rustls::ServerConnection;
+
+use crate::conn::Session;
+
+const CHUNK: usize = 16 * 1024;
+
+/// The PROXY protocol v2 header for a TCP connection from `client` to `local`.
+pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr) -> std::io::Result<Vec<u8>> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+    let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+    let addresses = match (client, local) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => (client, local),
+        // Mixed families: both as IPv6.
+        _ => (to_v6(client), to_v6(local)),
+    };
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build()
+}
+
+fn to_v6(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    }
+}
+
+/// Take TLS records rustls has queued for the client.
+fn take_output(conn: &RefCell<ServerConnection>) -> std::io::Result<Vec<u8>> {
+    let mut conn = conn.borrow_mut();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// Proxy `session` to `upstream` until both sides are done.
+pub async fn run(
+    session: Session,
+    upstream: SocketAddr,
+    proxy_protocol: bool,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> std::io::Result<()> {
+    let Session { tcp, conn } = session;
+    let mut up = match TcpStream::connect(upstream).await {
+        Ok(up) => up,
+        Err(e) => {
+            // Tell the client we are closing, then go.
+            let mut session = Session { tcp, conn };
+            session.close().await;
+            return Err(std::io::Error::other(format!("upstream {upstream}: {e}")));
+        }
+    };
+    let _ = up.set_nodelay(true);
+    if proxy_protocol {
+        up.write_all(&proxy_v2_header(client, local)?).await?;
+    }
+    let conn = Rc::new(RefCell::new(conn));
+    let (mut client_r, mut client_w) = futures_lite::io::split(tcp);
+    let (mut up_r, mut up_w) = futures_lite::io::split(up);
+    let (records_tx, records_rx) = local_channel::new_unbounded::<Vec<u8>>();
+    let records_tx = Rc::new(records_tx);
+
+    // Records to the client, in order.
+    let writer = glommio::spawn_local(async move {
+        while let Some(bytes) = records_rx.recv().await {
+            client_w.write_all(&bytes).await?;
+        }
+        client_w.close().await
+    });
+
+    // Upstream -> client.
+    let downstream = glommio::spawn_local({
+        let (conn, records_tx) = (conn.clone(), records_tx.clone());
+        async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = up_r.read(&mut buf).await?;
+                if n == 0 {
+                    conn.borrow_mut().send_close_notify();
+                    let _ = records_tx.try_send(take_output(&conn)?);
+                    return Ok::<(), std::io::Error>(());
+                }
+                conn.borrow_mut().writer().write_all(&buf[..n])?;
+                let _ = records_tx.try_send(take_output(&conn)?);
+            }
+        }
+    });
+
+    // Client -> upstream, here.
+    let upstream_result: std::io::Result<()> = async {
+        let mut buf = vec![0u8; CHUNK];
+        let mut plain = vec![0u8; CHUNK];
+        loop {
+            let n = client_r.read(&mut buf).await?;
+            let closed = n == 0;
+            if !closed {
+                let mut c = conn.borrow_mut();
+                c.read_tls(&mut &buf[..n])?;
+                if let Err(e) = c.process_new_packets() {
+                    drop(c);
+                    let _ = records_tx.try_send(take_output(&conn)?);
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                }
+            }
+            loop {
+                let read = conn.borrow_mut().reader().read(&mut plain);
+                match read {
+                    Ok(0) => {
+                        // close_notify: the client is done sending.
+                        up_w.close().await?;
+                        return Ok(());
+                    }
+                    Ok(m) => up_w.write_all(&plain[..m]).await?,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        up_w.close().await?;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let out = take_output(&conn)?;
+            if !out.is_empty() {
+                let _ = records_tx.try_send(out);
+            }
+            if closed {
+                up_w.close().await?;
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    // The upstream finishes its answer (or closes too); then the client
+    // gets our close_notify and the socket closes.
+    // An upstream that never closes cannot hold the connection forever.
+    let downstream_result = glommio::timer::timeout(std::time::Duration::from_secs(60), async {
+        downstream.await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()));
+    drop(records_tx);
+    let written = writer.await;
+    upstream_result.and(downstream_result).and(written)
+}
