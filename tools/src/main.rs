@@ -46,6 +46,23 @@ enum Command {
         #[arg(short = 'c', long = "config-file")]
         config_file: PathBuf,
     },
+    /// Create a session-ticket key file for edges to share, or rotate it
+    /// (add a new current key, drop keys past rotation + lifetime). Edges
+    /// reading the file pick the change up by themselves.
+    TicketKeys {
+        /// The key file (created if missing, mode 0600).
+        #[arg(long)]
+        file: PathBuf,
+        /// Add a new current key.
+        #[arg(long)]
+        rotate: bool,
+        /// The edges' rotation period in seconds (how long a key encrypts).
+        #[arg(long, default_value_t = 3600)]
+        rotation_s: u64,
+        /// Ticket lifetime in seconds (how long a key must still decrypt).
+        #[arg(long, default_value_t = 64800)]
+        lifetime_s: u64,
+    },
     /// Run the conformance suite against a key server (ours or gokeyless).
     Conformance {
         /// Key server address, HOST:PORT.
@@ -88,6 +105,32 @@ fn main() -> ExitCode {
                     println!("flame graph written to {}; top frames by samples:", svg.display());
                     for (name, pct) in frames {
                         println!("{pct:6.2}%  {name}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keyless-tool: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::TicketKeys {
+            file,
+            rotate,
+            rotation_s,
+            lifetime_s,
+        } => {
+            let result = keyless_edge::tickets::manage_key_file(
+                &file,
+                rotate,
+                std::time::Duration::from_secs(rotation_s),
+                std::time::Duration::from_secs(lifetime_s),
+            );
+            match result {
+                Ok(keys) => {
+                    println!("{}: {} ticket key(s)", file.display(), keys.keys.len());
+                    for k in &keys.keys {
+                        println!("  {}  made {} (unix seconds)", k.name, k.created);
                     }
                     ExitCode::SUCCESS
                 }

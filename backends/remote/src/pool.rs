@@ -268,7 +268,11 @@ async fn supervise(server: Arc<ServerState>, slot: usize, config: PoolConfig) {
         }
         was_down_logged = false;
         backoff = Duration::from_millis(100);
-        server.conns.write().unwrap_or_else(|e| e.into_inner()).push(conn.clone());
+        server
+            .conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn.clone());
         loop {
             tokio::time::sleep(config.health_interval).await;
             let ping = tokio::time::timeout(config.request_timeout, conn.ping(b"health")).await;

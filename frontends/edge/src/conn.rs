@@ -42,7 +42,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>) {
         async move { Ok(handshake(tcp, &ctx, peer, local).await) }
     })
     .await;
-    let (tcp, conn) = match handshake {
+    let (tcp, conn, pending) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
@@ -59,7 +59,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>) {
         Some(HandshakeKind::Resumed) => ctx.metrics.resumed_handshakes.inc(),
         _ => ctx.metrics.full_handshakes.inc(),
     };
-    let session = Session { tcp, conn };
+    let session = Session { tcp, conn, pending };
     let result = match ctx.upstream {
         Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
         None => answer_http(session).await,
@@ -76,73 +76,86 @@ async fn handshake(
     ctx: &CoreContext,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<(TcpStream, ServerConnection), String> {
-        let mut acceptor = Acceptor::default();
-        let mut buf = vec![0u8; CHUNK];
-        let accepted = loop {
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed before the ClientHello".to_string());
-            }
+) -> Result<(TcpStream, ServerConnection, Vec<u8>), String> {
+    let mut leftover = Vec::new();
+    let mut acceptor = Acceptor::default();
+    let mut buf = vec![0u8; CHUNK];
+    let accepted = loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the ClientHello".to_string());
+        }
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
             acceptor
-                .read_tls(&mut &buf[..n])
+                .read_tls(&mut rd)
                 .map_err(|e| format!("reading the ClientHello: {e}"))?;
-            match acceptor.accept() {
-                Ok(Some(accepted)) => break accepted,
-                Ok(None) => continue,
-                Err((e, mut alert)) => {
-                    let mut out = Vec::new();
-                    let _ = alert.write_all(&mut out);
-                    let _ = stream.write_all(&out).await;
-                    return Err(e.to_string());
-                }
-            }
-        };
-        let hctx = HandshakeContext {
-            sni: accepted.client_hello().server_name().map(str::to_owned),
-            client_ip: peer.ip(),
-            server_ip: local.ip(),
-        };
-        let config = ctx.tls.clone();
-        // The one step that may sign (ServerKeyExchange in TLS 1.2,
-        // CertificateVerify in TLS 1.3): off the core.
-        let processed = ctx
-            .pool
-            .run(move || {
-                with_context(hctx, move || {
-                    accepted.into_connection(config).map_err(|(e, mut alert)| {
-                        let mut out = Vec::new();
-                        let _ = alert.write_all(&mut out);
-                        (e, out)
-                    })
-                })
-            })
-            .await
-            .ok_or("the handshake threads have stopped")?;
-        let mut conn = match processed {
-            Ok(conn) => conn,
-            Err((e, alert)) => {
-                let _ = stream.write_all(&alert).await;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => continue,
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = stream.write_all(&out).await;
                 return Err(e.to_string());
             }
-        };
-        // The rest of the handshake never signs: it runs here.
-        while conn.is_handshaking() {
-            flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-            if conn.wants_read() {
-                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("closed during the handshake".into());
-                }
-                conn.read_tls(&mut &buf[..n]).map_err(|e| e.to_string())?;
+        }
+    };
+    let hctx = HandshakeContext {
+        sni: accepted.client_hello().server_name().map(str::to_owned),
+        client_ip: peer.ip(),
+        server_ip: local.ip(),
+    };
+    let config = ctx.tls.clone();
+    // The one step that may sign (ServerKeyExchange in TLS 1.2,
+    // CertificateVerify in TLS 1.3): off the core.
+    let processed = ctx
+        .pool
+        .run(move || {
+            with_context(hctx, move || {
+                accepted.into_connection(config).map_err(|(e, mut alert)| {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    (e, out)
+                })
+            })
+        })
+        .await
+        .ok_or("the handshake threads have stopped")?;
+    let mut conn = match processed {
+        Ok(conn) => conn,
+        Err((e, alert)) => {
+            let _ = stream.write_all(&alert).await;
+            return Err(e.to_string());
+        }
+    };
+    // The rest of the handshake never signs: it runs here.
+    while conn.is_handshaking() {
+        flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
+        if conn.wants_read() {
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed during the handshake".into());
+            }
+            // read_tls takes what fits; the rest waits for the next turn
+            // (the client's first data may come with its Finished).
+            let mut rd = &buf[..n];
+            while !rd.is_empty() {
+                conn.read_tls(&mut rd).map_err(|e| e.to_string())?;
                 if let Err(e) = conn.process_new_packets() {
                     let _ = flush(&mut conn, &mut stream).await;
                     return Err(e.to_string());
                 }
+                if !conn.is_handshaking() {
+                    leftover.extend_from_slice(rd);
+                    break;
+                }
             }
         }
+    }
     flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-    Ok((stream, conn))
+    Ok((stream, conn, leftover))
 }
 
 /// Write everything rustls has queued for the peer.
@@ -161,6 +174,18 @@ pub async fn flush(conn: &mut ServerConnection, tcp: &mut TcpStream) -> std::io:
 pub struct Session {
     pub tcp: TcpStream,
     pub conn: ServerConnection,
+    /// Bytes from the client not yet given to rustls (it takes what fits).
+    pub pending: Vec<u8>,
+}
+
+/// Give rustls as much of `pending` as it takes and process it.
+pub fn feed(conn: &mut ServerConnection, pending: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut rd = &pending[..];
+    let taken = conn.read_tls(&mut rd)?;
+    pending.drain(..taken);
+    conn.process_new_packets()
+        .map(|_| ())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 impl Session {
@@ -174,14 +199,16 @@ impl Session {
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            let n = self.tcp.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(0);
+            if self.pending.is_empty() {
+                let n = self.tcp.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                self.pending.extend_from_slice(&chunk[..n]);
             }
-            self.conn.read_tls(&mut &chunk[..n])?;
-            if let Err(e) = self.conn.process_new_packets() {
+            if let Err(e) = feed(&mut self.conn, &mut self.pending) {
                 let _ = flush(&mut self.conn, &mut self.tcp).await;
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                return Err(e);
             }
             flush(&mut self.conn, &mut self.tcp).await?;
         }

@@ -94,7 +94,11 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     };
     for entry in &config.certificates {
         let (key, cert_names) = signer::load_certified(&entry.cert, pool.clone(), metrics.clone())?;
-        let names = if entry.names.is_empty() { cert_names } else { entry.names.clone() };
+        let names = if entry.names.is_empty() {
+            cert_names
+        } else {
+            entry.names.clone()
+        };
         for name in names {
             resolver.by_name.insert(name.to_ascii_lowercase(), key.clone());
         }

@@ -58,12 +58,12 @@ pub async fn run(
     client: SocketAddr,
     local: SocketAddr,
 ) -> std::io::Result<()> {
-    let Session { tcp, conn } = session;
+    let Session { tcp, conn, pending } = session;
     let mut up = match TcpStream::connect(upstream).await {
         Ok(up) => up,
         Err(e) => {
             // Tell the client we are closing, then go.
-            let mut session = Session { tcp, conn };
+            let mut session = Session { tcp, conn, pending };
             session.close().await;
             return Err(std::io::Error::other(format!("upstream {upstream}: {e}")));
         }
@@ -108,16 +108,20 @@ pub async fn run(
     let upstream_result: std::io::Result<()> = async {
         let mut buf = vec![0u8; CHUNK];
         let mut plain = vec![0u8; CHUNK];
+        let mut pending = pending;
+        let mut closed = false;
         loop {
-            let n = client_r.read(&mut buf).await?;
-            let closed = n == 0;
-            if !closed {
-                let mut c = conn.borrow_mut();
-                c.read_tls(&mut &buf[..n])?;
-                if let Err(e) = c.process_new_packets() {
-                    drop(c);
+            if pending.is_empty() && !closed {
+                let n = client_r.read(&mut buf).await?;
+                closed = n == 0;
+                pending.extend_from_slice(&buf[..n]);
+            }
+            // rustls takes what fits; drain its plaintext between feeds.
+            if !pending.is_empty() {
+                let fed = crate::conn::feed(&mut conn.borrow_mut(), &mut pending);
+                if let Err(e) = fed {
                     let _ = records_tx.try_send(take_output(&conn)?);
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                    return Err(e);
                 }
             }
             loop {
@@ -141,7 +145,7 @@ pub async fn run(
             if !out.is_empty() {
                 let _ = records_tx.try_send(out);
             }
-            if closed {
+            if closed && pending.is_empty() {
                 up_w.close().await?;
                 return Ok(());
             }

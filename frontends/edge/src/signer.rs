@@ -68,7 +68,9 @@ pub fn load_certified(
     metrics: Arc<EdgeMetrics>,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
     let chain = keyless_server::tls::load_certs(path).map_err(|e| e.to_string())?;
-    let leaf = chain.first().ok_or_else(|| format!("{}: no certificate", path.display()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| format!("{}: no certificate", path.display()))?;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| format!("{}: bad certificate: {e}", path.display()))?;
     let spki = cert.public_key().raw.to_vec();

@@ -235,8 +235,12 @@ impl ProducesTickets for Ticketer {
         let mut sealed = Vec::with_capacity(8 + plain.len() + 16);
         sealed.extend_from_slice(&now_unix().to_be_bytes());
         sealed.extend_from_slice(plain);
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_slice()), &mut sealed)
-            .ok()?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(name.as_slice()),
+            &mut sealed,
+        )
+        .ok()?;
         let mut ticket = Vec::with_capacity(NAME_LEN + NONCE_LEN + sealed.len());
         ticket.extend_from_slice(name);
         ticket.extend_from_slice(&nonce);
@@ -293,4 +297,20 @@ fn modified(source: &KeySource) -> Option<SystemTime> {
         KeySource::File(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
         KeySource::Memory => None,
     }
+}
+
+/// `keyless-tool ticket-keys`: create the key file with one key if it does
+/// not exist; with `rotate`, add a new current key and drop keys that left
+/// the window. Returns the file as written.
+pub fn manage_key_file(path: &Path, rotate: bool, rotation: Duration, lifetime: Duration) -> Result<KeyFile, String> {
+    let mut file = if path.exists() {
+        KeyFile::read(path)?
+    } else {
+        KeyFile::default()
+    };
+    if file.keys.is_empty() || rotate {
+        file.rotate(rotation, lifetime)?;
+        file.write(path)?;
+    }
+    Ok(file)
 }

@@ -272,7 +272,11 @@ impl DevPki {
             let key = kind.generate()?;
             write_secret(&pki.keys_dir.join(format!("{name}.key")), &key.serialize_pem())?;
             write(&pki.pubkeys_dir.join(format!("{name}.pem")), &key.public_key_pem())?;
-            let site = ca.issue_site(&format!("keyless edge site ({name})"), &["localhost", "127.0.0.1"], &key)?;
+            let site = ca.issue_site(
+                &format!("keyless edge site ({name})"),
+                &["localhost", "127.0.0.1"],
+                &key,
+            )?;
             write(&pki.sites_dir.join(format!("{name}.pem")), &site)?;
         }
         let config = format!(

@@ -1,0 +1,417 @@
+//! The edge end to end, with real key servers over real sockets and the
+//! real `openssl` binary as the TLS client: full handshakes ask the key
+//! server for exactly one signature, resumed ones ask for none; tickets are
+//! shared through a key file and expire with their window; losing a key
+//! server fails over, losing all fails fast, and service comes back; the
+//! decrypted stream is proxied with a correct PROXY v2 header.
+//!
+//! Tests here run one at a time (a lock): they count signatures on shared
+//! key servers, and each glommio core locks memory (`ulimit -l` is small).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use keyless_engine::runtime::RuntimeConfig;
+use keyless_pki::DevPki;
+
+struct Fixture {
+    pki: DevPki,
+    dir: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate(&dir.path().join("pki"), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+        Fixture { pki, dir }
+    })
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A key server with the development keys on `addr` (port 0: any).
+fn key_server(addr: SocketAddr) -> keyless_server::RunningServer {
+    let pki = &fixture().pki;
+    let tls = keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert).unwrap();
+    let keys = keyless_keys::load_sources(&[keyless_keys::KeySource::Dir(pki.keys_dir.clone())]).unwrap();
+    keyless_server::start_with(
+        &addr.into(),
+        tls,
+        keys,
+        RuntimeConfig {
+            cores: 1,
+            drain_timeout: Duration::from_secs(2),
+            ..RuntimeConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn signatures(server: &keyless_server::RunningServer) -> u64 {
+    server
+        .shared
+        .counters
+        .iter()
+        .map(|c| {
+            keyless_protocol::Opcode::SIGNING
+                .iter()
+                .map(|op| c.by_opcode[op.0 as usize].load(Ordering::Relaxed))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// An edge in front of `key_servers`, with `extra` YAML appended.
+fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
+    let pki = &fixture().pki;
+    let servers: Vec<String> = key_servers.iter().map(|a| format!("\"{a}\"")).collect();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nworkers: 1\nhandshake_threads: 16\nrequest_timeout_ms: 1000\nhealth_interval_ms: 100\n\
+         certificates:\n  - cert: {}\n    default: true\n  - cert: {}\n    names: [rsa.localhost]\n\
+         key_servers: [{}]\nkey_server_name: localhost\nkey_server_ca: {}\nclient_cert: {}\nclient_key: {}\n{extra}",
+        pki.sites_dir.join("p256.pem").display(),
+        pki.sites_dir.join("rsa2048.pem").display(),
+        servers.join(", "),
+        pki.ca_cert.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+    );
+    let config = keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap();
+    let edge = keyless_edge::start(&config).unwrap();
+    assert!(edge.pool.wait_healthy(Duration::from_secs(10)) || key_servers.is_empty());
+    edge
+}
+
+/// `openssl s_client` against the edge; its output. With `-sess_out` the
+/// client stays connected for a moment: a TLS 1.3 ticket arrives after the
+/// handshake, and s_client saves only what it has read before it exits.
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .arg("-CAfile")
+        .arg(&fixture().pki.ca_cert)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl");
+    if args.contains(&"-sess_out") {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn count_lines(output: &str, prefix: &str) -> usize {
+    output.lines().filter(|l| l.starts_with(prefix)).count()
+}
+
+fn shared_key_server() -> &'static keyless_server::RunningServer {
+    static S: OnceLock<keyless_server::RunningServer> = OnceLock::new();
+    S.get_or_init(|| key_server("127.0.0.1:0".parse().unwrap()))
+}
+
+fn shared_edge() -> &'static keyless_edge::RunningEdge {
+    static E: OnceLock<keyless_edge::RunningEdge> = OnceLock::new();
+    E.get_or_init(|| edge(&[shared_key_server().addr], ""))
+}
+
+#[test]
+fn tls12_reconnect_is_one_full_handshake_then_five_resumed() {
+    let _serial = serial();
+    let (server, edge) = (shared_key_server(), shared_edge());
+    let before = signatures(server);
+    let out = s_client(edge.addr, &["-tls1_2", "-reconnect"]);
+    assert_eq!(count_lines(&out, "New, TLSv1.2"), 1, "{out}");
+    assert_eq!(count_lines(&out, "Reused, TLSv1.2"), 5, "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert_eq!(signatures(server) - before, 1, "the key server signs once");
+}
+
+#[test]
+fn separate_connections_without_a_session_each_need_a_signature() {
+    let _serial = serial();
+    let (server, edge) = (shared_key_server(), shared_edge());
+    let before = signatures(server);
+    for args in [
+        &["-tls1_2"][..],
+        &["-tls1_3"],
+        &["-tls1_3", "-servername", "rsa.localhost"],
+    ] {
+        let out = s_client(edge.addr, args);
+        assert_eq!(count_lines(&out, "New, TLSv1."), 1, "{out}");
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
+    assert_eq!(signatures(server) - before, 3);
+}
+
+#[test]
+fn tls13_session_resumes_without_a_signature() {
+    let _serial = serial();
+    let (server, edge) = (shared_key_server(), shared_edge());
+    let session = fixture().dir.path().join("tls13.session");
+    let out = s_client(edge.addr, &["-tls1_3", "-sess_out", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "New, TLSv1.3"), 1, "{out}");
+    let before = signatures(server);
+    let out = s_client(edge.addr, &["-tls1_3", "-sess_in", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "Reused, TLSv1.3"), 1, "{out}");
+    assert_eq!(
+        signatures(server) - before,
+        0,
+        "a resumed handshake never reaches the key server"
+    );
+}
+
+/// What `keyless-tool ticket-keys [--rotate]` does.
+fn ticket_tool(file: &Path, rotate: bool) {
+    keyless_edge::tickets::manage_key_file(
+        file,
+        rotate,
+        keyless_edge::tickets::DEFAULT_ROTATION,
+        keyless_edge::tickets::DEFAULT_LIFETIME,
+    )
+    .unwrap();
+}
+
+#[test]
+fn edges_sharing_a_ticket_key_file_resume_each_others_sessions() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let file: PathBuf = fixture().dir.path().join("ticket-keys.json");
+    ticket_tool(&file, false);
+    let extra = format!("tickets:\n  key_file: {}\n", file.display());
+    let a = edge(&[server.addr], &extra);
+    let b = edge(&[server.addr], &extra);
+    let session = fixture().dir.path().join("shared.session");
+    let out = s_client(a.addr, &["-tls1_2", "-sess_out", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "New, TLSv1.2"), 1, "{out}");
+    let before = signatures(server);
+    let out = s_client(b.addr, &["-tls1_2", "-sess_in", session.to_str().unwrap()]);
+    assert_eq!(
+        count_lines(&out, "Reused, TLSv1.2"),
+        1,
+        "edge B resumes edge A's ticket: {out}"
+    );
+    assert_eq!(signatures(server) - before, 0);
+
+    // Rotate the file: both edges pick it up, and the old ticket still works.
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
+    ticket_tool(&file, true);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        keyless_edge::tickets::KeyFile::read(&file).unwrap().keys.len(),
+        2,
+        "rotation adds a key and keeps the old one"
+    );
+    let out = s_client(a.addr, &["-tls1_2", "-sess_in", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "Reused, TLSv1.2"), 1, "{out}");
+}
+
+#[test]
+fn a_ticket_past_its_window_gets_a_full_handshake() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let e = edge(&[server.addr], "tickets:\n  rotation_s: 1\n  lifetime_s: 1\n");
+    let session = fixture().dir.path().join("short.session");
+    let out = s_client(e.addr, &["-tls1_2", "-sess_out", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "New, TLSv1.2"), 1, "{out}");
+    let out = s_client(e.addr, &["-tls1_2", "-sess_in", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "Reused, TLSv1.2"), 1, "within the window: {out}");
+    std::thread::sleep(Duration::from_millis(3200));
+    let before = signatures(server);
+    let out = s_client(e.addr, &["-tls1_2", "-sess_in", session.to_str().unwrap()]);
+    assert_eq!(count_lines(&out, "New, TLSv1.2"), 1, "past the window: {out}");
+    assert_eq!(signatures(server) - before, 1);
+}
+
+/// A TLS client that counts handshakes that fail.
+fn handshake_once(addr: SocketAddr) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-tls1_3", "-CAfile"])
+        .arg(&fixture().pki.ca_cert)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // s_client prints "New, TLSv1.3" once the ServerHello came, even if the
+    // handshake then failed; a verified CertificateVerify is the proof.
+    if text.contains("Peer signature type:") && text.contains("Verify return code: 0 (ok)") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn losing_a_key_server_fails_over_and_losing_all_fails_fast_then_recovers() {
+    let _serial = serial();
+    let port = |s: &keyless_server::RunningServer| s.addr;
+    let first = key_server("127.0.0.1:0".parse().unwrap());
+    let second = key_server("127.0.0.1:0".parse().unwrap());
+    let (a1, a2) = (port(&first), port(&second));
+    let e = edge(&[a1, a2], "");
+    // Let both servers' connections come up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.pool.healthy() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(e.pool.healthy(), 2);
+
+    // Handshakes in a loop on two threads while the first server goes away.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), e.addr);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match handshake_once(addr) {
+                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(err) => {
+                            failures.lock().unwrap().push(err);
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    first.shared.start_drain();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(done.load(Ordering::Relaxed) > 10, "handshakes kept going");
+    assert!(
+        failures.is_empty(),
+        "handshakes failed while a key server remained: {failures:?}"
+    );
+    assert!(signatures(&second) > 0, "the second key server took over");
+
+    // None left: a handshake fails, quickly, with an alert.
+    second.shared.start_drain();
+    second.wait().unwrap();
+    let started = Instant::now();
+    assert!(
+        handshake_once(e.addr).is_err(),
+        "no key server: the handshake must fail"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "and fail fast: {:?}",
+        started.elapsed()
+    );
+
+    // One returns (same port): handshakes succeed again, by themselves.
+    let back = key_server(a2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if handshake_once(e.addr).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery after the key server returned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(signatures(&back) > 0);
+    back.shared.start_drain();
+    back.wait().unwrap();
+}
+
+#[test]
+fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
+    let _serial = serial();
+    let server = shared_key_server();
+    // The upstream: reads the PROXY header, then echoes until the edge closes.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let seen = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut header = [0u8; 16 + 12];
+        s.read_exact(&mut header).unwrap();
+        let mut echoed = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            echoed += n;
+            s.write_all(&buf[..n]).unwrap();
+        }
+        drop(s); // closes: the edge sends close_notify to the client
+        (header, echoed)
+    });
+    let e = edge(
+        &[server.addr],
+        &format!("upstream: \"{upstream_addr}\"\nproxy_protocol: true\n"),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client_port, echoed_back) = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
+        let client_port = tcp.local_addr().unwrap().port();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        tls.write_all(&message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, message, "bytes come back unchanged");
+        tls.shutdown().await.unwrap(); // close_notify: upstream sees EOF
+        let mut rest = Vec::new();
+        // A clean end: the edge's close_notify, not a truncation error.
+        tls.read_to_end(&mut rest)
+            .await
+            .expect("closed cleanly with close_notify");
+        (client_port, back.len())
+    });
+    let (header, echoed) = seen.join().unwrap();
+    assert_eq!(echoed, echoed_back);
+    // PROXY v2: signature, version 2 + PROXY, TCP over IPv4, 12 address bytes.
+    assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(header[12], 0x21);
+    assert_eq!(header[13], 0x11);
+    assert_eq!(u16::from_be_bytes([header[14], header[15]]), 12);
+    assert_eq!(&header[16..20], &[127, 0, 0, 1], "source: the client's address");
+    assert_eq!(&header[20..24], &[127, 0, 0, 1], "destination: the edge's address");
+    assert_eq!(u16::from_be_bytes([header[24], header[25]]), client_port, "source port");
+    assert_eq!(
+        u16::from_be_bytes([header[26], header[27]]),
+        e.addr.port(),
+        "destination port"
+    );
+}
