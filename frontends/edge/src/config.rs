@@ -28,6 +28,15 @@ pub struct Cli {
     pub dev: bool,
     #[arg(long = "dev-dir", default_value = "dev-pki")]
     pub dev_dir: PathBuf,
+    /// Development mode: the edge's TLS port.
+    #[arg(long = "dev-port", default_value_t = 8443)]
+    pub dev_port: u16,
+    /// Development mode: the key server's port.
+    #[arg(long = "dev-key-server-port", default_value_t = 2407)]
+    pub dev_key_server_port: u16,
+    /// Development mode: the edge's metrics port.
+    #[arg(long = "dev-metrics-port", default_value_t = 8406)]
+    pub dev_metrics_port: u16,
 }
 
 /// One certificate chain and the names it serves.

@@ -32,21 +32,24 @@ fn init_logging(loglevel: u8) {
 }
 
 /// The development edge configuration, written next to the PKI.
-fn dev_edge_config(pki: &keyless_pki::DevPki) -> String {
+fn dev_edge_config(pki: &keyless_pki::DevPki, cli: &Cli) -> String {
     format!(
         "# Development edge written by keyless-edge --dev. Not for production.\n\
-         listen: 127.0.0.1:8443\n\
-         metrics_listen: 127.0.0.1:8406\n\
+         listen: 127.0.0.1:{}\n\
+         metrics_listen: 127.0.0.1:{}\n\
          workers: 1\n\
          handshake_threads: 64\n\
          certificates:\n  - cert: {}\n    default: true\n  - cert: {}\n    names: [rsa.localhost]\n\
-         key_servers: [\"127.0.0.1:2407\"]\n\
+         key_servers: [\"127.0.0.1:{}\"]\n\
          key_server_name: localhost\n\
          key_server_ca: {}\n\
          client_cert: {}\n\
          client_key: {}\n",
+        cli.dev_port,
+        cli.dev_metrics_port,
         pki.sites_dir.join("p256.pem").display(),
         pki.sites_dir.join("rsa2048.pem").display(),
+        cli.dev_key_server_port,
         pki.ca_cert.display(),
         pki.client_cert.display(),
         pki.client_key.display(),
@@ -67,6 +70,8 @@ fn dev_setup(cli: &mut Cli) -> Result<(), String> {
         config_file: Some(pki.config.clone()),
         listen_host: Some([127, 0, 0, 1].into()),
         workers: Some(1),
+        port: Some(cli.dev_key_server_port),
+        metrics_port: Some(0),
         loglevel: cli.loglevel.or(Some(1)),
         ..Default::default()
     };
@@ -75,7 +80,7 @@ fn dev_setup(cli: &mut Cli) -> Result<(), String> {
     eprintln!("key server (holds the keys) on {}", server.addr);
     std::mem::forget(server); // serves until the process exits
     let edge_config = pki.dir.join("edge.yaml");
-    std::fs::write(&edge_config, dev_edge_config(&pki)).map_err(|e| format!("{}: {e}", edge_config.display()))?;
+    std::fs::write(&edge_config, dev_edge_config(&pki, cli)).map_err(|e| format!("{}: {e}", edge_config.display()))?;
     cli.config_file = Some(edge_config);
     Ok(())
 }
