@@ -13,6 +13,7 @@ use keyless_tools::bench::load::{self, LoadSpec, Mode};
 use keyless_tools::bench::op::BenchOp;
 use keyless_tools::bench::{ceiling, sweep};
 use keyless_tools::conformance::load_expected_key;
+use rustls_pki_types::pem::PemObject;
 
 #[derive(Parser)]
 #[command(name = "keyless-bench", version, about = "Load generator for keyless key servers")]
@@ -83,6 +84,49 @@ enum Command {
         duration: f64,
         #[arg(long)]
         json: bool,
+    },
+    /// TLS handshakes against an edge (or any TLS server): full or resumed,
+    /// TLS 1.2 or 1.3, N concurrent clients; handshakes/s and latency.
+    Handshake {
+        /// Server address, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        server: String,
+        /// Name to send as SNI and verify (default: localhost).
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// CA of the server's certificate.
+        #[arg(long, default_value = "dev-pki/ca.pem")]
+        ca: PathBuf,
+        /// full or resumed.
+        #[arg(long, default_value = "full")]
+        mode: String,
+        /// 1.2 or 1.3.
+        #[arg(long, default_value = "1.3")]
+        tls: String,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Optional client certificate and key.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A TCP proxy adding a delay each way (a key server "far away").
+    DelayProxy {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 5.0)]
+        delay_ms: f64,
     },
 }
 
@@ -162,6 +206,90 @@ fn real_main() -> Result<bool, String> {
                     r.operation, r.key, r.ops_per_sec, r.us_per_op
                 );
             }
+            Ok(true)
+        }
+        Command::Handshake {
+            server,
+            server_name,
+            ca,
+            mode,
+            tls,
+            concurrency,
+            duration,
+            warmup,
+            cert,
+            key,
+            threads,
+            json,
+        } => {
+            use keyless_tools::bench::handshake;
+            let resumed = match mode.as_str() {
+                "full" => false,
+                "resumed" => true,
+                other => return Err(format!("--mode {other}: full or resumed")),
+            };
+            let version = match tls.as_str() {
+                "1.2" => &rustls::version::TLS12,
+                "1.3" => &rustls::version::TLS13,
+                other => return Err(format!("--tls {other}: 1.2 or 1.3")),
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                roots
+                    .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
+                    .map_err(|e| e.to_string())?;
+            }
+            let client_auth = match (cert, key) {
+                (Some(c), Some(k)) => {
+                    let pem = std::fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?;
+                    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("{}: {e}", c.display()))?;
+                    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&k)
+                        .map_err(|e| format!("{}: {e}", k.display()))?;
+                    Some((chain, key))
+                }
+                (None, None) => None,
+                _ => return Err("--cert and --key go together".into()),
+            };
+            let rt = runtime(threads)?;
+            let addr = rt
+                .block_on(tokio::net::lookup_host(server.as_str()))
+                .map_err(|e| format!("{server}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{server}: no address"))?;
+            let spec = handshake::HandshakeSpec {
+                server: addr,
+                server_name,
+                tls: handshake::client_config(roots, version, resumed, client_auth)?,
+                concurrency,
+                duration: Duration::from_secs_f64(duration),
+                warmup: Duration::from_secs_f64(warmup),
+                fetch_after: resumed && tls == "1.3",
+            };
+            let r = rt.block_on(handshake::run(spec))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "{:.0} handshakes/s ({} in {:.1} s, {} resumed, {} failed); latency p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                    r.handshakes_per_sec, r.handshakes, r.duration_s, r.resumed, r.failures,
+                    r.latency.p50_us, r.latency.p99_us, r.latency.max_us
+                );
+                if let Some(e) = &r.first_error {
+                    println!("first error: {e}");
+                }
+            }
+            Ok(r.failures == 0)
+        }
+        Command::DelayProxy { listen, to, delay_ms } => {
+            let rt = runtime(1)?;
+            rt.block_on(keyless_tools::bench::handshake::delay_proxy(
+                listen,
+                to,
+                Duration::from_secs_f64(delay_ms / 1000.0),
+            ))?;
             Ok(true)
         }
         Command::HsmCeiling {

@@ -306,3 +306,22 @@ impl std::fmt::Debug for KeyServerPool {
             .finish()
     }
 }
+
+impl KeyServerPool {
+    /// [`perform`](Self::perform) on the pool's runtime; the returned future
+    /// can be awaited on any executor (the edge's cores).
+    pub fn spawn_perform(
+        self: &Arc<Self>,
+        request: Message,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, ClientError>> + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        self.runtime.spawn(async move {
+            let _ = tx.send(pool.perform(request).await);
+        });
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ClientError::Closed("the key-server runtime stopped".into())))
+        }
+    }
+}

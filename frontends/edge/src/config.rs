@@ -51,6 +51,9 @@ pub struct CertEntry {
     /// Serve this one when SNI is absent or matches nothing.
     #[serde(default)]
     pub default: bool,
+    /// Benchmark baseline only: sign with this local private key, in the
+    /// handshake, as a plain rustls server would (no key server).
+    pub local_key: Option<PathBuf>,
 }
 
 /// Session tickets.
@@ -92,7 +95,10 @@ pub struct EdgeConfig {
     pub request_timeout_ms: Option<u64>,
     /// Milliseconds between health pings per connection (default 1000).
     pub health_interval_ms: Option<u64>,
-    /// Threads for handshake steps that sign: signatures in flight at once (default 256).
+    /// Where handshakes wait for their signature: `coroutine` (default: a
+    /// coroutine on the core, suspended) or `threads` (a blocked thread).
+    pub handshake_mode: Option<String>,
+    /// `threads` mode: signatures in flight at once (default 256).
     pub handshake_threads: Option<usize>,
     /// Seconds a client has to finish its handshake (default 10).
     pub handshake_timeout_s: Option<u64>,

@@ -25,6 +25,22 @@ pub struct CoreContext {
     pub handshake_timeout: Duration,
     pub upstream: Option<SocketAddr>,
     pub proxy_protocol: bool,
+    pub mode: HandshakeMode,
+    /// This core's coroutine stacks.
+    pub stacks: crate::coroutine::Stacks,
+    pub key_servers: Arc<keyless_client::pool::KeyServerPool>,
+}
+
+/// Where the handshake step that may sign runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeMode {
+    /// In a coroutine on the core, suspended while the key server answers.
+    Coroutine,
+    /// On a handshake thread, which blocks while the key server answers.
+    Threads,
+    /// On the core, in one go: every certificate signs locally (the
+    /// benchmark baseline, a plain rustls server).
+    Inline,
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -110,19 +126,20 @@ async fn handshake(
     let config = ctx.tls.clone();
     // The one step that may sign (ServerKeyExchange in TLS 1.2,
     // CertificateVerify in TLS 1.3): off the core.
-    let processed = ctx
-        .pool
-        .run(move || {
-            with_context(hctx, move || {
-                accepted.into_connection(config).map_err(|(e, mut alert)| {
-                    let mut out = Vec::new();
-                    let _ = alert.write_all(&mut out);
-                    (e, out)
-                })
+    let step = move || {
+        with_context(hctx, move || {
+            accepted.into_connection(config).map_err(|(e, mut alert)| {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                (e, out)
             })
         })
-        .await
-        .ok_or("the handshake threads have stopped")?;
+    };
+    let processed = match ctx.mode {
+        HandshakeMode::Inline => step(),
+        HandshakeMode::Coroutine => crate::coroutine::run(&ctx.stacks, &ctx.key_servers, step).await?,
+        HandshakeMode::Threads => ctx.pool.run(step).await.ok_or("the handshake threads have stopped")?,
+    };
     let mut conn = match processed {
         Ok(conn) => conn,
         Err((e, alert)) => {

@@ -24,7 +24,7 @@ pub struct HandshakePool {
 impl HandshakePool {
     pub fn start(threads: usize, queue: usize) -> Result<Arc<HandshakePool>, String> {
         let (tx, rx) = async_channel::bounded::<Job>(queue.max(1));
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("keyless-hs-{i}"))

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod coroutine;
 pub mod handshake;
 pub mod metrics;
 pub mod proxy;
@@ -27,6 +28,7 @@ use keyless_client::pool::{KeyServerPool, PoolConfig};
 use keyless_engine::runtime::{run_per_core, RuntimeConfig};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
 
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
@@ -92,8 +94,16 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         by_name: HashMap::new(),
         default: None,
     };
+    let all_local = config.certificates.iter().all(|c| c.local_key.is_some());
     for entry in &config.certificates {
-        let (key, cert_names) = signer::load_certified(&entry.cert, pool.clone(), metrics.clone())?;
+        let (mut key, cert_names) = signer::load_certified(&entry.cert, pool.clone(), metrics.clone())?;
+        if let Some(path) = &entry.local_key {
+            let der =
+                rustls_pki_types::PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            key = Arc::new(CertifiedKey::new(key.cert.clone(), signing));
+        }
         let names = if entry.names.is_empty() {
             cert_names
         } else {
@@ -127,7 +137,18 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     server.send_tls13_tickets = 1;
     let server = Arc::new(server);
 
-    let handshakes = handshake::HandshakePool::start(config.handshake_threads.unwrap_or(256), 4096)?;
+    let mode = match (all_local, config.handshake_mode.as_deref()) {
+        (true, _) => conn::HandshakeMode::Inline,
+        (false, None | Some("coroutine")) => conn::HandshakeMode::Coroutine,
+        (false, Some("threads")) => conn::HandshakeMode::Threads,
+        (false, Some(other)) => return Err(format!("handshake_mode {other:?}: coroutine or threads")),
+    };
+    let threads = if mode == conn::HandshakeMode::Threads {
+        config.handshake_threads.unwrap_or(256)
+    } else {
+        0
+    };
+    let handshakes = handshake::HandshakePool::start(threads, 4096)?;
     let metrics_addr = match config.metrics_listen {
         Some(addr) => Some(metrics::start(addr, metrics.clone(), pool.clone(), ticketer.clone())?),
         None => None,
@@ -155,12 +176,15 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         config.handshake_timeout(),
         config.upstream,
         config.proxy_protocol,
+        mode,
+        pool.clone(),
     );
     let thread = std::thread::Builder::new()
         .name("keyless-edge-main".into())
         .spawn(move || {
             run_per_core(&runtime, move |_index| {
-                let (tls, pool, metrics, handshake_timeout, upstream, proxy_protocol) = core_template.clone();
+                let (tls, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
+                    core_template.clone();
                 let ready = ready_tx.clone();
                 async move {
                     keyless_keys::warm_up_thread();
@@ -181,6 +205,9 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         handshake_timeout,
                         upstream,
                         proxy_protocol,
+                        mode,
+                        stacks: coroutine::Stacks::default(),
+                        key_servers,
                     });
                     loop {
                         match listener.accept().await {

@@ -181,12 +181,20 @@ impl Signer for RemoteSigner {
             request.server_ip = Some(ctx.server_ip);
         }
         let started = Instant::now();
-        let result = self.pool.perform_blocking(request);
+        // In a coroutine on a core: suspend it until the core has the
+        // answer. On a handshake thread: block this thread.
+        let result = if crate::coroutine::active() {
+            crate::coroutine::suspend_for(request).unwrap_or_else(|| Err("not in a coroutine".into()))
+        } else {
+            self.pool.perform_blocking(request).map_err(|e| {
+                let code = keyless_client::pool::error_code(&e).map_or("none".to_string(), |c| format!("{c:?}"));
+                format!("{e} (key server error code: {code})")
+            })
+        };
         self.metrics.remote_sign.observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {
-            let code = keyless_client::pool::error_code(&e).map_or("none".to_string(), |c| format!("{c:?}"));
             tracing::warn!(
-                "handshake fails: remote signature ({:?}, key {}) failed: {e} (key server error code: {code})",
+                "handshake fails: remote signature ({:?}, key {}) failed: {e}",
                 self.scheme,
                 hex::encode(self.ski)
             );

@@ -5,9 +5,11 @@
 //! from the intended send time so a slow server cannot hide its queueing);
 //! [`ceiling`] measures raw signing of the same key in-process on one core,
 //! so every report can state server/ceiling as a ratio from the same run;
-//! [`sweep`] runs the load across concurrency levels for capacity tests.
+//! [`sweep`] runs the load across concurrency levels for capacity tests;
+//! [`handshake`] drives TLS handshakes (full or resumed) against an edge.
 
 pub mod ceiling;
+pub mod handshake;
 pub mod load;
 pub mod op;
 pub mod report;
