@@ -415,3 +415,17 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
         "destination port"
     );
 }
+
+#[test]
+fn the_threads_handshake_mode_signs_and_resumes_too() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let e = edge(&[server.addr], "handshake_mode: threads\n");
+    let before = signatures(server);
+    let out = s_client(e.addr, &["-tls1_2", "-reconnect"]);
+    assert_eq!(count_lines(&out, "New, TLSv1.2"), 1, "{out}");
+    assert_eq!(count_lines(&out, "Reused, TLSv1.2"), 5, "{out}");
+    let out = s_client(e.addr, &["-tls1_3", "-servername", "rsa.localhost"]);
+    assert!(out.contains("Peer signature type: RSA-PSS"), "{out}");
+    assert_eq!(signatures(server) - before, 2);
+}
