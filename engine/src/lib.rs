@@ -12,3 +12,4 @@ pub mod drain;
 pub mod handler;
 pub mod runtime;
 pub mod sharing;
+pub mod stats;

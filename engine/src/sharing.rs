@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::LocalSender;
@@ -23,18 +24,22 @@ use keyless_keys::{KeyStore, SharedKey};
 use keyless_protocol::{split_frame, ErrorCode, Frame, Message};
 
 use crate::handler::{self, Prepared};
+use crate::stats::{AtomicHistogram, BATCH_BOUNDS, LATENCY_BOUNDS};
 
 /// A request handed to another core: one raw frame and where its answer goes.
 pub struct Job {
     origin: usize,
     conn: u64,
     frame: Vec<u8>,
+    read_at: Instant,
 }
 
 /// An answer on its way back: one encoded response frame.
 pub struct Answer {
     conn: u64,
     frame: Vec<u8>,
+    read_at: Instant,
+    opcode: u8,
 }
 
 /// Encoded responses for a connection's writer, and how many frames they hold.
@@ -55,6 +60,19 @@ pub struct CoreCounters {
     pub handled_for_others: AtomicU64,
     /// Requests this core's connections sent to other cores.
     pub sent_to_others: AtomicU64,
+    /// Time to answer a request on this core (decode, key lookup, the
+    /// private-key operation), by opcode byte: gokeyless's
+    /// `keyless_request_exec_duration_per_opcode`.
+    pub exec_duration: Vec<AtomicHistogram>,
+    /// Time from reading a request to its answer being ready for the
+    /// connection's writer, by opcode byte, wherever it was signed:
+    /// gokeyless's `keyless_request_total_duration_per_opcode`.
+    pub total_duration: Vec<AtomicHistogram>,
+    /// Requests this core signed per read of one connection (its batches).
+    pub batch_size: AtomicHistogram,
+    /// Connections that failed before serving (TLS handshake refused or
+    /// timed out): gokeyless's `keyless_failed_connection`.
+    pub failed_connections: AtomicU64,
 }
 
 impl Default for CoreCounters {
@@ -66,6 +84,10 @@ impl Default for CoreCounters {
             handled: AtomicU64::new(0),
             handled_for_others: AtomicU64::new(0),
             sent_to_others: AtomicU64::new(0),
+            exec_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
+            total_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
+            batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
+            failed_connections: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +106,9 @@ pub struct Shared {
     /// they differ. The lock is only taken on a reload.
     keys: std::sync::RwLock<Arc<Vec<SharedKey>>>,
     keys_version: AtomicU64,
+    /// Seconds each load of the key stores took (start-up and reloads):
+    /// gokeyless's `keyless_key_load_duration`.
+    pub key_load: AtomicHistogram,
 }
 
 impl Shared {
@@ -97,6 +122,7 @@ impl Shared {
             draining: std::sync::atomic::AtomicBool::new(false),
             keys: std::sync::RwLock::new(Arc::new(Vec::new())),
             keys_version: AtomicU64::new(0),
+            key_load: AtomicHistogram::new(&LATENCY_BOUNDS),
         })
     }
 
@@ -360,10 +386,15 @@ impl Core {
     pub fn handle_now(&self, frame: &[u8], out: &mut Vec<u8>) {
         if let Some(raw) = split_frame(frame) {
             let counters = &self.shared.counters[self.id];
-            if let Some(op) = raw.opcode() {
-                counters.by_opcode[op.0 as usize].fetch_add(1, Ordering::Relaxed);
+            let opcode = raw.opcode().map(|op| op.0 as usize);
+            if let Some(op) = opcode {
+                counters.by_opcode[op].fetch_add(1, Ordering::Relaxed);
             }
+            let started = Instant::now();
             let response = handler::handle_raw(&self.store(), raw);
+            if let Some(op) = opcode {
+                counters.exec_duration[op].observe_duration(started.elapsed());
+            }
             if let Some(code) = response.message.error_code() {
                 let byte = code.map_or_else(|b| b, |c| c as u8);
                 counters.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
@@ -380,7 +411,7 @@ impl Core {
     /// reaches `tx` when a worker is done, or an error when the key's
     /// timeout passes first. Such requests are not shared between cores: the
     /// workers serve all cores already, and this core only waits.
-    pub fn try_offload(&self, frame: &[u8], tx: &Rc<LocalSender<Responses>>) -> bool {
+    pub fn try_offload(&self, frame: &[u8], tx: &Rc<LocalSender<Responses>>, read_at: Instant) -> bool {
         let store = self.store();
         if !store.has_offloaded() {
             return false;
@@ -405,9 +436,9 @@ impl Core {
             return false;
         };
         let counters = &self.shared.counters[self.id];
-        if let Some(opcode) = message.opcode {
-            counters.by_opcode[opcode.0 as usize].fetch_add(1, Ordering::Relaxed);
-        }
+        let opcode = message.opcode.map_or(0, |o| o.0 as usize);
+        counters.by_opcode[opcode].fetch_add(1, Ordering::Relaxed);
+        let submitted = Instant::now();
         let pending = offload.submit(op, input.to_vec());
         let timeout = offload.timeout();
         let ski = key.public().ski;
@@ -433,6 +464,8 @@ impl Core {
                 counters.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
             }
             counters.handled.fetch_add(1, Ordering::Relaxed);
+            counters.exec_duration[opcode].observe_duration(submitted.elapsed());
+            counters.total_duration[opcode].observe_duration(read_at.elapsed());
             let mut out = Vec::with_capacity(1024);
             if let Err(e) = Frame::new(id, message).encode_into(&mut out) {
                 tracing::error!("cannot encode response {id}: {e}");
@@ -445,12 +478,13 @@ impl Core {
 
     /// Send one raw frame to another core. Waits while that core's queue
     /// from us is full: this is the backpressure that stops the reader.
-    pub async fn send_remote(&self, target: usize, conn: u64, frame: Vec<u8>) {
-        let id = split_frame(&frame).map_or(0, |raw| raw.header.id);
+    pub async fn send_remote(&self, target: usize, conn: u64, frame: Vec<u8>, read_at: Instant) {
+        let (id, opcode) = split_frame(&frame).map_or((0, 0), |raw| (raw.header.id, raw.opcode().map_or(0, |o| o.0)));
         let job = Job {
             origin: self.id,
             conn,
             frame,
+            read_at,
         };
         self.shared.counters[self.id]
             .sent_to_others
@@ -462,7 +496,12 @@ impl Core {
             let mut out = Vec::with_capacity(1024);
             let response = Frame::new(id, Message::error(ErrorCode::Internal));
             let _ = response.encode_into(&mut out);
-            self.deliver(Answer { conn, frame: out });
+            self.deliver(Answer {
+                conn,
+                frame: out,
+                read_at,
+                opcode,
+            });
         }
     }
 
@@ -475,6 +514,8 @@ impl Core {
         let answer = Answer {
             conn: job.conn,
             frame: out,
+            read_at: job.read_at,
+            opcode: split_frame(&job.frame).and_then(|raw| raw.opcode()).map_or(0, |o| o.0),
         };
         if job.origin == self.id {
             self.deliver(answer);
@@ -485,6 +526,7 @@ impl Core {
     }
 
     fn deliver(&self, answer: Answer) {
+        self.shared.counters[self.id].total_duration[answer.opcode as usize].observe_duration(answer.read_at.elapsed());
         if let Some(tx) = self.conns.borrow().get(&answer.conn) {
             // Unbounded: the connection's in-flight cap bounds it.
             let _ = tx.try_send((answer.frame, 1));

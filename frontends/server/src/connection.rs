@@ -153,11 +153,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 None => break,
             }
         }
+        let read_at = std::time::Instant::now();
         let mut consumed = 0;
         while let Some(raw) = split_frame(&inbuf[consumed..]) {
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
                 // At the cap: answer what we hold, then wait for the writer.
-                answer_local(core, &inbuf, &mut local, tx).await;
+                answer_local(core, &inbuf, &mut local, tx, read_at).await;
                 permits.acquire(1).await.map_err(|_| closed_permits())?;
             }
             let range = consumed..consumed + raw.header.frame_len();
@@ -170,15 +171,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let _ = tx.try_send((out, 1));
                 continue;
             }
-            if core.try_offload(&inbuf[range.clone()], tx) {
+            if core.try_offload(&inbuf[range.clone()], tx, read_at) {
                 continue;
             }
             match core.assign() {
                 Target::Local => local.push(range),
-                Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec()).await,
+                Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec(), read_at).await,
             }
         }
-        answer_local(core, &inbuf, &mut local, tx).await;
+        answer_local(core, &inbuf, &mut local, tx, read_at).await;
         inbuf.drain(..consumed);
         if eof || draining {
             return Ok(if inbuf.is_empty() {
@@ -191,11 +192,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 /// Sign this core's share of a read and pass the answers to the writer.
-async fn answer_local(core: &Core, inbuf: &[u8], local: &mut Vec<Range<usize>>, tx: &LocalSender<Responses>) {
+async fn answer_local(
+    core: &Core,
+    inbuf: &[u8],
+    local: &mut Vec<Range<usize>>,
+    tx: &LocalSender<Responses>,
+    read_at: std::time::Instant,
+) {
+    if local.is_empty() {
+        return;
+    }
+    let counters = &core.shared().counters[core.id()];
+    counters.batch_size.observe(local.len() as f64);
     let mut out = Vec::with_capacity(local.len() * 1024);
     let mut count = 0;
     for range in local.drain(..) {
+        let opcode = split_frame(&inbuf[range.clone()])
+            .and_then(|raw| raw.opcode())
+            .map_or(0, |o| o.0);
         core.handle_local(&inbuf[range], &mut out);
+        counters.total_duration[opcode as usize].observe_duration(read_at.elapsed());
         count += 1;
         if out.len() >= WRITE_HIGH_WATER {
             let _ = tx.try_send((std::mem::take(&mut out), count));

@@ -87,7 +87,9 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         );
     }
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let load_started = std::time::Instant::now();
     let keys = load_keys(settings)?;
+    let load_time = load_started.elapsed();
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
     }
@@ -104,6 +106,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         unix: settings.unix_socket.clone(),
     };
     let mut running = start_with(&listen, tls, keys, runtime)?;
+    running.shared.key_load.observe_duration(load_time);
     let metrics_addr = SocketAddr::new(settings.listen.ip(), settings.metrics_port);
     let metrics =
         metrics::start(metrics_addr, running.shared.clone(), running.key_count).map_err(ServerError::Startup)?;
@@ -125,7 +128,9 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<SharedKey>, keyless_keys::Lo
 /// connection; nothing in flight is dropped. On any error nothing changes.
 pub fn reload(settings: &Settings, running: &RunningServer) -> Result<usize, ServerError> {
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let load_started = std::time::Instant::now();
     let keys = load_keys(settings)?;
+    running.shared.key_load.observe_duration(load_started.elapsed());
     let count = keys.len();
     running.tls.publish(tls);
     running.shared.publish_keys(keys);

@@ -130,10 +130,16 @@ where
         let tls = match handshake.await {
             Ok(s) => s,
             Err(glommio::GlommioError::TimedOut(_)) => {
+                core.shared().counters[core.id()]
+                    .failed_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "TLS handshake not finished within {:?}; closed", limits.handshake_timeout);
                 return;
             }
             Err(e) => {
+                core.shared().counters[core.id()]
+                    .failed_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "TLS handshake failed: {e}");
                 return;
             }

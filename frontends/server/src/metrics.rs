@@ -18,6 +18,25 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+/// A histogram read from the cores' atomics at scrape time.
+#[derive(Debug)]
+struct ConstHistogram(keyless_engine::stats::HistogramSnapshot);
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum,
+            self.0.count,
+            &self.0.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Reads the per-core counters on each scrape.
 #[derive(Debug)]
 struct CoreCollector {
@@ -131,7 +150,86 @@ impl Collector for CoreCollector {
             MetricType::Gauge,
             [(Vec::new(), ConstGauge::new(self.keys as i64))],
         )?;
+        self.encode_histograms(&mut encoder)?;
         self.encode_hsm(&mut encoder)
+    }
+}
+
+impl CoreCollector {
+    /// gokeyless's duration histograms (per opcode, all cores merged), our
+    /// batch sizes per core, key load time and failed connections.
+    fn encode_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use keyless_engine::stats::AtomicHistogram;
+        let per_opcode = |pick: fn(&keyless_engine::sharing::CoreCounters) -> &Vec<AtomicHistogram>| {
+            let mut out = Vec::new();
+            for op in 0..256 {
+                let mut merged: Option<keyless_engine::stats::HistogramSnapshot> = None;
+                for c in &self.shared.counters {
+                    let h = &pick(c)[op];
+                    if h.count() == 0 {
+                        continue;
+                    }
+                    match &mut merged {
+                        Some(m) => AtomicHistogram::merge(m, &h.snapshot()),
+                        None => merged = Some(h.snapshot()),
+                    }
+                }
+                if let Some(m) = merged {
+                    let labels: Labels = vec![("opcode", format!("{:?}", Opcode(op as u8).kind()))];
+                    out.push((labels, ConstHistogram(m)));
+                }
+            }
+            out
+        };
+        family(
+            encoder,
+            "keyless_request_exec_duration_per_opcode_seconds",
+            "Time to execute a request (decode, key lookup, the private-key operation), by opcode.",
+            MetricType::Histogram,
+            per_opcode(|c| &c.exec_duration),
+        )?;
+        family(
+            encoder,
+            "keyless_request_total_duration_per_opcode_seconds",
+            "Time from reading a request to its answer being ready to write, by opcode.",
+            MetricType::Histogram,
+            per_opcode(|c| &c.total_duration),
+        )?;
+        family(
+            encoder,
+            "keyless_core_batch_size",
+            "Requests a core signed per read of one connection.",
+            MetricType::Histogram,
+            self.shared
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (vec![("core", i.to_string())], ConstHistogram(c.batch_size.snapshot()))),
+        )?;
+        family(
+            encoder,
+            "keyless_key_load_duration_seconds",
+            "Time each load of the key stores took (start-up and reloads).",
+            MetricType::Histogram,
+            [(Vec::new(), ConstHistogram(self.shared.key_load.snapshot()))],
+        )?;
+        family(
+            encoder,
+            "keyless_failed_connection",
+            "Connections that failed their TLS handshake or did not finish it in time.",
+            MetricType::Counter,
+            [(
+                Vec::new(),
+                ConstCounter::new(
+                    self.shared
+                        .counters
+                        .iter()
+                        .map(|c| c.failed_connections.load(Ordering::Relaxed))
+                        .sum::<u64>(),
+                ),
+            )],
+        )?;
+        Ok(())
     }
 }
 

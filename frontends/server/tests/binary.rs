@@ -195,6 +195,16 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     assert!(metrics.contains("keyless_requests_total{core="), "{metrics}");
     assert!(metrics.contains("code=\"KeyNotFound\""), "{metrics}");
     assert!(metrics.contains("keyless_keys_loaded 2"), "{metrics}");
+    // gokeyless's histograms, filled by the conformance run.
+    for family in [
+        "keyless_request_exec_duration_per_opcode_seconds_count{opcode=\"EcdsaSign(Sha256)\"}",
+        "keyless_request_total_duration_per_opcode_seconds_bucket{le=\"+Inf\",opcode=\"RsaPssSign(Sha256)\"}",
+        "keyless_core_batch_size_count{core=\"0\"}",
+        "keyless_key_load_duration_seconds_count 1",
+        "keyless_failed_connection_total ", // the readiness probes count: connect, no handshake
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(report.failed().count(), 0, "{:?}", report.failed().collect::<Vec<_>>());
     assert!(log.contains("loading dev-pki/keys/p256.key..."), "{log}");
