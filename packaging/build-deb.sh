@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build the Debian package from already-built binaries.
+#
+#   cargo build --release --workspace && packaging/build-deb.sh           # target/debian/keyless_<version>_amd64.deb
+#   PROFILE=debug COMPRESS=none packaging/build-deb.sh                   # CI: the test build, fast
+#
+# Layout as gokeyless's package: binaries in /usr/bin, /etc/keyless with the
+# configuration (a conffile) and keys/ (0700, user keyless), systemd units.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${PROFILE:-release}
+COMPRESS=${COMPRESS:-xz}
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ARCH=$(dpkg --print-architecture)
+ROOT=target/debian/root
+OUT=target/debian/keyless_${VERSION}_${ARCH}.deb
+rm -rf "$ROOT"
+install -d "$ROOT/DEBIAN" "$ROOT/usr/bin" "$ROOT/lib/systemd/system" "$ROOT/etc/keyless" \
+  "$ROOT/usr/share/doc/keyless"
+for bin in keyless-server keyless-edge keyless-tool keyless-bench; do
+  [ -x "target/$PROFILE/$bin" ] || { echo "target/$PROFILE/$bin missing: build it first" >&2; exit 1; }
+  install -m 0755 "target/$PROFILE/$bin" "$ROOT/usr/bin/$bin"
+done
+install -m 0644 packaging/debian/keyless-server.service packaging/debian/keyless-edge.service "$ROOT/lib/systemd/system/"
+install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yaml"
+install -m 0644 README.md "$ROOT/usr/share/doc/keyless/README.md"
+install -m 0755 packaging/debian/postinst packaging/debian/postrm packaging/debian/prerm "$ROOT/DEBIAN/"
+echo /etc/keyless/gokeyless.yaml >"$ROOT/DEBIAN/conffiles"
+cat >"$ROOT/DEBIAN/control" <<CONTROL
+Package: keyless
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: keyless developers <keyless@localhost>
+Depends: adduser, libc6
+Recommends: openssl
+Suggests: softhsm2
+Section: net
+Priority: optional
+Homepage: https://github.com/cloudflare/gokeyless
+Description: Keyless SSL key server and edge (gokeyless-compatible)
+ keyless-server answers gokeyless's binary protocol over mutual TLS with
+ keys in files or in a PKCS#11 HSM; keyless-edge terminates TLS with keys
+ that stay on key servers. Thread-per-core (io_uring).
+CONTROL
+dpkg-deb --root-owner-group -Z"$COMPRESS" --build "$ROOT" "$OUT" >/dev/null
+echo "$OUT"
