@@ -30,6 +30,9 @@ pub struct RuntimeConfig {
     pub handshake_timeout: std::time::Duration,
     /// A connection that sends nothing for this long is closed (zero: never).
     pub idle_timeout: std::time::Duration,
+    /// Connections (including unfinished handshakes) one core holds at
+    /// most; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -45,6 +48,7 @@ impl Default for RuntimeConfig {
             drain_timeout: std::time::Duration::from_secs(30),
             handshake_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(300),
+            max_connections: 16384,
         }
     }
 }

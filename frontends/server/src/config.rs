@@ -83,6 +83,9 @@ pub struct Cli {
     /// Close a connection idle this many seconds (ours; default 300, 0: never).
     #[arg(long = "idle-timeout", env = "KEYLESS_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// Connections one core holds at most, handshakes included (ours; default 16384).
+    #[arg(long = "max-connections-per-core", env = "KEYLESS_MAX_CONNECTIONS_PER_CORE")]
+    pub max_connections_per_core: Option<usize>,
     /// Milliseconds an HSM request may wait (queued, then signed) before it
     /// fails (ours; default 5000).
     #[arg(long = "pkcs11-timeout-ms", env = "KEYLESS_PKCS11_TIMEOUT_MS")]
@@ -127,6 +130,7 @@ pub struct FileConfig {
     pub pkcs11_timeout_ms: Option<u64>,
     pub pkcs11_sessions: Option<usize>,
     pub pkcs11_queue: Option<usize>,
+    pub max_connections_per_core: Option<usize>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -180,6 +184,7 @@ pub struct Settings {
     pub idle_timeout_s: u64,
     /// How HSM (PKCS#11) key stores are served.
     pub pkcs11: keyless_pkcs11::Options,
+    pub max_connections_per_core: usize,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -259,6 +264,13 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port = cli.port.or(file.port).unwrap_or(2407);
     let file_config_pkcs11 = (file.pkcs11_timeout_ms, file.pkcs11_sessions, file.pkcs11_queue);
+    let max_connections = cli
+        .max_connections_per_core
+        .or(file.max_connections_per_core)
+        .unwrap_or(16384);
+    if max_connections == 0 {
+        return Err(ConfigError::Other("max_connections_per_core must be at least 1".into()));
+    }
     if let Some(0) = cli.workers.or(file.workers) {
         return Err(ConfigError::Other("workers must be at least 1".into()));
     }
@@ -296,6 +308,7 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         handshake_timeout_s: cli.handshake_timeout.or(file.handshake_timeout).unwrap_or(10).max(1),
         idle_timeout_s: cli.idle_timeout.or(file.idle_timeout).unwrap_or(300),
         pkcs11: pkcs11_options(cli, &file_config_pkcs11)?,
+        max_connections_per_core: max_connections,
     })
 }
 

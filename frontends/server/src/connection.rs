@@ -38,6 +38,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Close a connection that sends nothing for this long (zero: never).
     pub idle_timeout: Duration,
+    /// Connections one core holds at most, handshakes included.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +49,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            max_connections: 16384,
         }
     }
 }

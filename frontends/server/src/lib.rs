@@ -101,6 +101,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     runtime.drain_timeout = Duration::from_secs(settings.drain_timeout_s);
     runtime.handshake_timeout = Duration::from_secs(settings.handshake_timeout_s);
     runtime.idle_timeout = Duration::from_secs(settings.idle_timeout_s);
+    runtime.max_connections = settings.max_connections_per_core;
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
@@ -186,6 +187,7 @@ pub fn start_with(
         drain_timeout: runtime.drain_timeout,
         handshake_timeout: runtime.handshake_timeout,
         idle_timeout: runtime.idle_timeout,
+        max_connections: runtime.max_connections,
         ..connection::Limits::default()
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
@@ -219,12 +221,19 @@ pub fn start_with(
                     };
                     let _ = ready.send(Ok(core.id()));
                     drop(ready);
+                    let open = listener::OpenCount::default();
                     if let Some(u) = unix_listener {
-                        glommio::spawn_local(listener::accept_unix(u, tls.clone(), core.clone(), limits.clone()))
-                            .detach();
+                        glommio::spawn_local(listener::accept_unix(
+                            u,
+                            tls.clone(),
+                            core.clone(),
+                            limits.clone(),
+                            open.clone(),
+                        ))
+                        .detach();
                     }
                     let drain_timeout = limits.drain_timeout;
-                    listener::accept_tcp(listener, tls, core.clone(), limits).await;
+                    listener::accept_tcp(listener, tls, core.clone(), limits, open).await;
                     // Draining: wait for this core's connections and for work
                     // other cores handed it, within the drain timeout.
                     let deadline = std::time::Instant::now() + drain_timeout + Duration::from_secs(1);

@@ -69,8 +69,46 @@ impl<'a> Acceptor<'a> {
     }
 }
 
+/// Connections a core holds now, handshakes included (for its cap).
+pub type OpenCount = Rc<std::cell::Cell<usize>>;
+
+/// Counts one connection while alive.
+struct Open(OpenCount);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// At the cap: close the new connection at once (counted as failed; logged
+/// at most once a second), so memory stays bounded whatever arrives.
+fn over_capacity(
+    core: &Core,
+    limits: &Limits,
+    open: &OpenCount,
+    last_log: &std::cell::Cell<Option<std::time::Instant>>,
+) -> bool {
+    if open.get() < limits.max_connections {
+        return false;
+    }
+    core.shared().counters[core.id()]
+        .failed_connections
+        .fetch_add(1, Ordering::Relaxed);
+    if last_log.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+        last_log.set(Some(std::time::Instant::now()));
+        tracing::warn!(
+            "core {}: {} connections open (max_connections_per_core); closing new ones",
+            core.id(),
+            open.get()
+        );
+    }
+    true
+}
+
 /// Accept TCP connections forever, serving each on this core.
-pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>) {
+pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>, open: OpenCount) {
+    let last_log = std::cell::Cell::new(None);
     let mut acceptor = Acceptor::new(&tls);
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
@@ -78,11 +116,15 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>
         };
         match accepted {
             Ok(tcp) => {
+                if over_capacity(&core, &limits, &open, &last_log) {
+                    drop(tcp);
+                    continue;
+                }
                 let peer = tcp
                     .peer_addr()
                     .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
                 let _ = tcp.set_nodelay(true);
-                spawn_connection(acceptor.get(), tcp, core.clone(), limits.clone(), peer);
+                spawn_connection(acceptor.get(), tcp, core.clone(), limits.clone(), peer, &open);
             }
             Err(e) => accept_failed(e).await,
         }
@@ -90,14 +132,34 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>
 }
 
 /// Accept Unix-socket connections forever (one core listens on the socket).
-pub async fn accept_unix(listener: UnixListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>) {
+pub async fn accept_unix(
+    listener: UnixListener,
+    tls: Arc<LiveTls>,
+    core: Rc<Core>,
+    limits: Rc<Limits>,
+    open: OpenCount,
+) {
     let mut acceptor = Acceptor::new(&tls);
+    let last_log = std::cell::Cell::new(None);
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
             return;
         };
         match accepted {
-            Ok(stream) => spawn_connection(acceptor.get(), stream, core.clone(), limits.clone(), "unix".to_string()),
+            Ok(stream) => {
+                if over_capacity(&core, &limits, &open, &last_log) {
+                    drop(stream);
+                    continue;
+                }
+                spawn_connection(
+                    acceptor.get(),
+                    stream,
+                    core.clone(),
+                    limits.clone(),
+                    "unix".to_string(),
+                    &open,
+                )
+            }
             Err(e) => accept_failed(e).await,
         }
     }
@@ -119,11 +181,20 @@ async fn accept_failed(e: glommio::GlommioError<()>) {
 }
 
 /// TLS handshake, then the keyless protocol, on a task of this core.
-fn spawn_connection<S>(acceptor: TlsAcceptor, stream: S, core: Rc<Core>, limits: Rc<Limits>, peer: String)
-where
+fn spawn_connection<S>(
+    acceptor: TlsAcceptor,
+    stream: S,
+    core: Rc<Core>,
+    limits: Rc<Limits>,
+    peer: String,
+    open: &OpenCount,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    open.set(open.get() + 1);
+    let counted = Open(open.clone());
     glommio::spawn_local(async move {
+        let _counted = counted;
         let handshake = glommio::timer::timeout(limits.handshake_timeout, async {
             acceptor.accept(stream).await.map_err(glommio::GlommioError::from)
         });

@@ -468,3 +468,124 @@ fn serves_a_pkcs11_store_and_reports_its_pool() {
     assert_eq!(status.code(), Some(0), "{}", running.log());
     assert!(!running.log().contains("s3cret-Pin"), "the PIN leaked into the log");
 }
+
+/// `max_connections_per_core` at its limit: with room for 3, a 4th
+/// connection is closed at once (and counted as failed) while the 3 keep
+/// working; when one leaves, a new one is served.
+#[test]
+fn the_connection_cap_closes_new_connections_at_its_limit() {
+    let running = Running::start(&["--workers", "1", "--max-connections-per-core", "3"]);
+    block_on(async {
+        let tls = client_tls(&running.pki);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let conn = keyless_client::connect(running.addr, "localhost", tls.clone())
+                .await
+                .unwrap();
+            conn.ping(b"in").await.unwrap();
+            held.push(conn);
+        }
+        let fourth = async {
+            let conn = keyless_client::connect(running.addr, "localhost", tls.clone()).await?;
+            conn.ping(b"over").await
+        };
+        let refused = tokio::time::timeout(Duration::from_secs(5), fourth)
+            .await
+            .expect("no hang");
+        assert!(refused.is_err(), "a 4th connection must be refused");
+        for conn in &held {
+            assert_eq!(conn.ping(b"still").await.unwrap(), b"still");
+        }
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let again = async {
+                let conn = keyless_client::connect(running.addr, "localhost", tls.clone()).await?;
+                conn.ping(b"room").await
+            };
+            if again.await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no room after a connection left");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let log = running.log();
+    assert!(log.contains("max_connections_per_core"), "{log}");
+}
+
+/// A slow-loris client (one byte every 20 ms, never a whole frame) and a
+/// client that never reads its answers do not slow a well-behaved client.
+#[test]
+fn slow_and_unread_clients_do_not_hold_up_others() {
+    let running = Running::start(&["--workers", "1"]);
+    let ski = keyless_tools::conformance::load_expected_key(&running.pki.pubkeys_dir.join("p256.pem"))
+        .unwrap()
+        .info
+        .ski;
+    block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let tls = client_tls(&running.pki);
+        // Slow loris: a frame header, then a byte at a time.
+        let mut slow = keyless_client::connect_stream(running.addr, "localhost", tls.clone())
+            .await
+            .unwrap();
+        let trickle = tokio::spawn(async move {
+            let frame = keyless_protocol::Frame::new(
+                1,
+                keyless_protocol::Message::request(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, Some(ski), vec![0; 32]),
+            )
+            .encode()
+            .unwrap();
+            for b in frame.iter().take(200) {
+                if slow.write_all(&[*b]).await.is_err() || slow.flush().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            slow
+        });
+        // Never reads: thousands of requests written, no answer read.
+        let mut deaf = keyless_client::connect_stream(running.addr, "localhost", tls.clone())
+            .await
+            .unwrap();
+        let flood = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            for id in 0..4000u32 {
+                keyless_protocol::Frame::new(
+                    id,
+                    keyless_protocol::Message::request(
+                        keyless_protocol::Opcode::ECDSA_SIGN_SHA256,
+                        Some(ski),
+                        vec![7; 32],
+                    ),
+                )
+                .encode_into(&mut bytes)
+                .unwrap();
+            }
+            // The server stops reading at the in-flight cap, so this write
+            // may never finish; it must not matter to anyone else.
+            let _ = tokio::time::timeout(Duration::from_secs(6), deaf.write_all(&bytes)).await;
+            deaf
+        });
+        let good = keyless_client::connect(running.addr, "localhost", tls).await.unwrap();
+        let started = Instant::now();
+        let calls = (0..500u32).map(|i| {
+            let good = &good;
+            async move {
+                good.perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, ski, &[(i % 256) as u8; 32])
+                    .await
+            }
+        });
+        for r in futures_util::future::join_all(calls).await {
+            r.expect("the well-behaved client is served");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15), // a stall bound, not a speed claim
+            "500 signatures took {:?} beside slow and deaf clients",
+            started.elapsed()
+        );
+        drop(trickle.await.unwrap());
+        drop(flood.await.unwrap());
+    });
+}
