@@ -7,6 +7,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -17,6 +19,42 @@ fn free_port() -> u16 {
 
 #[test]
 fn dev_mode_runs_the_keyless_ssl_walkthrough() {
+    walkthrough(&[]);
+}
+
+/// The same run with debug logging: no byte of any private key (the
+/// signing keys, the TLS keys) appears in the log of a full run.
+#[test]
+fn no_private_key_material_in_debug_logs() {
+    let (dir, log) = walkthrough(&["-l", "0"]);
+    assert!(log.contains("DEBUG"), "debug logging was on");
+    let pki = dir.path().join("dev-pki");
+    let mut secrets = Vec::new();
+    for file in [
+        "keys/p256.key",
+        "keys/rsa2048.key",
+        "server-key.pem",
+        "client-key.pem",
+        "ca-key.pem",
+    ] {
+        let pem = std::fs::read_to_string(pki.join(file)).unwrap();
+        // Every base64 line of the PEM body, and the DER bytes in hex.
+        for line in pem.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16) {
+            secrets.push(line.to_string());
+        }
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let der = der.secret_der();
+        for chunk in der.chunks(16).skip(1) {
+            secrets.push(hex::encode(chunk));
+            secrets.push(hex::encode_upper(chunk));
+        }
+    }
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "key material in the log: {secret}");
+    }
+}
+
+fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
     let log = dir.path().join("edge.log");
@@ -26,6 +64,7 @@ fn dev_mode_runs_the_keyless_ssl_walkthrough() {
         .args(["--dev-port", &edge_port.to_string()])
         .args(["--dev-key-server-port", &ks_port.to_string()])
         .args(["--dev-metrics-port", &metrics_port.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -77,4 +116,5 @@ fn dev_mode_runs_the_keyless_ssl_walkthrough() {
         1,
         "the key server signs once:\n{log_text}"
     );
+    (dir, log_text)
 }
