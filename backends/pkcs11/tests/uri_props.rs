@@ -39,7 +39,10 @@ proptest! {
     ) {
         let text = format!("pkcs11:{};token=t?{}&pin-value=SECRETPIN", path.join(";"), query.join("&"));
         match Pkcs11Uri::parse(&text) {
-            Ok(uri) => prop_assert!(!format!("{uri:?}").contains("SECRETPIN")),
+            Ok(uri) => {
+                let printed = format!("{:?}", uri);
+                prop_assert!(!printed.contains("SECRETPIN"), "{}", printed);
+            }
             Err(e) => prop_assert!(!e.to_string().contains("SECRETPIN"), "{}", e),
         }
     }
