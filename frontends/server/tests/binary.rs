@@ -589,3 +589,55 @@ fn slow_and_unread_clients_do_not_hold_up_others() {
         drop(flood.await.unwrap());
     });
 }
+
+/// `kill -9` leaves a pid file and a Unix socket file behind; the server
+/// restarts from the same configuration with nothing to repair.
+#[test]
+fn restarts_after_kill_9_with_nothing_to_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let port = free_port();
+    let socket = dir.path().join("keyless.sock");
+    let pid_file = dir.path().join("keyless.pid");
+    let start = || {
+        let _ = std::fs::remove_file(dir.path().join("started"));
+        let child = server()
+            .arg("-c")
+            .arg(&pki.config)
+            .args(["--listen-host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--metrics-port", &free_port().to_string(), "--workers", "1"])
+            .arg("--unix-socket")
+            .arg(&socket)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&pid_file).ok().as_deref() != Some(&child.id().to_string()) {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let ping_both = || {
+        block_on(async {
+            let tls = client_tls(&pki);
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let tcp = keyless_client::connect(addr, "localhost", tls.clone()).await.unwrap();
+            assert_eq!(tcp.ping(b"tcp").await.unwrap(), b"tcp");
+            let unix = keyless_client::connect_unix(&socket, "localhost", tls).await.unwrap();
+            assert_eq!(unix.ping(b"unix").await.unwrap(), b"unix");
+        })
+    };
+    let mut first = start();
+    ping_both();
+    first.kill().unwrap(); // SIGKILL: no cleanup at all
+    first.wait().unwrap();
+    assert!(pid_file.exists() && socket.exists(), "kill -9 leaves both behind");
+    let mut second = start();
+    ping_both();
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
