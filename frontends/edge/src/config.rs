@@ -102,6 +102,8 @@ pub struct EdgeConfig {
     pub handshake_threads: Option<usize>,
     /// Seconds a client has to finish its handshake (default 10).
     pub handshake_timeout_s: Option<u64>,
+    /// On SIGTERM, seconds open connections may take to finish (default 30).
+    pub drain_timeout_s: Option<u64>,
     /// Proxy decrypted traffic here; without it, answer HTTP/1.1 with a built-in page.
     pub upstream: Option<SocketAddr>,
     /// Prefix each upstream connection with a PROXY protocol v2 header.
@@ -118,6 +120,10 @@ impl EdgeConfig {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_s.unwrap_or(10).max(1))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_s.unwrap_or(30))
     }
 
     pub fn ticket_rotation(&self) -> Duration {

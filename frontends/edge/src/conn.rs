@@ -19,7 +19,9 @@ use crate::signer::{with_context, HandshakeContext};
 
 /// What a core's connections share.
 pub struct CoreContext {
-    pub tls: Arc<ServerConfig>,
+    /// This core's copy of the live TLS configuration, and its version.
+    pub tls: std::cell::RefCell<(u64, Arc<ServerConfig>)>,
+    pub live: Arc<crate::LiveConfig>,
     pub pool: Arc<HandshakePool>,
     pub metrics: Arc<EdgeMetrics>,
     pub handshake_timeout: Duration,
@@ -45,8 +47,33 @@ pub enum HandshakeMode {
 
 const CHUNK: usize = 16 * 1024;
 
+/// Connections a core holds now (what a drain waits for).
+pub type OpenCount = Rc<std::cell::Cell<usize>>;
+
+struct Open(OpenCount);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl CoreContext {
+    /// The TLS configuration for a new connection (reloaded on SIGHUP).
+    fn tls(&self) -> Arc<ServerConfig> {
+        let version = self.live.version();
+        let mut cached = self.tls.borrow_mut();
+        if cached.0 != version {
+            *cached = (version, self.live.current());
+        }
+        cached.1.clone()
+    }
+}
+
 /// Serve one accepted TCP connection to the end.
-pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>) {
+pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
+    open.set(open.get() + 1);
+    let _open = Open(open);
     let peer = tcp.peer_addr().ok();
     let local = tcp.local_addr().ok();
     let _ = tcp.set_nodelay(true);
@@ -123,7 +150,7 @@ async fn handshake(
         client_ip: peer.ip(),
         server_ip: local.ip(),
     };
-    let config = ctx.tls.clone();
+    let config = ctx.tls();
     // The one step that may sign (ServerKeyExchange in TLS 1.2,
     // CertificateVerify in TLS 1.3): off the core.
     let step = move || {

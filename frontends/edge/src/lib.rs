@@ -58,38 +58,15 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A running edge.
-pub struct RunningEdge {
-    pub addr: SocketAddr,
-    pub metrics_addr: Option<SocketAddr>,
-    pub pool: Arc<KeyServerPool>,
-    pub metrics: Arc<EdgeMetrics>,
-    pub ticketer: Arc<Ticketer>,
-    thread: std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>,
-}
-
-impl RunningEdge {
-    /// Block until the cores stop.
-    pub fn wait(self) -> Result<(), String> {
-        match self.thread.join() {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("edge thread panicked".into()),
-        }
-    }
-}
-
-/// Start an edge as `config` says.
-pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
-    let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
-        .map_err(|e| format!("key server TLS: {e}"))?;
-    let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
-    pool_config.server_name = config.key_server_name.clone();
-    pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
-    pool_config.request_timeout = config.request_timeout();
-    pool_config.health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
-    let pool = KeyServerPool::start(pool_config).map_err(|e| e.to_string())?;
-    let metrics = Arc::new(EdgeMetrics::default());
-
+/// The certificates and TLS settings, as `config` says: each certificate
+/// signs through `pool`, tickets come from `ticketer`. Also says whether
+/// every certificate signs locally (the benchmark baseline).
+fn server_config(
+    config: &EdgeConfig,
+    pool: &Arc<KeyServerPool>,
+    metrics: &Arc<EdgeMetrics>,
+    ticketer: &Arc<Ticketer>,
+) -> Result<(Arc<rustls::ServerConfig>, bool), String> {
     let mut resolver = SniResolver {
         by_name: HashMap::new(),
         default: None,
@@ -117,13 +94,6 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         }
     }
 
-    let source = match &config.tickets.key_file {
-        Some(path) => KeySource::File(path.clone()),
-        None => KeySource::Memory,
-    };
-    let ticketer = Ticketer::new(source, config.ticket_rotation(), config.ticket_lifetime())?;
-    tickets::spawn_refresher(ticketer.clone());
-
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -135,7 +105,104 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     server.ticketer = ticketer.clone();
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server.send_tls13_tickets = 1;
-    let server = Arc::new(server);
+    Ok((Arc::new(server), all_local))
+}
+
+/// The TLS configuration new connections get, replaceable at run time
+/// (SIGHUP): cores compare a version (one atomic load per connection) and
+/// take the lock only when it changed.
+pub struct LiveConfig {
+    config: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+impl LiveConfig {
+    fn new(config: Arc<rustls::ServerConfig>) -> LiveConfig {
+        LiveConfig {
+            config: std::sync::RwLock::new(config),
+            version: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn publish(&self, config: Arc<rustls::ServerConfig>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A running edge.
+pub struct RunningEdge {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub pool: Arc<KeyServerPool>,
+    pub metrics: Arc<EdgeMetrics>,
+    pub ticketer: Arc<Ticketer>,
+    live: Arc<LiveConfig>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>,
+}
+
+impl RunningEdge {
+    /// SIGHUP: load the certificates again; new connections get them,
+    /// connections in flight keep theirs. On any error nothing changes.
+    /// (Key servers and listeners change with a restart.)
+    pub fn reload(&self, config: &EdgeConfig) -> Result<usize, String> {
+        let (server, _) = server_config(config, &self.pool, &self.metrics, &self.ticketer)?;
+        self.live.publish(server);
+        self.ticketer.refresh()?;
+        Ok(config.certificates.len())
+    }
+
+    /// SIGTERM: stop accepting; each core finishes its connections (within
+    /// `drain_timeout`) and stops, and [`wait`](Self::wait) returns.
+    pub fn start_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether every core has stopped (after a drain).
+    pub fn stopped(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Block until the cores stop.
+    pub fn wait(self) -> Result<(), String> {
+        match self.thread.join() {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("edge thread panicked".into()),
+        }
+    }
+}
+
+/// Start an edge as `config` says.
+pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
+    let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
+        .map_err(|e| format!("key server TLS: {e}"))?;
+    let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
+    pool_config.server_name = config.key_server_name.clone();
+    pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
+    pool_config.request_timeout = config.request_timeout();
+    pool_config.health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
+    let pool = KeyServerPool::start(pool_config).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(EdgeMetrics::default());
+
+    let source = match &config.tickets.key_file {
+        Some(path) => KeySource::File(path.clone()),
+        None => KeySource::Memory,
+    };
+    let ticketer = Ticketer::new(source, config.ticket_rotation(), config.ticket_lifetime())?;
+    tickets::spawn_refresher(ticketer.clone());
+
+    let (server, all_local) = server_config(config, &pool, &metrics, &ticketer)?;
+    let live = Arc::new(LiveConfig::new(server));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let mode = match (all_local, config.handshake_mode.as_deref()) {
         (true, _) => conn::HandshakeMode::Inline,
@@ -169,8 +236,10 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         .unwrap_or(config.listen);
     let cores = runtime.cores;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let drain_timeout = config.drain_timeout();
     let core_template = (
-        server,
+        live.clone(),
+        draining.clone(),
         handshakes,
         metrics.clone(),
         config.handshake_timeout(),
@@ -183,7 +252,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         .name("keyless-edge-main".into())
         .spawn(move || {
             run_per_core(&runtime, move |_index| {
-                let (tls, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
+                let (live, draining, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
                     core_template.clone();
                 let ready = ready_tx.clone();
                 async move {
@@ -199,7 +268,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let _ = ready.send(Ok(()));
                     drop(ready);
                     let ctx = Rc::new(conn::CoreContext {
-                        tls,
+                        tls: std::cell::RefCell::new((live.version(), live.current())),
+                        live,
                         pool,
                         metrics,
                         handshake_timeout,
@@ -209,18 +279,33 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         stacks: coroutine::Stacks::default(),
                         key_servers,
                     });
-                    loop {
-                        match listener.accept().await {
-                            Ok(tcp) => {
-                                glommio::spawn_local(conn::serve(tcp, ctx.clone())).detach();
+                    let open = conn::OpenCount::default();
+                    while !draining.load(std::sync::atomic::Ordering::SeqCst) {
+                        // Wake every 100 ms to notice a drain.
+                        let accepted = glommio::timer::timeout(Duration::from_millis(100), async {
+                            listener.accept().await.map(Some)
+                        })
+                        .await;
+                        match accepted {
+                            Ok(Some(tcp)) => {
+                                glommio::spawn_local(conn::serve(tcp, ctx.clone(), open.clone())).detach();
                             }
+                            Ok(None) | Err(glommio::GlommioError::TimedOut(_)) => {}
                             Err(e) => {
                                 tracing::warn!("accept failed: {e}");
                                 glommio::timer::sleep(Duration::from_millis(10)).await;
                             }
                         }
                     }
-                    #[allow(unreachable_code)]
+                    drop(listener);
+                    // Draining: let open connections finish, within the bound.
+                    let deadline = std::time::Instant::now() + drain_timeout;
+                    while open.get() > 0 && std::time::Instant::now() < deadline {
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                    }
+                    if open.get() > 0 {
+                        tracing::warn!("{} connections still open after the drain timeout", open.get());
+                    }
                     Ok::<(), String>(())
                 }
             })
@@ -244,6 +329,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         pool,
         metrics,
         ticketer,
+        live,
+        draining,
         thread,
     })
 }

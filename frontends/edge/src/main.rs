@@ -127,15 +127,42 @@ fn main() -> ExitCode {
     if cli.dev {
         print_dev_help(&cli.dev_dir, running.addr);
     }
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+    // SIGHUP: reload certificates (and ticket keys); SIGTERM/SIGINT: stop
+    // accepting, let open connections finish (drain_timeout), exit 0.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let running = std::sync::Arc::new(running);
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        let running = running.clone();
+        let drain_timeout = config.drain_timeout();
         std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!("signal {sig}: stopping");
-                std::process::exit(0);
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    let reloaded = config::load(&path).and_then(|c| running.reload(&c));
+                    match reloaded {
+                        Ok(n) => tracing::info!("SIGHUP: reloaded {n} certificates"),
+                        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the current state: {e}"),
+                    }
+                    continue;
+                }
+                tracing::info!("signal {sig}: draining (no new connections)");
+                running.start_drain();
+                std::thread::sleep(drain_timeout + std::time::Duration::from_secs(5));
+                tracing::error!("cores did not stop within the drain timeout; exiting");
+                std::process::exit(1);
             }
         });
     }
+    let running = match std::sync::Arc::try_unwrap(running) {
+        Ok(r) => r,
+        Err(shared) => {
+            // The signal thread holds a handle: wait through it.
+            while !shared.stopped() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            tracing::info!("stopped");
+            return ExitCode::SUCCESS;
+        }
+    };
     match running.wait() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -118,3 +118,74 @@ fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
     );
     (dir, log_text)
 }
+
+/// SIGHUP reloads the certificates (new connections get the new default),
+/// and SIGTERM stops the edge with exit code 0.
+#[test]
+fn sighup_reloads_certificates_and_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
+    let log = dir.path().join("edge.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyless-edge"))
+        .current_dir(dir.path())
+        .arg("--dev")
+        .args(["--dev-port", &edge_port.to_string()])
+        .args(["--dev-key-server-port", &ks_port.to_string()])
+        .args(["--dev-metrics-port", &metrics_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read_log().contains("key server 127.0.0.1") || !read_log().contains("connected") {
+        assert!(Instant::now() < deadline, "dev edge did not start:\n{}", read_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let handshake = || {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{edge_port}"), "-tls1_3"])
+            .arg("-CAfile")
+            .arg(dir.path().join("dev-pki/ca.pem"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = handshake();
+    assert!(before.contains("Peer signature type: ECDSA"), "{before}");
+    // Make the RSA certificate the default, then SIGHUP.
+    let config = dir.path().join("dev-pki/edge.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let swapped = text
+        .replace("    default: true\n", "    names: [p256.localhost]\n")
+        .replace("    names: [rsa.localhost]\n", "    default: true\n");
+    assert_ne!(text, swapped);
+    std::fs::write(&config, swapped).unwrap();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_log().contains("SIGHUP: reloaded") {
+        assert!(Instant::now() < deadline, "no reload:\n{}", read_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = handshake();
+    assert!(after.contains("Peer signature type: RSA-PSS"), "{after}");
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the edge did not stop:\n{}", read_log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", read_log());
+}
