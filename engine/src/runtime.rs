@@ -33,6 +33,11 @@ pub struct RuntimeConfig {
     /// Connections (including unfinished handshakes) one core holds at
     /// most; more are closed at once.
     pub max_connections: usize,
+    /// Requests one core may have queued for another core at most; at the
+    /// bound the sending core stops reading its sockets.
+    pub core_queue: usize,
+    /// Longest request body a connection accepts (65535: the protocol's).
+    pub max_body: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +54,8 @@ impl Default for RuntimeConfig {
             handshake_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(300),
             max_connections: 16384,
+            core_queue: 1024,
+            max_body: 65535,
         }
     }
 }

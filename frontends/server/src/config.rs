@@ -86,6 +86,12 @@ pub struct Cli {
     /// Connections one core holds at most, handshakes included (ours; default 16384).
     #[arg(long = "max-connections-per-core", env = "KEYLESS_MAX_CONNECTIONS_PER_CORE")]
     pub max_connections_per_core: Option<usize>,
+    /// Longest request body accepted, bytes (ours; default 65535, the protocol's).
+    #[arg(long = "max-request-body", env = "KEYLESS_MAX_REQUEST_BODY")]
+    pub max_request_body: Option<usize>,
+    /// Requests one core may queue for another at most (ours; default 1024).
+    #[arg(long = "core-queue", env = "KEYLESS_CORE_QUEUE")]
+    pub core_queue: Option<usize>,
     /// Milliseconds an HSM request may wait (queued, then signed) before it
     /// fails (ours; default 5000).
     #[arg(long = "pkcs11-timeout-ms", env = "KEYLESS_PKCS11_TIMEOUT_MS")]
@@ -131,6 +137,8 @@ pub struct FileConfig {
     pub pkcs11_sessions: Option<usize>,
     pub pkcs11_queue: Option<usize>,
     pub max_connections_per_core: Option<usize>,
+    pub max_request_body: Option<usize>,
+    pub core_queue: Option<usize>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -185,6 +193,8 @@ pub struct Settings {
     /// How HSM (PKCS#11) key stores are served.
     pub pkcs11: keyless_pkcs11::Options,
     pub max_connections_per_core: usize,
+    pub max_request_body: usize,
+    pub core_queue: usize,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -271,6 +281,14 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
     if max_connections == 0 {
         return Err(ConfigError::Other("max_connections_per_core must be at least 1".into()));
     }
+    let max_body = cli.max_request_body.or(file.max_request_body).unwrap_or(65535);
+    if !(1..=65535).contains(&max_body) {
+        return Err(ConfigError::Other("max_request_body must be 1 to 65535".into()));
+    }
+    let core_queue = cli.core_queue.or(file.core_queue).unwrap_or(1024);
+    if core_queue == 0 {
+        return Err(ConfigError::Other("core_queue must be at least 1".into()));
+    }
     if let Some(0) = cli.workers.or(file.workers) {
         return Err(ConfigError::Other("workers must be at least 1".into()));
     }
@@ -309,6 +327,8 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         idle_timeout_s: cli.idle_timeout.or(file.idle_timeout).unwrap_or(300),
         pkcs11: pkcs11_options(cli, &file_config_pkcs11)?,
         max_connections_per_core: max_connections,
+        max_request_body: max_body,
+        core_queue,
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections one core holds at most, handshakes included.
     pub max_connections: usize,
+    /// Longest request body accepted (the protocol allows 65535). A longer
+    /// one is answered with a format error and its bytes skipped: the
+    /// connection goes on.
+    pub max_body: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +54,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 16384,
+            max_body: 65535,
         }
     }
 }
@@ -77,7 +82,7 @@ where
     let cap = limits.max_in_flight.max(1) as u64;
     let permits = Rc::new(Semaphore::new(cap));
     let write_task = glommio::spawn_local(write_loop(writer, rx, permits.clone()));
-    let result = read_loop(&mut reader, &core, conn, &tx, &permits, limits.idle_timeout).await;
+    let result = read_loop(&mut reader, &core, conn, &tx, &permits, limits).await;
     // Let answers still being signed (here or elsewhere) reach the client.
     let _ = glommio::timer::timeout(limits.drain_timeout, async {
         permits
@@ -105,8 +110,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     conn: u64,
     tx: &Rc<LocalSender<Responses>>,
     permits: &Semaphore,
-    idle_timeout: Duration,
+    limits: &Limits,
 ) -> std::io::Result<Closed> {
+    let idle_timeout = limits.idle_timeout;
+    // Bytes of an over-long request still to be discarded as they arrive.
+    let mut skip = 0usize;
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut local: Vec<Range<usize>> = Vec::new();
@@ -142,6 +150,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             None => true,
         };
+        skip_over_long(&mut inbuf, &mut skip);
         // Take everything already received before signing any of it, so a
         // ping at the end of a large write is seen (and answered) first.
         let mut eof = false;
@@ -157,8 +166,42 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         let read_at = std::time::Instant::now();
+        skip_over_long(&mut inbuf, &mut skip);
         let mut consumed = 0;
-        while let Some(raw) = split_frame(&inbuf[consumed..]) {
+        loop {
+            // A header announcing more than max_body: answer now, skip its body.
+            if let Some(header) = inbuf
+                .get(consumed..consumed + keyless_protocol::HEADER_LEN)
+                .and_then(|h| <&[u8; keyless_protocol::HEADER_LEN]>::try_from(h).ok())
+                .map(keyless_protocol::Header::parse)
+                .filter(|h| h.length as usize > limits.max_body)
+            {
+                tracing::warn!(
+                    request_id = header.id,
+                    "request body of {} bytes is over max_body ({}); skipped",
+                    header.length,
+                    limits.max_body
+                );
+                let mut out = Vec::with_capacity(1024);
+                let _ = keyless_protocol::Frame::new(
+                    header.id,
+                    keyless_protocol::Message::error(keyless_protocol::ErrorCode::Format),
+                )
+                .encode_into(&mut out);
+                if !permits.try_acquire(1).map_err(|_| closed_permits())? {
+                    answer_local(core, &inbuf, &mut local, tx, read_at).await;
+                    permits.acquire(1).await.map_err(|_| closed_permits())?;
+                }
+                let _ = tx.try_send((out, 1));
+                let frame_end = consumed + header.frame_len();
+                let available = frame_end.min(inbuf.len());
+                skip = frame_end - available;
+                inbuf.drain(consumed..available);
+                continue;
+            }
+            let Some(raw) = split_frame(&inbuf[consumed..]) else {
+                break;
+            };
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
                 // At the cap: answer what we hold, then wait for the writer.
                 answer_local(core, &inbuf, &mut local, tx, read_at).await;
@@ -191,6 +234,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Closed::MidFrame { buffered: inbuf.len() }
             });
         }
+    }
+}
+
+/// Drop the start of `inbuf` that belongs to an over-long request.
+fn skip_over_long(inbuf: &mut Vec<u8>, skip: &mut usize) {
+    if *skip > 0 {
+        let n = (*skip).min(inbuf.len());
+        inbuf.drain(..n);
+        *skip -= n;
     }
 }
 

@@ -102,6 +102,8 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     runtime.handshake_timeout = Duration::from_secs(settings.handshake_timeout_s);
     runtime.idle_timeout = Duration::from_secs(settings.idle_timeout_s);
     runtime.max_connections = settings.max_connections_per_core;
+    runtime.core_queue = settings.core_queue;
+    runtime.max_body = settings.max_request_body;
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
@@ -180,7 +182,7 @@ pub fn start_with(
     let tls = Arc::new(listener::LiveTls::new(tls));
     let tls_handle = tls.clone();
     let cores = runtime.cores.max(1);
-    let shared = Shared::new(cores, 1024);
+    let shared = Shared::new(cores, runtime.core_queue.max(1));
     shared.publish_keys(keys);
     let shared_for_cores = shared.clone();
     let limits = connection::Limits {
@@ -188,6 +190,7 @@ pub fn start_with(
         handshake_timeout: runtime.handshake_timeout,
         idle_timeout: runtime.idle_timeout,
         max_connections: runtime.max_connections,
+        max_body: runtime.max_body,
         ..connection::Limits::default()
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();

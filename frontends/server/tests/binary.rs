@@ -641,3 +641,88 @@ fn restarts_after_kill_9_with_nothing_to_repair() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// `max_request_body` and `core_queue` at their limits: a body one byte
+/// over is answered with a format error and skipped, the request after it
+/// on the same connection is answered; with a cross-core queue of one,
+/// 500 pipelined requests on one connection over two cores all verify.
+#[test]
+fn body_and_queue_limits_hold_at_their_bounds() {
+    let running = Running::start(&["--workers", "2", "--max-request-body", "1100", "--core-queue", "1"]);
+    let key = keyless_tools::conformance::load_expected_key(&running.pki.pubkeys_dir.join("p256.pem")).unwrap();
+    block_on(async {
+        use keyless_protocol::{split_frame, ErrorCode, Frame, Message, Opcode};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = client_tls(&running.pki);
+        let mut raw = keyless_client::connect_stream(running.addr, "localhost", tls.clone())
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        for (id, len) in [(1u32, 1100u16), (2, 1101)] {
+            // A header announcing `len` body bytes: a ping TLV padded out.
+            // opcode TLV (tag 0x11, length 1, ping), then a padding TLV
+            // (tag 0x20) filling the body to exactly `len` bytes.
+            let mut body = vec![0x11, 0x00, 0x01, 0xF1, 0x20];
+            body.extend_from_slice(&(len - 7).to_be_bytes());
+            body.resize(len as usize, 0);
+            bytes.extend_from_slice(&[1, 0]);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&id.to_be_bytes());
+            bytes.extend_from_slice(&body);
+        }
+        Frame::new(3, Message::request(Opcode::PING, None, b"after".to_vec()))
+            .encode_into(&mut bytes)
+            .unwrap();
+        raw.write_all(&bytes).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut answers = Vec::new();
+        while answers.len() < 3 {
+            let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+                .await
+                .expect("answers come")
+                .unwrap();
+            assert!(n > 0, "connection closed after {} answers", answers.len());
+            got.extend_from_slice(&buf[..n]);
+            while let Some(frame) = split_frame(&got) {
+                let len = frame.header.frame_len();
+                answers.push((frame.header.id, frame.decode().unwrap().message));
+                got.drain(..len);
+            }
+        }
+        answers.sort_by_key(|(id, _)| *id);
+        assert_eq!(answers[0].1.opcode, Some(Opcode::PONG), "at the limit: accepted");
+        assert_eq!(
+            answers[1].1.error_code(),
+            Some(Ok(ErrorCode::Format)),
+            "one byte over: format error"
+        );
+        assert_eq!(
+            answers[2].1.payload.as_deref(),
+            Some(&b"after"[..]),
+            "the connection goes on"
+        );
+
+        let conn = keyless_client::connect(running.addr, "localhost", tls).await.unwrap();
+        let calls = (0..500u32).map(|i| {
+            let conn = &conn;
+            let digest = [(i % 256) as u8; 32];
+            async move {
+                (
+                    digest,
+                    conn.perform(Opcode::ECDSA_SIGN_SHA256, key.info.ski, &digest).await,
+                )
+            }
+        });
+        for (digest, r) in futures_util::future::join_all(calls).await {
+            let sig = r.expect("answered at the queue bound");
+            key.verifier
+                .verify(
+                    keyless_keys::Operation::Ecdsa(keyless_keys::Hash::Sha256),
+                    &digest,
+                    &sig,
+                )
+                .unwrap();
+        }
+    });
+}
