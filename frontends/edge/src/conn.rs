@@ -30,7 +30,8 @@ pub struct CoreContext {
     pub mode: HandshakeMode,
     /// This core's coroutine stacks.
     pub stacks: crate::coroutine::Stacks,
-    pub key_servers: Arc<keyless_client::pool::KeyServerPool>,
+    /// This core's own connections to the key servers (coroutine mode).
+    pub key_client: Rc<crate::keyclient::KeyClient>,
 }
 
 /// Where the handshake step that may sign runs.
@@ -164,7 +165,7 @@ async fn handshake(
     };
     let processed = match ctx.mode {
         HandshakeMode::Inline => step(),
-        HandshakeMode::Coroutine => crate::coroutine::run(&ctx.stacks, &ctx.key_servers, step).await?,
+        HandshakeMode::Coroutine => crate::coroutine::run(&ctx.stacks, &ctx.key_client, step).await?,
         HandshakeMode::Threads => ctx.pool.run(step).await.ok_or("the handshake threads have stopped")?,
     };
     let mut conn = match processed {

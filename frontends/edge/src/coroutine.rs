@@ -11,12 +11,12 @@
 //! its stack, so nothing leaks.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
 
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
-use keyless_client::pool::KeyServerPool;
 use keyless_protocol::Message;
+
+use crate::keyclient::KeyClient;
 
 /// What a suspended signer gets back: the signature, or why there is none.
 pub type SignAnswer = Result<Vec<u8>, String>;
@@ -74,10 +74,10 @@ impl Stacks {
 }
 
 /// Run `step` (a handshake step that may sign) as a coroutine on this
-/// core, serving its signature requests through `pool`.
+/// core, serving its signature requests through this core's `client`.
 pub async fn run<R: 'static>(
     stacks: &Stacks,
-    pool: &Arc<KeyServerPool>,
+    client: &KeyClient,
     step: impl FnOnce() -> R + 'static,
 ) -> Result<R, String> {
     // Values crossing the coroutine boundary must be small: the step (it
@@ -95,7 +95,7 @@ pub async fn run<R: 'static>(
         YIELDER.with(|c| c.set(std::ptr::null()));
         match result {
             CoroutineResult::Yield(request) => {
-                input = pool.spawn_perform(request).await.map_err(|e| {
+                input = client.perform(request).await.map_err(|e| {
                     let code = keyless_client::pool::error_code(&e).map_or("none".into(), |c| format!("{c:?}"));
                     format!("{e} (key server error code: {code})")
                 });

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod coroutine;
 pub mod handshake;
+pub mod keyclient;
 pub mod metrics;
 pub mod proxy;
 pub mod signer;
@@ -185,6 +186,7 @@ impl RunningEdge {
 pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
+    let key_server_tls = tls.clone();
     let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
     pool_config.server_name = config.key_server_name.clone();
     pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
@@ -237,6 +239,13 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let cores = runtime.cores;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let drain_timeout = config.drain_timeout();
+    let key_client_settings = keyclient::Settings {
+        tls: key_server_tls,
+        connections_per_server: config.connections_per_server.unwrap_or(2).max(1),
+        request_timeout: config.request_timeout(),
+        health_interval: Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10)),
+        connect_timeout: Duration::from_secs(2),
+    };
     let core_template = (
         live.clone(),
         draining.clone(),
@@ -254,6 +263,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
             run_per_core(&runtime, move |_index| {
                 let (live, draining, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
                     core_template.clone();
+                let key_client_settings = key_client_settings.clone();
                 let ready = ready_tx.clone();
                 async move {
                     keyless_keys::warm_up_thread();
@@ -277,7 +287,17 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         proxy_protocol,
                         mode,
                         stacks: coroutine::Stacks::default(),
-                        key_servers,
+                        key_client: keyclient::KeyClient::start(
+                            key_servers.servers(),
+                            if mode == conn::HandshakeMode::Coroutine {
+                                key_client_settings.clone()
+                            } else {
+                                keyclient::Settings {
+                                    connections_per_server: 0,
+                                    ..key_client_settings.clone()
+                                }
+                            },
+                        ),
                     });
                     let open = conn::OpenCount::default();
                     while !draining.load(std::sync::atomic::Ordering::SeqCst) {

@@ -44,7 +44,7 @@ fn no_private_key_material_in_debug_logs() {
         }
         let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
         let der = der.secret_der();
-        for chunk in der.chunks(16).skip(1) {
+        for chunk in der.chunks_exact(16).skip(1) {
             secrets.push(hex::encode(chunk));
             secrets.push(hex::encode_upper(chunk));
         }
