@@ -83,13 +83,17 @@ PY
 done
 
 # 2. Resumed vs full, TLS 1.2 (remote edge still running).
-full=$(hs --mode full --tls 1.2 --concurrency 16)
-resumed=$(hs --mode resumed --tls 1.2 --concurrency 16)
+f0=$(cpu_ticks $EDGE_PID); full=$(hs --mode full --tls 1.2 --concurrency 16); f1=$(cpu_ticks $EDGE_PID)
+r0=$(cpu_ticks $EDGE_PID); resumed=$(hs --mode resumed --tls 1.2 --concurrency 16); r1=$(cpu_ticks $EDGE_PID)
 python3 - "$(echo "$full" | field handshakes_per_sec)" "$(echo "$resumed" | field handshakes_per_sec)" \
-  "$(echo "$resumed" | field 'resumed/max(handshakes,1)')" <<'PY'
+  "$(echo "$resumed" | field 'resumed/max(handshakes,1)')" "$f0" "$f1" "$(echo "$full" | field handshakes)" \
+  "$r0" "$r1" "$(echo "$resumed" | field handshakes)" "$(getconf CLK_TCK)" <<'PY'
 import sys
-full, resumed, share = map(float, sys.argv[1:])
-print(f"TLS 1.2: full {full:.0f}/s, resumed {resumed:.0f}/s ({share*100:.0f}% resumed) -> {resumed / full:.1f}x")
+full, resumed, share, f0, f1, fn, r0, r1, rn, hz = map(float, sys.argv[1:])
+fc = (f1 - f0) / hz / fn * 1e6
+rc = (r1 - r0) / hz / rn * 1e6
+print(f"TLS 1.2: full {full:.0f}/s, resumed {resumed:.0f}/s ({share*100:.0f}% resumed) -> {resumed / full:.1f}x; "
+      f"edge CPU per handshake: full {fc:.0f} us, resumed {rc:.0f} us -> {fc / rc:.1f}x")
 PY
 near=$(hs --mode full --tls 1.3 --concurrency 256 | field handshakes_per_sec)
 stop_edge
