@@ -136,6 +136,19 @@ impl KeyClient {
     /// Send `request` to a key server; its response payload, or why there
     /// is none. Retried once on another server if its connection fails.
     pub async fn perform(&self, request: Message) -> Result<Vec<u8>, ClientError> {
+        // No connection up (start-up, or every key server reconnecting):
+        // wait for one, within the request's timeout, rather than fail a
+        // handshake that a moment later would have been served.
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        while !self.servers.iter().any(|s| s.pick(0).is_some()) {
+            if std::time::Instant::now() >= deadline {
+                return Err(ClientError::Closed(format!(
+                    "no key server reachable within {:?}",
+                    self.request_timeout
+                )));
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
         let n = self.next.get();
         self.next.set(n.wrapping_add(1));
         let count = self.servers.len();
