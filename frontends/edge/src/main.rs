@@ -9,27 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keyless_edge::config::{self, Cli};
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn init_logging(loglevel: u8) {
-    let level = match loglevel {
-        0 => "debug",
-        1 => "info",
-        2 => "warn",
-        _ => "error",
-    };
-    let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
 
 /// The development edge configuration, written next to the PKI.
 fn dev_edge_config(pki: &keyless_pki::DevPki, cli: &Cli) -> String {
@@ -98,7 +80,7 @@ fn print_dev_help(dir: &Path, addr: std::net::SocketAddr) {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    init_logging(cli.loglevel.unwrap_or(1));
+    keyless_server::init_logging(cli.loglevel.unwrap_or(1));
     if cli.dev {
         if let Err(e) = dev_setup(&mut cli) {
             eprintln!("keyless-edge: development setup: {e}");

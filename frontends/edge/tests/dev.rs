@@ -54,22 +54,50 @@ fn no_private_key_material_in_debug_logs() {
     }
 }
 
+/// `keyless-edge --dev` in a fresh folder on free ports, logging to a file.
+struct Dev {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    edge_port: u16,
+    metrics_port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Dev {
+    fn start(extra: &[&str]) -> Dev {
+        let dir = tempfile::tempdir().unwrap();
+        let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
+        let log = dir.path().join("edge.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_keyless-edge"))
+            .current_dir(dir.path())
+            .arg("--dev")
+            .args(["--dev-port", &edge_port.to_string()])
+            .args(["--dev-key-server-port", &ks_port.to_string()])
+            .args(["--dev-metrics-port", &metrics_port.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Dev {
+            dir,
+            child,
+            edge_port,
+            metrics_port,
+            log,
+        }
+    }
+}
+
 fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
-    let log = dir.path().join("edge.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyless-edge"))
-        .current_dir(dir.path())
-        .arg("--dev")
-        .args(["--dev-port", &edge_port.to_string()])
-        .args(["--dev-key-server-port", &ks_port.to_string()])
-        .args(["--dev-metrics-port", &metrics_port.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let Dev {
+        dir,
+        mut child,
+        edge_port,
+        metrics_port,
+        log,
+    } = Dev::start(extra);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !read_log().contains("Development edge on") {
@@ -123,23 +151,11 @@ fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
 /// and SIGTERM stops the edge with exit code 0.
 #[test]
 fn sighup_reloads_certificates_and_sigterm_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
-    let log = dir.path().join("edge.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyless-edge"))
-        .current_dir(dir.path())
-        .arg("--dev")
-        .args(["--dev-port", &edge_port.to_string()])
-        .args(["--dev-key-server-port", &ks_port.to_string()])
-        .args(["--dev-metrics-port", &metrics_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut dev = Dev::start(&[]);
+    let (edge_port, dir, log) = (dev.edge_port, dev.dir.path().to_owned(), dev.log.clone());
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !read_log().contains("key server 127.0.0.1") || !read_log().contains("connected") {
+    while !read_log().contains("Development edge on") || !read_log().contains("connected") {
         assert!(Instant::now() < deadline, "dev edge did not start:\n{}", read_log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -147,7 +163,7 @@ fn sighup_reloads_certificates_and_sigterm_exits_zero() {
         let out = Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{edge_port}"), "-tls1_3"])
             .arg("-CAfile")
-            .arg(dir.path().join("dev-pki/ca.pem"))
+            .arg(dir.join("dev-pki/ca.pem"))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -156,7 +172,7 @@ fn sighup_reloads_certificates_and_sigterm_exits_zero() {
     let before = handshake();
     assert!(before.contains("Peer signature type: ECDSA"), "{before}");
     // Make the RSA certificate the default, then SIGHUP.
-    let config = dir.path().join("dev-pki/edge.yaml");
+    let config = dir.join("dev-pki/edge.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
     let swapped = text
         .replace("    default: true\n", "    names: [p256.localhost]\n")
@@ -165,7 +181,7 @@ fn sighup_reloads_certificates_and_sigterm_exits_zero() {
     std::fs::write(&config, swapped).unwrap();
     let signal = |sig: &str| {
         assert!(Command::new("kill")
-            .args([sig, &child.id().to_string()])
+            .args([sig, &dev.child.id().to_string()])
             .status()
             .unwrap()
             .success());
@@ -181,7 +197,7 @@ fn sighup_reloads_certificates_and_sigterm_exits_zero() {
     signal("-TERM");
     let deadline = Instant::now() + Duration::from_secs(40);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = dev.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "the edge did not stop:\n{}", read_log());

@@ -78,6 +78,27 @@ impl RunningServer {
     }
 }
 
+/// Log to stderr (as gokeyless does) at gokeyless's `loglevel` (0 debug, 1
+/// info, 2 warning, 3+ error); `KEYLESS_LOG` (an `EnvFilter` string)
+/// overrides it. Shared by the key server and the edge binaries.
+pub fn init_logging(loglevel: u8) {
+    use std::io::IsTerminal;
+    let level = match loglevel {
+        0 => "debug",
+        1 => "info",
+        2 => "warn",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
 /// Load keys and TLS from `settings` and start serving.
 pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if settings.activation_requested {

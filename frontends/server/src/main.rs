@@ -4,28 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keyless_server::config::{self, Cli};
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn init_logging(loglevel: u8) {
-    let level = match loglevel {
-        0 => "debug",
-        1 => "info",
-        2 => "warn",
-        _ => "error",
-    };
-    let filter = EnvFilter::try_from_env("KEYLESS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    use std::io::IsTerminal;
-    // Logs go to stderr, as gokeyless's do.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
 
 fn dev_setup(cli: &mut Cli) -> Result<(), String> {
     let pki = keyless_pki::DevPki::at(&cli.dev_dir);
@@ -78,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(settings.loglevel);
+    keyless_server::init_logging(settings.loglevel);
     match &settings.config_file {
         Some(p) => tracing::info!("using configuration {}", p.display()),
         None => {

@@ -137,15 +137,7 @@ impl Ca {
         not_after: OffsetDateTime,
     ) -> Result<Issued, PkiError> {
         let key = KeyType::EcdsaP384.generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        for name in names {
-            params.subject_alt_names.push(match name.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*name).try_into()?),
-            });
-        }
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = leaf_params(common_name, names)?;
         params.extended_key_usages = usages
             .iter()
             .map(|u| match u {
@@ -163,20 +155,26 @@ impl Ca {
     }
 }
 
+/// A leaf's common name, names (IP addresses or DNS names) and key usage.
+fn leaf_params(common_name: &str, names: &[&str]) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for name in names {
+        params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*name).try_into()?),
+        });
+    }
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
 impl Ca {
     /// A server certificate for an existing key (an edge's site
     /// certificate for a key that lives on a key server): the leaf then the
     /// CA, PEM.
     pub fn issue_site(&self, common_name: &str, names: &[&str], key: &KeyPair) -> Result<String, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        for name in names {
-            params.subject_alt_names.push(match name.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*name).try_into()?),
-            });
-        }
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = leaf_params(common_name, names)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
