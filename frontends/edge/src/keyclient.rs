@@ -38,16 +38,19 @@ type Waiter = futures_channel::oneshot::Sender<Message>;
 
 /// What a connection's reader and writer tasks share with it (not the
 /// link itself, so the tasks end when the link is dropped).
-#[derive(Default)]
 struct LinkState {
     waiting: RefCell<HashMap<u32, Waiter>>,
     closed: Cell<bool>,
+    /// Tells the reader to stop even if the key server never closes (a
+    /// hung server must not keep the socket and the task alive).
+    stop_reader: LocalSender<()>,
 }
 
 impl LinkState {
     fn fail_all(&self) {
         self.closed.set(true);
         self.waiting.borrow_mut().clear(); // dropped senders wake every waiter
+        let _ = self.stop_reader.try_send(());
     }
 }
 
@@ -250,7 +253,12 @@ async fn open(server: &Server, settings: &Settings) -> Result<Rc<Link>, String> 
         .map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = futures_lite::io::split(tls);
     let (frames_tx, frames_rx) = local_channel::new_unbounded::<Vec<u8>>();
-    let state = Rc::new(LinkState::default());
+    let (stop_tx, stop_rx) = local_channel::new_unbounded::<()>();
+    let state = Rc::new(LinkState {
+        waiting: RefCell::new(HashMap::new()),
+        closed: Cell::new(false),
+        stop_reader: stop_tx,
+    });
     let link = Rc::new(Link {
         next_id: Cell::new(0),
         state: state.clone(),
@@ -291,9 +299,13 @@ async fn open(server: &Server, settings: &Settings) -> Result<Rc<Link>, String> 
             let mut buf = Vec::with_capacity(64 * 1024);
             let mut chunk = vec![0u8; 64 * 1024];
             loop {
-                let n = match reader.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let read = futures_lite::future::or(async { Some(reader.read(&mut chunk).await) }, async {
+                    stop_rx.recv().await;
+                    None
+                });
+                let n = match read.await {
+                    Some(Ok(n)) if n > 0 => n,
+                    _ => break,
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 let mut consumed = 0;
