@@ -74,9 +74,14 @@ fn signatures(server: &keyless_server::RunningServer) -> u64 {
 /// An edge in front of `key_servers`, with `extra` YAML appended.
 fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
     let pki = &fixture().pki;
+    let timeout = if extra.contains("request_timeout_ms") {
+        ""
+    } else {
+        "request_timeout_ms: 1000\n"
+    };
     let servers: Vec<String> = key_servers.iter().map(|a| format!("\"{a}\"")).collect();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nworkers: 1\nhandshake_threads: 16\nrequest_timeout_ms: 1000\nhealth_interval_ms: 100\n\
+        "listen: 127.0.0.1:0\nworkers: 1\nhandshake_threads: 16\n{timeout}health_interval_ms: 100\n\
          certificates:\n  - cert: {}\n    default: true\n  - cert: {}\n    names: [rsa.localhost]\n\
          key_servers: [{}]\nkey_server_name: localhost\nkey_server_ca: {}\nclient_cert: {}\nclient_key: {}\n{extra}",
         pki.sites_dir.join("p256.pem").display(),
@@ -428,4 +433,82 @@ fn the_threads_handshake_mode_signs_and_resumes_too() {
     let out = s_client(e.addr, &["-tls1_3", "-servername", "rsa.localhost"]);
     assert!(out.contains("Peer signature type: RSA-PSS"), "{out}");
     assert_eq!(signatures(server) - before, 2);
+}
+
+/// A key server that answers pings at once but sits on signature requests
+/// for 3 s: handshakes suspended in their coroutine hit the 1 s handshake
+/// timeout, their coroutines are unwound, and the edge keeps serving.
+#[test]
+fn a_handshake_timing_out_while_its_signature_is_pending_is_dropped_cleanly() {
+    let _serial = serial();
+    let pki = &fixture().pki;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = keyless_server::tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca_cert).unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let slow_addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        use keyless_protocol::{split_frame, Frame, Message, Opcode};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let (mut rd, wr) = tokio::io::split(stream);
+                let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = rd.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(raw) = split_frame(&buf) {
+                        let len = raw.header.frame_len();
+                        let frame = raw.decode().unwrap();
+                        buf.drain(..len);
+                        let wr = wr.clone();
+                        tokio::spawn(async move {
+                            let answer = if frame.message.opcode == Some(Opcode::PING) {
+                                Message {
+                                    opcode: Some(Opcode::PONG),
+                                    ..Message::default()
+                                }
+                            } else {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                Message::error(keyless_protocol::ErrorCode::Internal)
+                            };
+                            let bytes = Frame::new(frame.id, answer).encode().unwrap();
+                            let _ = wr.lock().await.write_all(&bytes).await;
+                        });
+                    }
+                }
+            });
+        }
+    });
+    let e = edge(&[slow_addr], "handshake_timeout_s: 1\nrequest_timeout_ms: 5000\n");
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || handshake_once(e.addr)))
+        .collect();
+    for w in workers {
+        assert!(
+            w.join().unwrap().is_err(),
+            "no signature came, so no handshake can finish"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed at the 1 s handshake timeout"
+    );
+    assert!(e.metrics.failed_handshakes.get() >= 4);
+    // Still serving: another TLS client gets its ServerHello and a clean failure again.
+    assert!(handshake_once(e.addr).is_err());
+    drop(rt);
 }
