@@ -86,7 +86,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         async move { Ok(handshake(tcp, &ctx, peer, local).await) }
     })
     .await;
-    let (tcp, conn, pending) = match handshake {
+    let (tcp, conn, pending, scratch) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
@@ -103,7 +103,12 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         Some(HandshakeKind::Resumed) => ctx.metrics.resumed_handshakes.inc(),
         _ => ctx.metrics.full_handshakes.inc(),
     };
-    let session = Session { tcp, conn, pending };
+    let session = Session {
+        tcp,
+        conn,
+        pending,
+        scratch,
+    };
     let result = match ctx.upstream {
         Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
         None => answer_http(session).await,
@@ -120,7 +125,7 @@ async fn handshake(
     ctx: &CoreContext,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<(TcpStream, ServerConnection, Vec<u8>), String> {
+) -> Result<(TcpStream, ServerConnection, Vec<u8>, Vec<u8>), String> {
     let mut leftover = Vec::new();
     let mut acceptor = Acceptor::default();
     let mut buf = vec![0u8; CHUNK];
@@ -200,7 +205,7 @@ async fn handshake(
         }
     }
     flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-    Ok((stream, conn, leftover))
+    Ok((stream, conn, leftover, buf))
 }
 
 /// Write everything rustls has queued for the peer.
@@ -221,6 +226,8 @@ pub struct Session {
     pub conn: ServerConnection,
     /// Bytes from the client not yet given to rustls (it takes what fits).
     pub pending: Vec<u8>,
+    /// The socket read buffer (the handshake's, reused).
+    pub scratch: Vec<u8>,
 }
 
 /// Give rustls as much of `pending` as it takes and process it.
@@ -236,7 +243,6 @@ pub fn feed(conn: &mut ServerConnection, pending: &mut Vec<u8>) -> std::io::Resu
 impl Session {
     /// Plaintext from the client; `Ok(0)` when it closed (close_notify or EOF).
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut chunk = vec![0u8; CHUNK];
         loop {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -245,11 +251,11 @@ impl Session {
                 Err(e) => return Err(e),
             }
             if self.pending.is_empty() {
-                let n = self.tcp.read(&mut chunk).await?;
+                let n = self.tcp.read(&mut self.scratch).await?;
                 if n == 0 {
                     return Ok(0);
                 }
-                self.pending.extend_from_slice(&chunk[..n]);
+                self.pending.extend_from_slice(&self.scratch[..n]);
             }
             if let Err(e) = feed(&mut self.conn, &mut self.pending) {
                 let _ = flush(&mut self.conn, &mut self.tcp).await;
@@ -276,7 +282,7 @@ impl Session {
 async fn answer_http(mut session: Session) -> std::io::Result<()> {
     const BODY: &str = "hello from keyless-edge\n";
     let mut request = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; 4096];
     loop {
         let n = session.read(&mut buf).await?;
         if n == 0 {

@@ -58,12 +58,22 @@ pub async fn run(
     client: SocketAddr,
     local: SocketAddr,
 ) -> std::io::Result<()> {
-    let Session { tcp, conn, pending } = session;
+    let Session {
+        tcp,
+        conn,
+        pending,
+        scratch,
+    } = session;
     let mut up = match TcpStream::connect(upstream).await {
         Ok(up) => up,
         Err(e) => {
             // Tell the client we are closing, then go.
-            let mut session = Session { tcp, conn, pending };
+            let mut session = Session {
+                tcp,
+                conn,
+                pending,
+                scratch,
+            };
             session.close().await;
             return Err(std::io::Error::other(format!("upstream {upstream}: {e}")));
         }
@@ -106,7 +116,7 @@ pub async fn run(
 
     // Client -> upstream, here.
     let upstream_result: std::io::Result<()> = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = scratch;
         let mut plain = vec![0u8; CHUNK];
         let mut pending = pending;
         let mut closed = false;
