@@ -189,7 +189,14 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let key_server_tls = tls.clone();
     let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
     pool_config.server_name = config.key_server_name.clone();
-    pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
+    // In the coroutine mode the cores sign through their own connections;
+    // this pool only answers /readyz and the metrics, so one each suffices.
+    let threads_mode = config.handshake_mode.as_deref() == Some("threads");
+    pool_config.connections_per_server = if threads_mode {
+        config.connections_per_server.unwrap_or(2)
+    } else {
+        1
+    };
     pool_config.request_timeout = config.request_timeout();
     pool_config.health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
     let pool = KeyServerPool::start(pool_config).map_err(|e| e.to_string())?;
