@@ -26,6 +26,8 @@ const PIN: &str = "1234";
 struct Hsm {
     softhsm: SoftHsm,
     keys: Vec<ImportedKey>,
+    /// The P-256 key of each fault token, by token label.
+    fault_keys: Vec<(&'static str, ImportedKey)>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,18 +61,25 @@ fn hsm() -> &'static Hsm {
                     .unwrap(),
             );
         }
+        let mut fault_keys = Vec::new();
         for token in FAULT_TOKENS {
             softhsm.init_token(token, PIN, "5678").unwrap();
-            softhsm
+            let key = softhsm
                 .import_new_key(token, PIN, "p256", 1, KeyType::EcdsaP256)
                 .unwrap();
+            fault_keys.push((*token, key));
         }
         Hsm {
             softhsm,
             keys,
+            fault_keys,
             _dir: dir,
         }
     })
+}
+
+fn fault_key<'a>(hsm: &'a Hsm, token: &str) -> &'a ImportedKey {
+    &hsm.fault_keys.iter().find(|(t, _)| *t == token).unwrap().1
 }
 
 fn uri(token: &str, query_extra: &str, path_extra: &str) -> Pkcs11Source {
@@ -258,13 +267,14 @@ fn a_missing_module_or_token_is_a_clear_error() {
 #[test]
 fn a_logged_out_token_is_logged_in_again() {
     let hsm = hsm();
-    let imported_pem = hsm.softhsm.token_dir("logout").map(|_| ());
-    assert!(imported_pem.is_some());
+    let (_, verifier) = public_info(&fault_key(hsm, "logout").public_pem);
     let key = load(&uri("logout", "&max-sessions=1", "")).unwrap()[0]
         .instantiate()
         .unwrap();
     let op = Operation::Ecdsa(Hash::Sha256);
-    key.perform(op, &[1; 32]).unwrap();
+    verifier
+        .verify(op, &[1; 32], &key.perform(op, &[1; 32]).unwrap())
+        .unwrap();
 
     let ctx = Pkcs11::new(SOFTHSM_MODULE).unwrap();
     let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
@@ -283,7 +293,7 @@ fn a_logged_out_token_is_logged_in_again() {
     session.logout().unwrap();
 
     let signature = key.perform(op, &[2; 32]).expect("the pool logs in again");
-    assert!(!signature.is_empty());
+    verifier.verify(op, &[2; 32], &signature).expect("signature verifies");
     let stats = keyless_pkcs11::snapshots()
         .into_iter()
         .find(|s| s.token.contains("logout"))
@@ -298,6 +308,8 @@ fn a_logged_out_token_is_logged_in_again() {
 #[test]
 fn a_deleted_token_fails_fast_and_others_keep_serving() {
     let hsm = hsm();
+    let (_, verifier) = public_info(&fault_key(hsm, "vanishing").public_pem);
+    let (_, other_verifier) = public_info(&hsm.keys.iter().find(|k| k.label == "p256").unwrap().public_pem);
     let key = load(&uri("vanishing", "&max-sessions=1", "")).unwrap()[0]
         .instantiate()
         .unwrap();
@@ -305,7 +317,9 @@ fn a_deleted_token_fails_fast_and_others_keep_serving() {
         .instantiate()
         .unwrap();
     let op = Operation::Ecdsa(Hash::Sha256);
-    key.perform(op, &[1; 32]).unwrap();
+    verifier
+        .verify(op, &[1; 32], &key.perform(op, &[1; 32]).unwrap())
+        .unwrap();
 
     let dir = hsm.softhsm.token_dir("vanishing").unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -313,7 +327,10 @@ fn a_deleted_token_fails_fast_and_others_keep_serving() {
     for i in 0..20 {
         let err = key.perform(op, &[i; 32]).expect_err("the token's files are gone");
         assert_eq!(err.0, "the HSM is unavailable");
-        other.perform(op, &[i; 32]).expect("another token is unaffected");
+        let signature = other.perform(op, &[i; 32]).expect("another token is unaffected");
+        other_verifier
+            .verify(op, &[i; 32], &signature)
+            .expect("signature verifies");
     }
     assert!(started.elapsed() < Duration::from_secs(5), "failures must be quick");
     let stats = keyless_pkcs11::snapshots()

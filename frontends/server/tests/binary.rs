@@ -519,10 +519,8 @@ fn the_connection_cap_closes_new_connections_at_its_limit() {
 #[test]
 fn slow_and_unread_clients_do_not_hold_up_others() {
     let running = Running::start(&["--workers", "1"]);
-    let ski = keyless_tools::conformance::load_expected_key(&running.pki.pubkeys_dir.join("p256.pem"))
-        .unwrap()
-        .info
-        .ski;
+    let key = keyless_tools::conformance::load_expected_key(&running.pki.pubkeys_dir.join("p256.pem")).unwrap();
+    let ski = key.info.ski;
     block_on(async {
         use tokio::io::AsyncWriteExt;
         let tls = client_tls(&running.pki);
@@ -572,13 +570,24 @@ fn slow_and_unread_clients_do_not_hold_up_others() {
         let started = Instant::now();
         let calls = (0..500u32).map(|i| {
             let good = &good;
+            let digest = [(i % 256) as u8; 32];
             async move {
-                good.perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, ski, &[(i % 256) as u8; 32])
-                    .await
+                (
+                    digest,
+                    good.perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, ski, &digest)
+                        .await,
+                )
             }
         });
-        for r in futures_util::future::join_all(calls).await {
-            r.expect("the well-behaved client is served");
+        for (digest, r) in futures_util::future::join_all(calls).await {
+            let signature = r.expect("the well-behaved client is served");
+            key.verifier
+                .verify(
+                    keyless_keys::Operation::Ecdsa(keyless_keys::Hash::Sha256),
+                    &digest,
+                    &signature,
+                )
+                .expect("signature verifies");
         }
         assert!(
             started.elapsed() < Duration::from_secs(15), // a stall bound, not a speed claim
