@@ -11,6 +11,7 @@
 //! tools), or ever read private key bytes: they stay in the HSM.
 
 pub mod ceiling;
+mod exit;
 pub mod pool;
 mod public;
 mod token;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,7 @@ struct Workers {
     key: (PathBuf, u64),
     pool: Weak<Pool>,
     jobs: async_channel::Sender<Job>,
+    spec: Arc<WorkerSpec>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -172,6 +173,7 @@ pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
         selector: spec.selector,
         pin: spec.pin,
         token: token.clone(),
+        stopping: AtomicBool::new(false),
     });
     let mut threads = Vec::new();
     for index in 0..spec.sessions.max(1) {
@@ -201,6 +203,7 @@ pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
         key,
         pool: Arc::downgrade(&pool),
         jobs: tx,
+        spec: shared,
         threads,
     });
     Ok(pool)
@@ -208,14 +211,34 @@ pub fn get_or_start(spec: PoolSpec) -> Result<Arc<Pool>, String> {
 
 /// Stop every pool before the process exits: no new jobs are taken, and
 /// workers finish their current call and close their sessions, waiting at
-/// most `timeout` for them. (Exiting while a worker is inside the module
-/// can crash in the module's own teardown.)
-pub fn shutdown(timeout: Duration) {
-    let workers: Vec<Workers> = std::mem::take(&mut *registry().lock().unwrap_or_else(|e| e.into_inner()));
+/// most `timeout` for them. True when every worker has stopped. (Exiting
+/// while a worker is inside the module can crash in the module's own
+/// teardown.)
+pub fn shutdown(timeout: Duration) -> bool {
+    let workers = std::mem::take(&mut *registry().lock().unwrap_or_else(|e| e.into_inner()));
+    stop(workers, timeout)
+}
+
+/// [`shutdown`] from an exit handler: a registry held by a thread that
+/// exit interrupted is left alone (false) rather than waited for.
+pub(crate) fn stop_for_exit(timeout: Duration) -> bool {
+    match registry().try_lock() {
+        Ok(mut pools) => {
+            let workers = std::mem::take(&mut *pools);
+            drop(pools);
+            stop(workers, timeout)
+        }
+        Err(_) => false,
+    }
+}
+
+fn stop(workers: Vec<Workers>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     for w in &workers {
+        w.spec.stopping.store(true, Ordering::Relaxed);
         w.jobs.close();
     }
+    let mut all_stopped = true;
     for w in workers {
         for thread in w.threads {
             while !thread.is_finished() && Instant::now() < deadline {
@@ -223,9 +246,12 @@ pub fn shutdown(timeout: Duration) {
             }
             if thread.is_finished() {
                 let _ = thread.join();
+            } else {
+                all_stopped = false;
             }
         }
     }
+    all_stopped
 }
 
 /// Every pool still in use.
@@ -243,6 +269,9 @@ struct WorkerSpec {
     selector: TokenSelector,
     pin: Zeroizing<String>,
     token: String,
+    /// Set by [`shutdown`]: workers leave what is still queued unperformed
+    /// (its requesters get an error) instead of draining the queue.
+    stopping: AtomicBool,
 }
 
 struct Worker {
@@ -275,7 +304,7 @@ impl Worker {
         // answer goes back at once: no added latency below saturation.
         let mut held: Vec<Reply> = Vec::with_capacity(MAX_HELD);
         let mut held_since = Instant::now();
-        loop {
+        while !self.spec.stopping.load(Ordering::Relaxed) {
             let job = if held.is_empty() {
                 match rx.recv_blocking() {
                     Ok(job) => job,

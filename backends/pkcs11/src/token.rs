@@ -17,11 +17,7 @@ use crate::uri::Pkcs11Uri;
 /// The process's context for `module`: loaded and initialized on first use,
 /// then shared (PKCS#11 allows one C_Initialize per process).
 pub fn context(module: &Path) -> Result<Pkcs11, String> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut contexts = CONTEXTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut contexts = contexts().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(ctx) = contexts.get(module) {
         return Ok(ctx.clone());
     }
@@ -34,7 +30,24 @@ pub fn context(module: &Path) -> Result<Pkcs11, String> {
         Err(e) => return Err(format!("C_Initialize of {}: {}", module.display(), short(&e))),
     }
     contexts.insert(module.to_owned(), ctx.clone());
+    crate::exit::finalize_at_exit();
     Ok(ctx)
+}
+
+fn contexts() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    CONTEXTS.get_or_init(Default::default)
+}
+
+/// C_Finalize every module this process initialized (at exit, once no
+/// worker is inside one).
+pub(crate) fn finalize_all() {
+    let Ok(mut contexts) = contexts().try_lock() else {
+        return;
+    };
+    for (_, ctx) in contexts.drain() {
+        let _ = ctx.finalize();
+    }
 }
 
 /// Which token a URI names.
