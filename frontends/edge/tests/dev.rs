@@ -54,10 +54,34 @@ fn no_private_key_material_in_debug_logs() {
     }
 }
 
+/// A child process killed when dropped, so a failing test leaves nothing
+/// running after the test binary exits.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `keyless-edge --dev` in a fresh folder on free ports, logging to a file.
 struct Dev {
     dir: tempfile::TempDir,
-    child: std::process::Child,
+    child: KillOnDrop,
     edge_port: u16,
     metrics_port: u16,
     log: std::path::PathBuf,
@@ -80,6 +104,7 @@ impl Dev {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let child = KillOnDrop(child);
         Dev {
             dir,
             child,

@@ -111,6 +111,15 @@ impl Running {
     }
 }
 
+/// A test that fails (or never stops its server) must not leave the
+/// process running after the test binary exits.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn fails_with(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "should have failed");

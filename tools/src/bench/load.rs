@@ -64,12 +64,15 @@ struct Tally {
     verified: u64,
     verify_failures: u64,
     not_sent: u64,
+    /// Open loop: send time minus due time.
+    lag: Histogram<u64>,
 }
 
 impl Tally {
     fn new() -> Tally {
         Tally {
             hist: LatencyHistogram::new_ns(),
+            lag: LatencyHistogram::new_ns(),
             ok: 0,
             errors: BTreeMap::new(),
             verified: 0,
@@ -80,6 +83,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         let _ = self.hist.add(&other.hist);
+        let _ = self.lag.add(&other.lag);
         self.ok += other.ok;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
@@ -137,6 +141,7 @@ pub async fn run(spec: LoadSpec, live: Arc<Live>) -> Result<LoadReport, String> 
         verified: total.verified,
         verify_failures: total.verify_failures,
         not_sent: total.not_sent,
+        send_lag: matches!(spec.mode, Mode::Open { .. }).then(|| super::report::Latency::from_histogram(&total.lag)),
     })
 }
 
@@ -172,6 +177,7 @@ async fn connection(
         sent.clone(),
         payload.clone(),
         start,
+        measure_from,
         stop_at,
         Flight {
             done: writer_done.clone(),
@@ -195,7 +201,9 @@ async fn connection(
         &flight,
     )
     .await;
-    tally.not_sent += writer_task.await.map_err(|e| e.to_string())?;
+    let (not_sent, lag) = writer_task.await.map_err(|e| e.to_string())?;
+    tally.not_sent += not_sent;
+    let _ = tally.lag.add(&lag);
     Ok(tally)
 }
 
@@ -207,9 +215,10 @@ async fn write_side(
     sent: Arc<Vec<AtomicU64>>,
     payload: Arc<Vec<u8>>,
     start: Instant,
+    measure_from: Instant,
     stop_at: Instant,
     flight: Flight,
-) -> u64 {
+) -> (u64, Histogram<u64>) {
     let request = |slot: usize| {
         let message = match spec.op.opcode {
             Opcode::PING => Message::request(Opcode::PING, None, payload.to_vec()),
@@ -219,6 +228,8 @@ async fn write_side(
     };
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut not_sent = 0u64;
+    let mut lag = LatencyHistogram::new_ns();
+    let mut sent_dues: Vec<Instant> = Vec::new();
     let mut ready: Vec<usize> = (0..sent.len()).collect();
     match spec.mode {
         Mode::Closed { pause } => loop {
@@ -258,9 +269,11 @@ async fn write_side(
                     ready.push(slot);
                 }
                 buf.clear();
+                sent_dues.clear();
                 for due in dues {
                     match ready.pop() {
                         Some(slot) => {
+                            sent_dues.push(due);
                             flight.count.fetch_add(1, Ordering::Relaxed);
                             // Timed from when it was due, not when it left.
                             sent[slot].store(nanos_since(start, due), Ordering::Relaxed);
@@ -272,12 +285,16 @@ async fn write_side(
                 if !buf.is_empty() && writer.write_all(&buf).await.is_err() {
                     break;
                 }
+                let now = Instant::now();
+                for due in sent_dues.iter().filter(|d| **d >= measure_from) {
+                    let _ = lag.record(nanos_since(*due, now).max(1));
+                }
             }
         }
     }
     let _ = writer.flush().await;
     flight.done.store(true, Ordering::Release);
-    not_sent
+    (not_sent, lag)
 }
 
 /// Sleep until `deadline`. tokio's timer has a 1 ms granularity, which

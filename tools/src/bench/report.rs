@@ -61,6 +61,10 @@ pub struct LoadReport {
     pub verify_failures: u64,
     /// Open loop: ticks at which every slot was busy (the offered rate was not sent).
     pub not_sent: u64,
+    /// Open loop: how late requests left the generator, after they were
+    /// due. Latency counts from the due time, so a lag here is the
+    /// generator's own, not the server's.
+    pub send_lag: Option<Latency>,
 }
 
 impl LoadReport {
@@ -86,6 +90,12 @@ impl LoadReport {
             "  verified  {} signatures, {} failed",
             self.verified, self.verify_failures
         );
+        if let Some(l) = &self.send_lag {
+            println!(
+                "  send lag  p50 {:.0} us  p99 {:.0} us  max {:.0} us (generator behind its schedule)",
+                l.p50_us, l.p99_us, l.max_us
+            );
+        }
         if self.not_sent > 0 {
             println!("  not sent  {} (all slots busy at the offered rate)", self.not_sent);
         }
