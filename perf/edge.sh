@@ -27,7 +27,7 @@ listen: 127.0.0.1:$EDGE_PORT
 workers: 1
 handshake_threads: 512
 certificates:
-  - cert: $PKI/sites/p256.pem
+  - cert: $PKI/sites/${CERT:-p256}.pem
     default: true
 $( [ -n "$2" ] && echo "    local_key: $2" )
 key_servers: ["$1"]
@@ -82,20 +82,29 @@ PY
   [ "$mode" = remote ] || stop_edge
 done
 
-# 2. Resumed vs full, TLS 1.2 (remote edge still running).
+# 2. Resumed vs full, TLS 1.2: the P-256 certificate (remote edge still
+#    running), then an RSA-2048 one.
+resumed_vs_full() { # $1 = certificate name
 f0=$(cpu_ticks $EDGE_PID); full=$(hs --mode full --tls 1.2 --concurrency 16); f1=$(cpu_ticks $EDGE_PID)
 r0=$(cpu_ticks $EDGE_PID); resumed=$(hs --mode resumed --tls 1.2 --concurrency 16); r1=$(cpu_ticks $EDGE_PID)
 python3 - "$(echo "$full" | field handshakes_per_sec)" "$(echo "$resumed" | field handshakes_per_sec)" \
   "$(echo "$resumed" | field 'resumed/max(handshakes,1)')" "$f0" "$f1" "$(echo "$full" | field handshakes)" \
-  "$r0" "$r1" "$(echo "$resumed" | field handshakes)" "$(getconf CLK_TCK)" <<'PY'
+  "$r0" "$r1" "$(echo "$resumed" | field handshakes)" "$(getconf CLK_TCK)" "$1" <<'PY'
 import sys
-full, resumed, share, f0, f1, fn, r0, r1, rn, hz = map(float, sys.argv[1:])
+full, resumed, share, f0, f1, fn, r0, r1, rn, hz = map(float, sys.argv[1:11])
+cert = sys.argv[11]
 fc = (f1 - f0) / hz / fn * 1e6
 rc = (r1 - r0) / hz / rn * 1e6
-print(f"TLS 1.2: full {full:.0f}/s, resumed {resumed:.0f}/s ({share*100:.0f}% resumed) -> {resumed / full:.1f}x; "
+print(f"TLS 1.2 {cert}: full {full:.0f}/s, resumed {resumed:.0f}/s ({share*100:.0f}% resumed) -> {resumed / full:.1f}x; "
       f"edge CPU per handshake: full {fc:.0f} us, resumed {rc:.0f} us -> {fc / rc:.1f}x")
 PY
+}
+resumed_vs_full p256
 near=$(hs --mode full --tls 1.3 --concurrency 256 | field handshakes_per_sec)
+stop_edge
+CERT=rsa2048 edge_config "127.0.0.1:$PORT" "" >"$OUT/edge-rsa.yaml"
+start_edge "$OUT/edge-rsa.yaml"
+resumed_vs_full rsa2048
 stop_edge
 
 # 3. The key server 5 ms away (each way), 256 concurrent clients.
