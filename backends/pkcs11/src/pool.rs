@@ -343,6 +343,11 @@ impl Worker {
             }
         }
         release(&mut held);
+        // Stopped: what is still queued is answered with an error now (its
+        // reply dropped) rather than left to its requester's timeout.
+        while let Ok(job) = rx.try_recv() {
+            drop(job);
+        }
         stats.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
