@@ -45,7 +45,7 @@ fn shutdown_answers_every_queued_request() {
             "a worker did not stop"
         );
         let mut dropped = 0;
-        for p in &mut pending {
+        for p in pending.iter_mut().flatten() {
             // The workers are gone: every answer (a signature or an
             // error) must be there already.
             match futures_lite::future::block_on(futures_lite::future::poll_once(p)) {
@@ -91,8 +91,14 @@ fn leave_signatures_in_flight(dir: &Path, wait_ms: u64) {
 }
 
 /// A token in `dir` with one RSA-2048 key behind two sessions, and 256
-/// signatures queued on it (answers not awaited).
-fn queue_signatures(dir: &Path) -> (Box<dyn keyless_keys::PrivateKey>, Vec<keyless_keys::PendingOperation>) {
+/// signatures queued on it, answers not awaited (`None`: answered while
+/// it was being queued).
+fn queue_signatures(
+    dir: &Path,
+) -> (
+    Box<dyn keyless_keys::PrivateKey>,
+    Vec<Option<keyless_keys::PendingOperation>>,
+) {
     let softhsm = SoftHsm::create(dir).unwrap();
     std::env::set_var("SOFTHSM2_CONF", &softhsm.conf);
     softhsm.init_token("exit", PIN, "5678").unwrap();
@@ -107,11 +113,15 @@ fn queue_signatures(dir: &Path) -> (Box<dyn keyless_keys::PrivateKey>, Vec<keyle
     let op = Operation::RsaPkcs1(Hash::Sha256);
     let first = offload.submit(op, vec![7; 32]);
     futures_lite::future::block_on(first).unwrap();
-    let mut pending: Vec<_> = (0..=255u8).map(|i| offload.submit(op, vec![i; 32])).collect();
-    for p in &mut pending {
-        // One poll queues the job (the queue has room); the answer, if
-        // it is not already there, is left for the workers to give.
-        let _ = futures_lite::future::block_on(futures_lite::future::poll_once(p));
-    }
+    let pending = (0..=255u8)
+        .map(|i| {
+            let mut p = offload.submit(op, vec![i; 32]);
+            // One poll queues the job (the queue has room); the answer, if
+            // it is not already there, is left for the workers to give.
+            futures_lite::future::block_on(futures_lite::future::poll_once(&mut p))
+                .is_none()
+                .then_some(p)
+        })
+        .collect();
     (key, pending)
 }
