@@ -79,6 +79,12 @@ fn print_dev_help(dir: &Path, addr: std::net::SocketAddr) {
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    keyless_server::flush_logs();
+    code
+}
+
+fn run() -> ExitCode {
     let mut cli = Cli::parse();
     keyless_server::init_logging(cli.loglevel.unwrap_or(1));
     if cli.dev {
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
                 running.start_drain();
                 std::thread::sleep(drain_timeout + std::time::Duration::from_secs(5));
                 tracing::error!("cores did not stop within the drain timeout; exiting");
+                keyless_server::flush_logs();
                 std::process::exit(1);
             }
         });

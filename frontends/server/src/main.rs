@@ -45,6 +45,12 @@ fn remove_pid_file(pid_file: Option<&std::path::Path>) {
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    keyless_server::flush_logs();
+    code
+}
+
+fn run() -> ExitCode {
     let mut cli = Cli::parse();
     if cli.dev {
         if let Err(e) = dev_setup(&mut cli) {
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
                         !idle
                     );
                     remove_pid_file(pid_file.as_deref());
+                    keyless_server::flush_logs();
                     std::process::exit(if idle { 0 } else { 1 });
                 }
             });
