@@ -13,3 +13,4 @@ pub mod handler;
 pub mod runtime;
 pub mod sharing;
 pub mod stats;
+pub mod watchdog;

@@ -19,8 +19,10 @@ pub struct RuntimeConfig {
     /// How long a task may run before `yield_if_needed` yields: bounds how
     /// long a ping waits behind a batch of signatures.
     pub preempt_timer: std::time::Duration,
-    /// Log (with a backtrace) any core blocked this long past its budget.
+    /// Log any core that runs nothing (not even a timer) for
+    /// `stall_threshold`, from a watchdog thread ([`crate::watchdog`]).
     pub detect_stalls: bool,
+    pub stall_threshold: std::time::Duration,
     /// Spin this long for new work before sleeping in the kernel: trades
     /// idle CPU for the wake-up latency of a sleeping core (zero: never spin).
     pub spin_before_park: std::time::Duration,
@@ -49,6 +51,7 @@ impl Default for RuntimeConfig {
             name: "keyless-core".into(),
             preempt_timer: std::time::Duration::from_millis(2),
             detect_stalls: true,
+            stall_threshold: std::time::Duration::from_millis(100),
             spin_before_park: std::time::Duration::ZERO,
             drain_timeout: std::time::Duration::from_secs(30),
             handshake_timeout: std::time::Duration::from_secs(10),
@@ -89,26 +92,42 @@ where
         _ => PoolPlacement::Unbound(cores),
     };
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut builder = LocalExecutorPoolBuilder::new(placement)
+    let builder = LocalExecutorPoolBuilder::new(placement)
         .io_memory(config.io_memory)
         .ring_depth(config.ring_depth)
         .preempt_timer(config.preempt_timer)
         .spin_before_park(config.spin_before_park)
         .name(&config.name);
-    if config.detect_stalls {
-        // glommio's default: a core more than 10 ms over its budget without
-        // yielding is logged with a backtrace (SIGUSR1, off the hot path).
-        builder = builder.detect_stalls(Some(Box::new(|| {
-            Box::new(glommio::DefaultStallDetectionHandler {}) as Box<dyn glommio::StallDetectionHandler>
-        })));
-    }
+    let beats = crate::watchdog::Heartbeats::new(cores);
     let handles = builder
-        .on_all_shards(move || {
-            let core = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let task = task.clone();
-            async move { task(core).await.map_err(|e| (core, e.to_string())) }
+        .on_all_shards({
+            let beats = beats.clone();
+            let detect_stalls = config.detect_stalls;
+            move || {
+                let core = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let task = task.clone();
+                let beats = beats.clone();
+                async move {
+                    if detect_stalls {
+                        glommio::spawn_local(beats.clone().beat(core)).detach();
+                    }
+                    let result = task(core).await.map_err(|e| (core, e.to_string()));
+                    beats.finished(core);
+                    result
+                }
+            }
         })
         .map_err(|e| RuntimeError::Start(e.to_string()))?;
+    // Started once the cores run, so nothing is left behind if they cannot
+    // start; a watchdog that cannot start only costs the stall log.
+    let watchdog = match config.detect_stalls.then(|| beats.watch(config.stall_threshold)) {
+        Some(Ok(handle)) => Some(handle),
+        Some(Err(e)) => {
+            tracing::warn!("cannot start the stall watchdog: {e}");
+            None
+        }
+        None => None,
+    };
     let mut first_error = None;
     for result in handles.join_all() {
         let err = match result {
@@ -118,6 +137,10 @@ where
         };
         tracing::error!("{err}");
         first_error.get_or_insert(err);
+    }
+    beats.stop();
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.join();
     }
     first_error.map_or(Ok(()), Err)
 }
