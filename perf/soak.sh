@@ -5,7 +5,9 @@
 # reload (SIGHUP) and a ticket-key rotation every RELOAD seconds. Passes
 # with zero errors and bad signatures, and each process's resident memory
 # at the end within 5% of its value once warm (after the first minute, or
-# the first third of a shorter run).
+# the first third of a shorter run), or within SLACK_KIB of it (default 0):
+# a one-minute debug run starts from ~40 MB and its allocator is still
+# warming up by a few MB, which is not a leak.
 #
 #   perf/soak.sh                                   # 10 minutes, release build
 #   PROFILE=debug DURATION=60 RELOAD=20 perf/soak.sh   # CI: one minute
@@ -95,11 +97,13 @@ for f in full resumed; do
   printf "%-8s %10.0f handshakes/s (%s resumed)  failures: %s\n" "$f" "$(field handshakes_per_sec "$OUT/$f.json")" \
     "$(field resumed "$OUT/$f.json")" "$n"
 done
-growth() { python3 -c "print(f'{($2 - $1) * 100 / $1:+.1f}')" ; }
+SLACK_KIB=${SLACK_KIB:-0}
 sg=$(python3 -c "print(f'{($end_server - $warm_server) * 100 / $warm_server:+.1f}')")
 eg=$(python3 -c "print(f'{($end_edge - $warm_edge) * 100 / $warm_edge:+.1f}')")
 echo "reloads: $reloads; RSS key server ${warm_server} -> ${end_server} KiB (${sg}%), edge ${warm_edge} -> ${end_edge} KiB (${eg}%)"
-python3 -c "import sys; sys.exit(0 if abs($sg) <= 5 and abs($eg) <= 5 else 1)" || { echo "soak: memory grew more than 5%"; status=1; }
+python3 -c "import sys; ok = lambda a, b, pct: abs(pct) <= 5 or abs(b - a) <= $SLACK_KIB; \
+sys.exit(0 if ok($warm_server, $end_server, $sg) and ok($warm_edge, $end_edge, $eg) else 1)" \
+  || { echo "soak: memory grew more than 5% (and more than $SLACK_KIB KiB)"; status=1; }
 [ "$errors" -eq 0 ] || { echo "soak: $errors unexpected errors"; status=1; }
 [ "$status" -eq 0 ] && echo "soak: ok"
 exit $status
