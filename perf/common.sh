@@ -20,3 +20,15 @@ start_server() {
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 trap stop_server EXIT
+
+# CPU time (ms) used so far by the kernel's DAMON threads (kdamond). On this
+# VM the host runs a DAMON pageout scheme that samples every 500 ms and
+# takes 2-9 ms of one of our two cores each time, preempting whatever runs
+# there: the cause of the few-ms open-loop tails (perf sched timehist).
+kdamond_ms() {
+  local total=0 pid
+  for pid in $(pgrep -x 'kdamond\..*' 2>/dev/null || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo $((total * 1000 / $(getconf CLK_TCK)))
+}

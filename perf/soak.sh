@@ -101,7 +101,7 @@ SLACK_KIB=${SLACK_KIB:-0}
 sg=$(python3 -c "print(f'{($end_server - $warm_server) * 100 / $warm_server:+.1f}')")
 eg=$(python3 -c "print(f'{($end_edge - $warm_edge) * 100 / $warm_edge:+.1f}')")
 echo "reloads: $reloads; RSS key server ${warm_server} -> ${end_server} KiB (${sg}%), edge ${warm_edge} -> ${end_edge} KiB (${eg}%)"
-python3 -c "import sys; ok = lambda a, b, pct: abs(pct) <= 5 or abs(b - a) <= $SLACK_KIB; \
+python3 -c "import sys; ok = lambda a, b, pct: pct <= 5 or b - a <= $SLACK_KIB; \
 sys.exit(0 if ok($warm_server, $end_server, $sg) and ok($warm_edge, $end_edge, $eg) else 1)" \
   || { echo "soak: memory grew more than 5% (and more than $SLACK_KIB KiB)"; status=1; }
 [ "$errors" -eq 0 ] || { echo "soak: $errors unexpected errors"; status=1; }

@@ -40,6 +40,9 @@ pub struct RuntimeConfig {
     pub core_queue: usize,
     /// Longest request body a connection accepts (65535: the protocol's).
     pub max_body: usize,
+    /// While a batch is being signed, its answers are written at least this
+    /// often, so the client can refill its pipeline (see the README).
+    pub batch_flush: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +62,7 @@ impl Default for RuntimeConfig {
             max_connections: 16384,
             core_queue: 1024,
             max_body: 65535,
+            batch_flush: std::time::Duration::from_millis(2),
         }
     }
 }

@@ -175,6 +175,13 @@ struct LoadArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Never sleep: the generator's threads poll for answers and pace
+    /// requests by spinning (each takes a whole core). On loopback a
+    /// sleeping generator is woken by the server's core at the server's
+    /// expense; spinning measures the server as if the load came from
+    /// another machine, and open-loop requests leave on time.
+    #[arg(long)]
+    spin: bool,
 }
 
 fn main() -> ExitCode {
@@ -427,6 +434,7 @@ async fn spec(target: &Target, args: &LoadArgs, mode: Mode) -> Result<LoadSpec, 
         mode,
         verify_every: args.verify_every,
         verifier: Some(Arc::new(key.verifier)),
+        spin: args.spin,
     })
 }
 

@@ -92,6 +92,10 @@ pub struct Cli {
     /// Requests one core may queue for another at most (ours; default 1024).
     #[arg(long = "core-queue", env = "KEYLESS_CORE_QUEUE")]
     pub core_queue: Option<usize>,
+    /// While a batch is being signed, write its answers at least this often,
+    /// microseconds (ours; default 2000, 0: after every answer).
+    #[arg(long = "batch-flush-us", env = "KEYLESS_BATCH_FLUSH_US")]
+    pub batch_flush_us: Option<u64>,
     /// Milliseconds an HSM request may wait (queued, then signed) before it
     /// fails (ours; default 5000).
     #[arg(long = "pkcs11-timeout-ms", env = "KEYLESS_PKCS11_TIMEOUT_MS")]
@@ -139,6 +143,7 @@ pub struct FileConfig {
     pub max_connections_per_core: Option<usize>,
     pub max_request_body: Option<usize>,
     pub core_queue: Option<usize>,
+    pub batch_flush_us: Option<u64>,
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -195,6 +200,7 @@ pub struct Settings {
     pub max_connections_per_core: usize,
     pub max_request_body: usize,
     pub core_queue: usize,
+    pub batch_flush_us: u64,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -329,6 +335,7 @@ pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<
         max_connections_per_core: max_connections,
         max_request_body: max_body,
         core_queue,
+        batch_flush_us: cli.batch_flush_us.or(file.batch_flush_us).unwrap_or(2000),
     })
 }
 

@@ -44,6 +44,11 @@ pub struct Limits {
     /// one is answered with a format error and its bytes skipped: the
     /// connection goes on.
     pub max_body: usize,
+    /// While a batch is being signed, hand its answers to the writer at
+    /// least this often. Holding every answer until the whole batch is
+    /// signed left the server idle while the client, which got all its
+    /// answers at once, refilled its pipeline (README, "Batching").
+    pub batch_flush: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 16384,
             max_body: 65535,
+            batch_flush: Duration::from_millis(2),
         }
     }
 }
@@ -189,7 +195,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 )
                 .encode_into(&mut out);
                 if !permits.try_acquire(1).map_err(|_| closed_permits())? {
-                    answer_local(core, &inbuf, &mut local, tx, read_at).await;
+                    answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
                     permits.acquire(1).await.map_err(|_| closed_permits())?;
                 }
                 let _ = tx.try_send((out, 1));
@@ -204,7 +210,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
                 // At the cap: answer what we hold, then wait for the writer.
-                answer_local(core, &inbuf, &mut local, tx, read_at).await;
+                answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
                 permits.acquire(1).await.map_err(|_| closed_permits())?;
             }
             let range = consumed..consumed + raw.header.frame_len();
@@ -225,7 +231,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec(), read_at).await,
             }
         }
-        answer_local(core, &inbuf, &mut local, tx, read_at).await;
+        answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
         inbuf.drain(..consumed);
         if eof || draining {
             return Ok(if inbuf.is_empty() {
@@ -253,6 +259,7 @@ async fn answer_local(
     local: &mut Vec<Range<usize>>,
     tx: &LocalSender<Responses>,
     read_at: std::time::Instant,
+    batch_flush: Duration,
 ) {
     if local.is_empty() {
         return;
@@ -261,16 +268,23 @@ async fn answer_local(
     counters.batch_size.observe(local.len() as f64);
     let mut out = Vec::with_capacity(local.len() * 1024);
     let mut count = 0;
-    for range in local.drain(..) {
+    let mut flushed = std::time::Instant::now();
+    // Answers go out once half the batch is signed (the client refills its
+    // pipeline while the rest is signed), and at least every `batch_flush`.
+    let half = local.len().div_ceil(2);
+    for (i, range) in local.drain(..).enumerate() {
         let opcode = split_frame(&inbuf[range.clone()])
             .and_then(|raw| raw.opcode())
             .map_or(0, |o| o.0);
         core.handle_local(&inbuf[range], &mut out);
         counters.total_duration[opcode as usize].observe_duration(read_at.elapsed());
         count += 1;
-        if out.len() >= WRITE_HIGH_WATER {
+        if i + 1 == half || out.len() >= WRITE_HIGH_WATER || flushed.elapsed() >= batch_flush {
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
+            flushed = std::time::Instant::now();
+            futures_lite::future::yield_now().await;
+            continue;
         }
         // Let other connections and the cross-core workers have a turn once
         // this task has used its slice (RuntimeConfig::preempt_timer).

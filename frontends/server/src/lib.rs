@@ -142,6 +142,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     runtime.max_connections = settings.max_connections_per_core;
     runtime.core_queue = settings.core_queue;
     runtime.max_body = settings.max_request_body;
+    runtime.batch_flush = Duration::from_micros(settings.batch_flush_us);
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
@@ -229,6 +230,7 @@ pub fn start_with(
         idle_timeout: runtime.idle_timeout,
         max_connections: runtime.max_connections,
         max_body: runtime.max_body,
+        batch_flush: runtime.batch_flush,
         ..connection::Limits::default()
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();

@@ -30,6 +30,7 @@ fn spec(name: &str, mode: Mode, verify_every: u64) -> LoadSpec {
         mode,
         verify_every,
         verifier: Some(Arc::new(key.verifier)),
+        spin: false,
     }
 }
 
@@ -56,6 +57,21 @@ async fn open_loop_at_a_fixed_rate() {
     // 500/s for 0.8 s: about 400 answers.
     assert!((300..=500).contains(&r.ok), "{r:?}");
     assert_eq!(r.verify_failures, 0);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_generator_paces_and_answers() {
+    let mut open = spec("ed25519", Mode::Open { rate: 500.0 }, 1);
+    open.spin = true;
+    let r = load::run(open, Arc::default()).await.unwrap();
+    assert!((300..=500).contains(&r.ok), "{r:?}");
+    assert_eq!(r.verified, r.ok, "every answer verified");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let mut closed = spec("ecdsa-p256", Mode::Closed { pause: Duration::ZERO }, 1);
+    closed.spin = true;
+    let r = load::run(closed, Arc::default()).await.unwrap();
+    assert!(r.ok > 0 && r.verified == r.ok && r.verify_failures == 0, "{r:?}");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
 

@@ -236,7 +236,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[test]
 fn sigterm_answers_every_request_already_received_then_exits_zero() {
-    use keyless_protocol::{split_frame, Frame, Message, Opcode};
+    use keyless_protocol::{Frame, Message, Opcode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut server = Running::start(&["--workers", "2", "--drain-timeout", "20"]);
@@ -267,16 +267,7 @@ fn sigterm_answers_every_request_already_received_then_exits_zero() {
                 break; // the server closed the connection after draining
             }
             buf.extend_from_slice(&chunk[..n]);
-            while let Some(raw) = split_frame(&buf) {
-                let len = raw.header.frame_len();
-                let f = raw.decode().unwrap();
-                let op = keyless_keys::Operation::RsaPkcs1(keyless_protocol::Hash::Sha256);
-                rsa.verifier
-                    .verify(op, &[f.id as u8; 32], &f.message.payload.unwrap())
-                    .unwrap();
-                answered += 1;
-                buf.drain(..len);
-            }
+            answered += take_rsa_answers(&mut buf, rsa);
             if !signalled {
                 // The server has read the batch and is signing: stop it now.
                 server.signal("-TERM");
@@ -743,4 +734,75 @@ fn body_and_queue_limits_hold_at_their_bounds() {
                 .unwrap();
         }
     });
+}
+
+/// Take every complete answer off the front of `buf`, each an RSA PKCS#1
+/// SHA-256 signature of `[id; 32]` verified against `rsa`; how many.
+fn take_rsa_answers(buf: &mut Vec<u8>, rsa: &keyless_tools::conformance::ExpectedKey) -> u32 {
+    let mut n = 0;
+    while let Some(raw) = keyless_protocol::split_frame(buf) {
+        let len = raw.header.frame_len();
+        let f = raw.decode().unwrap();
+        let op = keyless_keys::Operation::RsaPkcs1(keyless_protocol::Hash::Sha256);
+        rsa.verifier
+            .verify(op, &[f.id as u8; 32], &f.message.payload.unwrap())
+            .unwrap();
+        n += 1;
+        buf.drain(..len);
+    }
+    n
+}
+
+/// Send 128 RSA-2048 requests in one write to a one-core server and return,
+/// relative to the write, when the first and the last answer arrived.
+fn first_and_last_answer(batch_flush_us: &str) -> (Duration, Duration) {
+    use keyless_protocol::{Frame, Message, Opcode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Running::start(&["--workers", "1", "--batch-flush-us", batch_flush_us]);
+    let keys = keyless_tools::conformance::load_expected_keys(&server.pki.pubkeys_dir).unwrap();
+    let rsa = keys.iter().find(|k| k.name == "rsa2048").unwrap();
+    const N: u32 = 128;
+    block_on(async {
+        let mut stream = keyless_client::connect_stream(server.addr, "localhost", client_tls(&server.pki))
+            .await
+            .unwrap();
+        let mut batch = Vec::new();
+        for id in 0..N {
+            let m = Message::request(Opcode::RSA_SIGN_SHA256, Some(rsa.info.ski), vec![id as u8; 32]);
+            Frame::new(id, m).encode_into(&mut batch).unwrap();
+        }
+        let sent = Instant::now();
+        stream.write_all(&batch).await.unwrap();
+        let (mut buf, mut answered, mut first) = (Vec::new(), 0u32, None);
+        while answered < N {
+            let mut chunk = [0u8; 16384];
+            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "connection closed after {answered} answers");
+            buf.extend_from_slice(&chunk[..n]);
+            let got = take_rsa_answers(&mut buf, rsa);
+            if got > 0 {
+                first.get_or_insert_with(|| sent.elapsed());
+            }
+            answered += got;
+        }
+        (first.unwrap(), sent.elapsed())
+    })
+}
+
+#[test]
+fn answers_leave_while_a_long_batch_is_still_being_signed() {
+    // One core reads all 128 requests at once and signs them back to back.
+    // With batch_flush at 1 ms the first answers are written after about
+    // a millisecond, not once all 64 are signed: the client can refill its
+    // pipeline meanwhile. (Without the time bound the first answers would
+    // wait for half the batch; held to the end, first and last arrived
+    // within a millisecond of each other.)
+    let (first, last) = first_and_last_answer("1000");
+    assert!(
+        first * 4 < last,
+        "first answer after {first:?}, the last after {last:?}: answers were held back"
+    );
 }

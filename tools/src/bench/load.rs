@@ -48,6 +48,10 @@ pub struct LoadSpec {
     /// Verify one answer in this many against `verifier` (0: never).
     pub verify_every: u64,
     pub verifier: Option<Arc<PublicKey>>,
+    /// Never sleep: poll for answers and pace open-loop requests by
+    /// spinning, so the generator behaves like one on another machine (see
+    /// [`keep_awake`]).
+    pub spin: bool,
 }
 
 /// Counters shared by all connections while a run is going (for progress).
@@ -119,9 +123,13 @@ pub async fn run(spec: LoadSpec, live: Arc<Live>) -> Result<LoadReport, String> 
             stop_at,
         )));
     }
+    let spinners = if spec.spin { keep_awake() } else { Vec::new() };
     let mut total = Tally::new();
     for t in tasks {
         total.merge(t.await.map_err(|e| e.to_string())??);
+    }
+    for s in spinners {
+        s.abort();
     }
     let secs = spec.duration.as_secs_f64();
     Ok(LoadReport {
@@ -143,6 +151,26 @@ pub async fn run(spec: LoadSpec, live: Arc<Live>) -> Result<LoadReport, String> 
         not_sent: total.not_sent,
         send_lag: matches!(spec.mode, Mode::Open { .. }).then(|| super::report::Latency::from_histogram(&total.lag)),
     })
+}
+
+/// Keep every generator thread out of `epoll_wait`, so that an answer
+/// arriving finds no sleeping thread to wake. On loopback the sender pays
+/// for waking the receiver (`sock_def_readable`, an IPI, a VM exit here), so
+/// a sleeping generator makes the server's core do the generator's work; a
+/// generator on another machine would cost the server nothing of the kind.
+/// A task that always yields makes tokio poll its driver with a zero timeout
+/// instead of parking: one such task per worker thread.
+fn keep_awake() -> Vec<tokio::task::JoinHandle<()>> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    (0..workers)
+        .map(|_| {
+            tokio::spawn(async {
+                loop {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect()
 }
 
 fn nanos_since(start: Instant, t: Instant) -> u64 {
@@ -259,18 +287,24 @@ async fn write_side(
         },
         Mode::Open { rate } => {
             let per_conn = (rate / spec.connections as f64).max(0.001);
-            let mut ticks = pacer(Duration::from_secs_f64(1.0 / per_conn), stop_at);
-            while let Some(due) = ticks.recv().await {
-                let mut dues = vec![due];
-                while let Ok(d) = ticks.try_recv() {
-                    dues.push(d);
+            let interval = Duration::from_secs_f64(1.0 / per_conn);
+            let mut ticks = if spec.spin {
+                Ticks::Spin {
+                    next: Instant::now(),
+                    interval,
+                    stop_at,
                 }
+            } else {
+                Ticks::Thread(pacer(interval, stop_at))
+            };
+            let mut dues = Vec::new();
+            while ticks.next_batch(&mut dues).await {
                 while let Ok(slot) = free.try_recv() {
                     ready.push(slot);
                 }
                 buf.clear();
                 sent_dues.clear();
-                for due in dues {
+                for due in dues.drain(..) {
                     match ready.pop() {
                         Some(slot) => {
                             sent_dues.push(due);
@@ -309,6 +343,56 @@ async fn sleep_until_precise(deadline: Instant) {
     }
     while Instant::now() < deadline {
         tokio::task::yield_now().await;
+    }
+}
+
+/// The open-loop clock, as batches of due times.
+enum Ticks {
+    /// Sent by a pacing thread ([`pacer`]).
+    Thread(mpsc::UnboundedReceiver<Instant>),
+    /// Read off the clock between yields (`--spin`): no thread to wake,
+    /// so a request leaves within a poll of its due time.
+    Spin {
+        next: Instant,
+        interval: Duration,
+        stop_at: Instant,
+    },
+}
+
+impl Ticks {
+    /// Wait for the next due time(s) and append every one that has come;
+    /// false at the end of the run.
+    async fn next_batch(&mut self, dues: &mut Vec<Instant>) -> bool {
+        match self {
+            Ticks::Thread(rx) => {
+                let Some(due) = rx.recv().await else {
+                    return false;
+                };
+                dues.push(due);
+                while let Ok(d) = rx.try_recv() {
+                    dues.push(d);
+                }
+                true
+            }
+            Ticks::Spin {
+                next,
+                interval,
+                stop_at,
+            } => loop {
+                if *next >= *stop_at {
+                    return false;
+                }
+                let now = Instant::now();
+                while *next <= now && *next < *stop_at {
+                    dues.push(*next);
+                    *next += *interval;
+                }
+                if !dues.is_empty() {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+            },
+        }
     }
 }
 
