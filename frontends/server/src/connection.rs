@@ -25,6 +25,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_AHEAD: usize = 256 * 1024;
 /// A batch of local answers is handed to the writer once this large.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// A batch this deep hands its first half of answers to the writer early.
+const SPLIT_BATCH_AT: usize = 32;
 
 /// Limits of one connection.
 #[derive(Debug, Clone)]
@@ -269,9 +271,15 @@ async fn answer_local(
     let mut out = Vec::with_capacity(local.len() * 1024);
     let mut count = 0;
     let mut flushed = std::time::Instant::now();
-    // Answers go out once half the batch is signed (the client refills its
-    // pipeline while the rest is signed), and at least every `batch_flush`.
-    let half = local.len().div_ceil(2);
+    // Answers of a deep batch go out once half of it is signed (the client
+    // refills its pipeline while the rest is signed), and any batch's at
+    // least every `batch_flush`. A shallow batch is not split: one write
+    // per batch is what keeps many connections x few requests cheap.
+    let half = if local.len() >= SPLIT_BATCH_AT {
+        local.len().div_ceil(2)
+    } else {
+        usize::MAX
+    };
     for (i, range) in local.drain(..).enumerate() {
         let opcode = split_frame(&inbuf[range.clone()])
             .and_then(|raw| raw.opcode())
