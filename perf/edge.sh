@@ -7,7 +7,7 @@
 #  3. full handshakes/s at 256 concurrent clients with 5 ms added each way
 #     between edge and key server, against the same without the delay.
 #
-#   perf/edge.sh            # about 2 minutes
+#   perf/edge.sh            # about 3 minutes
 #   DURATION=4 perf/edge.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,21 +55,26 @@ echo "# keyless-edge figures, same machine, same run ($(date -u +%FT%TZ))"
 start_server 0,1 1 "$OUT/server.log"
 
 # 1. CPU per full handshake: the edge holding the key, then the edge with
-#    the key on the key server (coroutine mode, then threads mode).
+#    the key on the key server, alternating for ROUNDS rounds (the median
+#    ratio is the figure: one configuration moves ~15% between runs here);
+#    then once in threads mode.
 edge_config "127.0.0.1:$PORT" "$PKI/keys/p256.key" >"$OUT/edge-local.yaml"
 edge_config "127.0.0.1:$PORT" "" >"$OUT/edge-remote.yaml"
 { edge_config "127.0.0.1:$PORT" ""; echo "handshake_mode: threads"; } >"$OUT/edge-threads.yaml"
-start_edge "$OUT/edge-local.yaml"
-a=$(cpu_ticks $EDGE_PID); json=$(hs --mode full --tls 1.3 --concurrency 16); b=$(cpu_ticks $EDGE_PID)
-local_n=$(echo "$json" | field handshakes); local_rate=$(echo "$json" | field handshakes_per_sec)
-stop_edge
-for mode in threads remote; do
+ROUNDS=${ROUNDS:-3}
+ratios=()
+for round in $(seq "$ROUNDS") threads; do
+  start_edge "$OUT/edge-local.yaml"
+  a=$(cpu_ticks $EDGE_PID); json=$(hs --mode full --tls 1.3 --concurrency 16); b=$(cpu_ticks $EDGE_PID)
+  local_n=$(echo "$json" | field handshakes); local_rate=$(echo "$json" | field handshakes_per_sec)
+  stop_edge
+  mode=$([ "$round" = threads ] && echo threads || echo remote)
   start_edge "$OUT/edge-$mode.yaml"
   c=$(cpu_ticks $EDGE_PID); k0=$(cpu_ticks $SERVER_PID); json=$(hs --mode full --tls 1.3 --concurrency 16)
   d=$(cpu_ticks $EDGE_PID); k1=$(cpu_ticks $SERVER_PID)
   remote_n=$(echo "$json" | field handshakes); rate=$(echo "$json" | field handshakes_per_sec)
-  label=$([ "$mode" = remote ] && echo coroutines || echo threads)
-  python3 - "$a" "$b" "$local_n" "$c" "$d" "$k0" "$k1" "$remote_n" "$(getconf CLK_TCK)" "$label" "$local_rate" "$rate" <<'PY'
+  label=$([ "$mode" = remote ] && echo "coroutines, round $round" || echo threads)
+  line=$(python3 - "$a" "$b" "$local_n" "$c" "$d" "$k0" "$k1" "$remote_n" "$(getconf CLK_TCK)" "$label" "$local_rate" "$rate" <<'PY'
 import sys
 a, b, ln, c, d, k0, k1, rn, hz = map(float, sys.argv[1:10])
 label, lr, rr = sys.argv[10], float(sys.argv[11]), float(sys.argv[12])
@@ -79,8 +84,18 @@ ks = (k1 - k0) / hz / rn * 1e6
 print(f"CPU per full TLS 1.3 P-256 handshake ({label}): in-process rustls {local:.0f} us ({lr:.0f}/s); "
       f"edge {edge:.0f} us + key server {ks:.0f} us = {edge + ks:.0f} us ({rr:.0f}/s) -> {(edge + ks) / local:.2f}x")
 PY
-  [ "$mode" = remote ] || stop_edge
+)
+  echo "$line"
+  [ "$mode" = remote ] && ratios+=("${line##*-> }")
+  stop_edge
 done
+python3 - "${ratios[@]}" <<'PY'
+import statistics, sys
+r = [float(x.rstrip("x")) for x in sys.argv[1:]]
+print(f"CPU per full handshake, edge + key server vs in-process: median {statistics.median(r):.2f}x "
+      f"over {len(r)} alternating rounds (min {min(r):.2f}x, max {max(r):.2f}x)")
+PY
+start_edge "$OUT/edge-remote.yaml"
 
 # 2. Resumed vs full, TLS 1.2: the P-256 certificate (remote edge still
 #    running), then an RSA-2048 one.
