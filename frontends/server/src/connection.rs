@@ -285,12 +285,13 @@ async fn answer_local(
             .and_then(|raw| raw.opcode())
             .map_or(0, |o| o.0);
         core.handle_local(&inbuf[range], &mut out);
-        counters.total_duration[opcode as usize].observe_duration(read_at.elapsed());
+        let now = std::time::Instant::now();
+        counters.total_duration[opcode as usize].observe_duration(now - read_at);
         count += 1;
-        if i + 1 == half || out.len() >= WRITE_HIGH_WATER || flushed.elapsed() >= batch_flush {
+        if i + 1 == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush {
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
-            flushed = std::time::Instant::now();
+            flushed = now;
             futures_lite::future::yield_now().await;
             continue;
         }

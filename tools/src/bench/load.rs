@@ -159,7 +159,8 @@ pub async fn run(spec: LoadSpec, live: Arc<Live>) -> Result<LoadReport, String> 
 /// a sleeping generator makes the server's core do the generator's work; a
 /// generator on another machine would cost the server nothing of the kind.
 /// A task that always yields makes tokio poll its driver with a zero timeout
-/// instead of parking: one such task per worker thread.
+/// instead of parking: one such task per worker thread (tokio places them;
+/// with the default single generator thread that is exact).
 fn keep_awake() -> Vec<tokio::task::JoinHandle<()>> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     (0..workers)
