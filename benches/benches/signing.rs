@@ -4,12 +4,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keyless_engine::handler;
+use keyless_engine::request::Request;
 use keyless_keys::memory::KeyMaterial;
 use keyless_keys::{Hash, KeyStore, Operation, PrivateKey};
 use keyless_pki::KeyType;
 use keyless_protocol::{split_frame, Frame, Message, Opcode};
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Instant;
 
 fn material(kind: KeyType) -> KeyMaterial {
     let pem = kind.generate().unwrap().serialize_pem();
@@ -46,7 +48,11 @@ fn signing(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let raw = split_frame(black_box(&request)).unwrap();
-                handler::handle_raw(&store, raw).encode_into(&mut out).unwrap();
+                let request = Request::decode(raw, Instant::now());
+                handler::answer_inline(&store, &request)
+                    .unwrap()
+                    .encode_into(&mut out)
+                    .unwrap();
             })
         });
     }
@@ -83,7 +89,11 @@ fn batch(c: &mut Criterion) {
             let mut rest = &input[..];
             while let Some(raw) = split_frame(rest) {
                 rest = &rest[raw.header.frame_len()..];
-                handler::handle_raw(&store, raw).encode_into(&mut out).unwrap();
+                let request = Request::decode(raw, Instant::now());
+                handler::answer_inline(&store, &request)
+                    .unwrap()
+                    .encode_into(&mut out)
+                    .unwrap();
             }
             black_box(&out);
         })

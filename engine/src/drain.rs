@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::sharing::Shared;
+use crate::shared::Shared;
 
 /// How often a core looks at the process-wide flag.
 const POLL: Duration = Duration::from_millis(20);

@@ -1,51 +1,63 @@
 //! From request to response: key lookup, then the private-key operation.
 //!
-//! Sans-I/O: the connection code feeds raw frames in and writes the returned
-//! frames out; this module never sees a socket.
+//! Sans-I/O: the connection code feeds decoded requests in and writes the
+//! returned messages out; this module never sees a socket or the clock.
 
-use keyless_keys::{CryptoError, KeyStore, Operation, PrivateKey, Ski};
-use keyless_protocol::{DecodeError, ErrorCode, Frame, Message, OpKind, RawFrame};
+use keyless_keys::{CryptoError, KeyStore, Offload, Operation, PrivateKey, Ski};
+use keyless_protocol::{ErrorCode, Message, OpKind, Opcode};
 
-/// Answer one complete frame. Decoding errors become error responses with
-/// the frame's ID: the body length was honoured, so the stream stays usable.
-pub fn handle_raw(store: &KeyStore, raw: RawFrame<'_>) -> Frame {
-    let id = raw.header.id;
-    match raw.decode() {
-        Ok(frame) => Frame::new(id, handle(store, &frame.message)),
-        Err(e) => {
-            log_decode_error(id, &e);
-            Frame::new(id, Message::error(e.code()))
-        }
-    }
-}
+use crate::request::Request;
 
-fn log_decode_error(id: u32, e: &DecodeError) {
-    tracing::warn!(request_id = id, "rejected request: {e}");
-}
-
-/// Answer one decoded request.
-pub fn handle(store: &KeyStore, request: &Message) -> Message {
-    match prepare(store, request) {
-        Prepared::Answer(message) => message,
-        Prepared::Perform { key, op, input } => finish(&key.public().ski, op, key.perform(op, input)),
-    }
-}
-
-/// A request after key lookup: answered already, or an operation to perform.
+/// A request after key lookup: answered already, or an operation to
+/// perform. Where the operation runs is decided here, from the key, so a
+/// core cannot block on an HSM by calling things in the wrong order.
 // Returned by value once per request and consumed at once: boxing the
 // message would cost an allocation per answer for nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Prepared<'a> {
     Answer(Message),
-    Perform {
+    /// A key fast enough to use on the core that holds the request.
+    Inline {
         key: &'a dyn PrivateKey,
+        op: Operation,
+        input: &'a [u8],
+    },
+    /// A key whose operations run on worker threads (an HSM): submit and
+    /// await; never call its blocking `perform` on a core.
+    Offloaded {
+        offload: &'a dyn Offload,
+        ski: Ski,
         op: Operation,
         input: &'a [u8],
     },
 }
 
-/// Everything but the private-key operation: opcode checks and key lookup.
-pub fn prepare<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a> {
+impl Prepared<'_> {
+    /// The answer, when it can be had without waiting for another thread
+    /// (`None` for an offloaded key).
+    pub fn answer_inline(self) -> Option<Message> {
+        match self {
+            Prepared::Answer(message) => Some(message),
+            Prepared::Inline { key, op, input } => Some(finish(&key.public().ski, op, key.perform(op, input))),
+            Prepared::Offloaded { .. } => None,
+        }
+    }
+}
+
+/// Everything but the private-key operation: decoding errors, opcode
+/// checks and key lookup.
+pub fn prepare<'a>(store: &'a KeyStore, request: &'a Request) -> Prepared<'a> {
+    match &request.message {
+        Ok(message) => prepare_message(store, message),
+        Err(e) => {
+            // The body length was honoured, so the stream stays usable.
+            tracing::warn!(request_id = request.id, "rejected request: {e}");
+            Prepared::Answer(Message::error(e.code()))
+        }
+    }
+}
+
+fn prepare_message<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a> {
     let Some(opcode) = request.opcode else {
         // gokeyless answers a request without an opcode with bad-opcode.
         return Prepared::Answer(Message::error(ErrorCode::BadOpcode));
@@ -54,7 +66,7 @@ pub fn prepare<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a> {
     let op = match kind {
         OpKind::Ping => {
             return Prepared::Answer(Message {
-                opcode: Some(keyless_protocol::Opcode::PONG),
+                opcode: Some(Opcode::PONG),
                 payload: request.payload.clone(),
                 ..Message::default()
             })
@@ -70,10 +82,15 @@ pub fn prepare<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a> {
         return Prepared::Answer(Message::error(ErrorCode::KeyNotFound));
     };
     tracing::info!("fetch key with SKI: {}", hex::encode(key.public().ski));
-    Prepared::Perform {
-        key,
-        op,
-        input: request.payload.as_deref().unwrap_or_default(),
+    let input = request.payload.as_deref().unwrap_or_default();
+    match key.offload() {
+        Some(offload) => Prepared::Offloaded {
+            offload,
+            ski: key.public().ski,
+            op,
+            input,
+        },
+        None => Prepared::Inline { key, op, input },
     }
 }
 
@@ -86,4 +103,13 @@ pub fn finish(ski: &Ski, op: Operation, result: Result<Vec<u8>, CryptoError>) ->
             Message::error(ErrorCode::Crypto)
         }
     }
+}
+
+/// The response frame for `request` when its key (if any) is used inline;
+/// `None` for an offloaded key. For benchmarks and tools: the cores go
+/// through [`crate::core::Core`], which also awaits offloaded keys.
+pub fn answer_inline(store: &KeyStore, request: &Request) -> Option<keyless_protocol::Frame> {
+    prepare(store, request)
+        .answer_inline()
+        .map(|message| keyless_protocol::Frame::new(request.id, message))
 }

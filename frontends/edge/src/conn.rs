@@ -19,8 +19,8 @@ use crate::signer::{with_context, HandshakeContext};
 
 /// What a core's connections share.
 pub struct CoreContext {
-    /// This core's copy of the live TLS configuration, and its version.
-    pub tls: std::cell::RefCell<(u64, Arc<ServerConfig>)>,
+    /// This core's copy of the live TLS configuration.
+    pub tls: keyless_engine::versioned::Cached<Arc<ServerConfig>>,
     pub live: Arc<crate::LiveConfig>,
     pub pool: Arc<HandshakePool>,
     pub metrics: Arc<EdgeMetrics>,
@@ -31,7 +31,7 @@ pub struct CoreContext {
     /// This core's coroutine stacks.
     pub stacks: crate::coroutine::Stacks,
     /// This core's own connections to the key servers (coroutine mode).
-    pub key_client: Rc<crate::keyclient::KeyClient>,
+    pub key_client: Option<Rc<keyless_client::glommio::KeyClient>>,
 }
 
 /// Where the handshake step that may sign runs.
@@ -62,12 +62,7 @@ impl Drop for Open {
 impl CoreContext {
     /// The TLS configuration for a new connection (reloaded on SIGHUP).
     fn tls(&self) -> Arc<ServerConfig> {
-        let version = self.live.version();
-        let mut cached = self.tls.borrow_mut();
-        if cached.0 != version {
-            *cached = (version, self.live.current());
-        }
-        cached.1.clone()
+        self.tls.get(&self.live, |config| Some(config.clone()))
     }
 }
 
@@ -170,7 +165,10 @@ async fn handshake(
     };
     let processed = match ctx.mode {
         HandshakeMode::Inline => step(),
-        HandshakeMode::Coroutine => crate::coroutine::run(&ctx.stacks, &ctx.key_client, step).await?,
+        HandshakeMode::Coroutine => {
+            let client = ctx.key_client.as_ref().ok_or("no key-server client on this core")?;
+            crate::coroutine::run(&ctx.stacks, client, step).await?
+        }
         HandshakeMode::Threads => ctx.pool.run(step).await.ok_or("the handshake threads have stopped")?,
     };
     let mut conn = match processed {

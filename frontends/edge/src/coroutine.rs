@@ -16,7 +16,7 @@ use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use keyless_protocol::Message;
 
-use crate::keyclient::KeyClient;
+use keyless_client::glommio::KeyClient;
 
 /// What a suspended signer gets back: the signature, or why there is none.
 pub type SignAnswer = Result<Vec<u8>, String>;
@@ -95,10 +95,7 @@ pub async fn run<R: 'static>(
         YIELDER.with(|c| c.set(std::ptr::null()));
         match result {
             CoroutineResult::Yield(request) => {
-                input = client.perform(request).await.map_err(|e| {
-                    let code = keyless_client::pool::error_code(&e).map_or("none".into(), |c| format!("{c:?}"));
-                    format!("{e} (key server error code: {code})")
-                });
+                input = client.perform(request).await.map_err(|e| e.to_string());
             }
             CoroutineResult::Return(out) => {
                 stacks.put(coroutine.into_stack());

@@ -1,14 +1,13 @@
-//! Handshake threads: where the handshake step that may sign runs.
+//! Handshake threads: the `threads` handshake mode (the default is
+//! `coroutine`, [`crate::coroutine`]).
 //!
 //! rustls signs synchronously inside `Accepted::into_connection`, and a
-//! remote signature takes a round trip to a key server (milliseconds on a
-//! real network). A core hands that step to this bounded pool and goes on
-//! serving; a thread blocks for the signature, so the pool's size is how
-//! many signatures can be in flight at once (across all cores). Everything
-//! else — reading the ClientHello, the rest of the handshake, the data —
-//! stays on the core. We chose threads over stackful coroutines (OpenSSL's
-//! ASYNC_JOB technique): no unsafe stack switching, and a measured cost of
-//! one hand-off per full handshake (see the README).
+//! remote signature takes a round trip to a key server. In this mode a core
+//! hands that step to this bounded pool and goes on serving; a thread
+//! blocks for the signature, so the pool's size is how many signatures can
+//! be in flight at once (across all cores). It costs a hand-off to another
+//! thread per full handshake, which the coroutines avoid; it needs no stack
+//! switching, which is why it stays as the fallback.
 
 use std::sync::Arc;
 

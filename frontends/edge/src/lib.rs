@@ -2,8 +2,9 @@
 //! key servers.
 //!
 //! What it does: holds certificates only; for each full handshake asks a
-//! key server ([`keyless_client::pool`]) for the one signature, on a
-//! handshake thread ([`handshake`]) so no core ever waits; resumes sessions
+//! key server ([`keyless_client`]) for the one signature, from a
+//! coroutine the core suspends ([`coroutine`]) or a handshake thread
+//! ([`handshake`]), so no core ever waits; resumes sessions
 //! from tickets ([`tickets`]) without any key server; then proxies the
 //! decrypted stream to an upstream ([`proxy`]) or answers HTTP itself.
 //! Thread-per-core like the key server: every core accepts on the same
@@ -13,7 +14,6 @@ pub mod config;
 pub mod conn;
 pub mod coroutine;
 pub mod handshake;
-pub mod keyclient;
 pub mod metrics;
 pub mod proxy;
 pub mod signer;
@@ -25,7 +25,9 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use keyless_client::glommio::{KeyClient, Settings as KeyClientSettings};
 use keyless_client::pool::{KeyServerPool, PoolConfig};
+use keyless_client::ServerState;
 use keyless_engine::runtime::{run_per_core, RuntimeConfig};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -60,11 +62,12 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// The certificates and TLS settings, as `config` says: each certificate
-/// signs through `pool`, tickets come from `ticketer`. Also says whether
+/// signs through `pool` (threads mode) or its core's coroutines, tickets
+/// come from `ticketer`. Also says whether
 /// every certificate signs locally (the benchmark baseline).
 fn server_config(
     config: &EdgeConfig,
-    pool: &Arc<KeyServerPool>,
+    pool: &Option<Arc<KeyServerPool>>,
     metrics: &Arc<EdgeMetrics>,
     ticketer: &Arc<Ticketer>,
 ) -> Result<(Arc<rustls::ServerConfig>, bool), String> {
@@ -109,41 +112,16 @@ fn server_config(
     Ok((Arc::new(server), all_local))
 }
 
-/// The TLS configuration new connections get, replaceable at run time
-/// (SIGHUP): cores compare a version (one atomic load per connection) and
-/// take the lock only when it changed.
-pub struct LiveConfig {
-    config: std::sync::RwLock<Arc<rustls::ServerConfig>>,
-    version: std::sync::atomic::AtomicU64,
-}
-
-impl LiveConfig {
-    fn new(config: Arc<rustls::ServerConfig>) -> LiveConfig {
-        LiveConfig {
-            config: std::sync::RwLock::new(config),
-            version: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn publish(&self, config: Arc<rustls::ServerConfig>) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
-        self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+/// The TLS configuration new connections get, replaced on SIGHUP.
+pub type LiveConfig = keyless_engine::versioned::Versioned<rustls::ServerConfig>;
 
 /// A running edge.
 pub struct RunningEdge {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
-    pub pool: Arc<KeyServerPool>,
+    /// Every key server, as all cores (or the threads mode's pool) see it.
+    pub key_servers: Vec<Arc<ServerState>>,
+    pool: Option<Arc<KeyServerPool>>,
     pub metrics: Arc<EdgeMetrics>,
     pub ticketer: Arc<Ticketer>,
     live: Arc<LiveConfig>,
@@ -168,6 +146,23 @@ impl RunningEdge {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Key servers with at least one connection up.
+    pub fn healthy(&self) -> usize {
+        self.key_servers.iter().filter(|s| s.healthy()).count()
+    }
+
+    /// Wait until at least one key server is reachable, or `timeout` passes.
+    pub fn wait_healthy(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.healthy() == 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Whether every core has stopped (after a drain).
     pub fn stopped(&self) -> bool {
         self.thread.is_finished()
@@ -187,19 +182,20 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
     let key_server_tls = tls.clone();
-    let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
-    pool_config.server_name = config.key_server_name.clone();
-    // In the coroutine mode the cores sign through their own connections;
-    // this pool only answers /readyz and the metrics, so one each suffices.
-    let threads_mode = config.handshake_mode.as_deref() == Some("threads");
-    pool_config.connections_per_server = if threads_mode {
-        config.connections_per_server.unwrap_or(2)
+    let key_servers = keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref())
+        .map_err(|e| e.to_string())?;
+    let health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
+    // The threads mode signs through a pool on its own tokio runtime; the
+    // coroutine mode through each core's own connections (below).
+    let pool = if config.handshake_mode.as_deref() == Some("threads") {
+        let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
+        pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
+        pool_config.request_timeout = config.request_timeout();
+        pool_config.health_interval = health_interval;
+        Some(KeyServerPool::start_with(key_servers.clone(), pool_config).map_err(|e| e.to_string())?)
     } else {
-        1
+        None
     };
-    pool_config.request_timeout = config.request_timeout();
-    pool_config.health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
-    let pool = KeyServerPool::start(pool_config).map_err(|e| e.to_string())?;
     let metrics = Arc::new(EdgeMetrics::default());
 
     let source = match &config.tickets.key_file {
@@ -226,7 +222,12 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     };
     let handshakes = handshake::HandshakePool::start(threads, 4096)?;
     let metrics_addr = match config.metrics_listen {
-        Some(addr) => Some(metrics::start(addr, metrics.clone(), pool.clone(), ticketer.clone())?),
+        Some(addr) => Some(metrics::start(
+            addr,
+            metrics.clone(),
+            key_servers.clone(),
+            ticketer.clone(),
+        )?),
         None => None,
     };
 
@@ -246,11 +247,11 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let cores = runtime.cores;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let drain_timeout = config.drain_timeout();
-    let key_client_settings = keyclient::Settings {
+    let key_client_settings = KeyClientSettings {
         tls: key_server_tls,
         connections_per_server: config.connections_per_server.unwrap_or(2).max(1),
         request_timeout: config.request_timeout(),
-        health_interval: Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10)),
+        health_interval,
         connect_timeout: Duration::from_secs(2),
     };
     let core_template = (
@@ -262,7 +263,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         config.upstream,
         config.proxy_protocol,
         mode,
-        pool.clone(),
+        key_servers.clone(),
     );
     let thread = std::thread::Builder::new()
         .name("keyless-edge-main".into())
@@ -285,7 +286,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let _ = ready.send(Ok(()));
                     drop(ready);
                     let ctx = Rc::new(conn::CoreContext {
-                        tls: std::cell::RefCell::new((live.version(), live.current())),
+                        tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,
                         metrics,
@@ -294,17 +295,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         proxy_protocol,
                         mode,
                         stacks: coroutine::Stacks::default(),
-                        key_client: keyclient::KeyClient::start(
-                            key_servers.servers(),
-                            if mode == conn::HandshakeMode::Coroutine {
-                                key_client_settings.clone()
-                            } else {
-                                keyclient::Settings {
-                                    connections_per_server: 0,
-                                    ..key_client_settings.clone()
-                                }
-                            },
-                        ),
+                        key_client: (mode == conn::HandshakeMode::Coroutine)
+                            .then(|| KeyClient::start(&key_servers, key_client_settings.clone())),
                     });
                     let open = conn::OpenCount::default();
                     while !draining.load(std::sync::atomic::Ordering::SeqCst) {
@@ -353,6 +345,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     Ok(RunningEdge {
         addr,
         metrics_addr,
+        key_servers,
         pool,
         metrics,
         ticketer,

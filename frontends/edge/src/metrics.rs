@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use keyless_client::pool::KeyServerPool;
+use keyless_client::ServerState;
 use keyless_protocol::ErrorCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -44,7 +44,7 @@ impl Default for EdgeMetrics {
 
 #[derive(Debug)]
 struct PoolCollector {
-    pool: Arc<KeyServerPool>,
+    servers: Vec<Arc<ServerState>>,
     ticketer: Arc<Ticketer>,
 }
 
@@ -56,7 +56,7 @@ impl Collector for PoolCollector {
             None,
             MetricType::Gauge,
         )?;
-        for s in self.pool.servers() {
+        for s in &self.servers {
             let labels = [("server", s.addr.to_string())];
             ConstGauge::new(s.healthy() as i64).encode(healthy.encode_family(&labels)?)?;
         }
@@ -66,7 +66,7 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for s in self.pool.servers() {
+        for s in &self.servers {
             for (code, n) in s.errors.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
@@ -94,7 +94,7 @@ impl Collector for PoolCollector {
 pub fn start(
     addr: SocketAddr,
     metrics: Arc<EdgeMetrics>,
-    pool: Arc<KeyServerPool>,
+    servers: Vec<Arc<ServerState>>,
     ticketer: Arc<Ticketer>,
 ) -> Result<SocketAddr, String> {
     let mut registry = Registry::default();
@@ -124,7 +124,7 @@ pub fn start(
         metrics.remote_sign.clone(),
     );
     registry.register_collector(Box::new(PoolCollector {
-        pool: pool.clone(),
+        servers: servers.clone(),
         ticketer,
     }));
     let server = tiny_http::Server::http(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
@@ -145,7 +145,7 @@ pub fn start(
                         }
                     }
                     "/healthz" => (200, "ok\n".to_string()),
-                    "/readyz" if pool.healthy() > 0 => (200, "ready\n".to_string()),
+                    "/readyz" if servers.iter().any(|s| s.healthy()) => (200, "ready\n".to_string()),
                     "/readyz" => (503, "no key server reachable\n".to_string()),
                     _ => (404, "not found\n".to_string()),
                 };

@@ -4,9 +4,11 @@
 //! hashes locally and sends only the digest (the message itself for
 //! Ed25519), with the SNI and the client's and server's addresses, to a key
 //! server, as gokeyless's client does. rustls's `Signer::sign` is
-//! synchronous, so handshakes that may sign run on the handshake threads
-//! ([`crate::handshake`]), never on a core; the addresses reach the signer
-//! through a thread-local set around that call.
+//! synchronous, so the handshake step that may sign runs in a coroutine on
+//! the core ([`crate::coroutine`]: `sign` suspends it until the core has
+//! the answer) or, in the threads mode, on a handshake thread
+//! ([`crate::handshake`]: `sign` blocks that thread). The addresses reach
+//! the signer through a thread-local set around that step.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -50,7 +52,8 @@ pub fn with_context<R>(ctx: HandshakeContext, f: impl FnOnce() -> R) -> R {
 #[derive(Debug)]
 pub struct RemoteKey {
     public: PublicKeyInfo,
-    pool: Arc<KeyServerPool>,
+    /// The threads mode's pool (`None`: signatures come from coroutines).
+    pool: Option<Arc<KeyServerPool>>,
     metrics: Arc<EdgeMetrics>,
 }
 
@@ -64,7 +67,7 @@ impl RemoteKey {
 /// signing remotely with the key the leaf's public key names.
 pub fn load_certified(
     path: &Path,
-    pool: Arc<KeyServerPool>,
+    pool: Option<Arc<KeyServerPool>>,
     metrics: Arc<EdgeMetrics>,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
     let chain = keyless_server::tls::load_certs(path).map_err(|e| e.to_string())?;
@@ -161,7 +164,8 @@ impl SigningKey for RemoteKey {
 struct RemoteSigner {
     scheme: SignatureScheme,
     ski: keyless_protocol::Ski,
-    pool: Arc<KeyServerPool>,
+    /// The threads mode's pool (`None`: signatures come from coroutines).
+    pool: Option<Arc<KeyServerPool>>,
     metrics: Arc<EdgeMetrics>,
 }
 
@@ -185,11 +189,10 @@ impl Signer for RemoteSigner {
         // answer. On a handshake thread: block this thread.
         let result = if crate::coroutine::active() {
             crate::coroutine::suspend_for(request).unwrap_or_else(|| Err("not in a coroutine".into()))
+        } else if let Some(pool) = &self.pool {
+            pool.perform_blocking(request).map_err(|e| e.to_string())
         } else {
-            self.pool.perform_blocking(request).map_err(|e| {
-                let code = keyless_client::pool::error_code(&e).map_or("none".to_string(), |c| format!("{c:?}"));
-                format!("{e} (key server error code: {code})")
-            })
+            Err("no key-server pool outside the threads mode".into())
         };
         self.metrics.remote_sign.observe(started.elapsed().as_secs_f64());
         result.map_err(|e| {

@@ -8,15 +8,14 @@
 //! in flight (read but not yet written) stops the reader, so memory per
 //! connection is bounded whatever the client sends or fails to read.
 
-use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
-use keyless_engine::sharing::{Core, Responses, Target};
-use keyless_keys::Operation;
+use keyless_engine::core::{Core, Responses};
+use keyless_engine::request::Request;
 use keyless_protocol::split_frame;
 
 /// Bytes asked for per read.
@@ -114,7 +113,7 @@ fn closed_permits() -> std::io::Error {
 
 async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
-    core: &Core,
+    core: &Rc<Core>,
     conn: u64,
     tx: &Rc<LocalSender<Responses>>,
     permits: &Semaphore,
@@ -125,7 +124,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut skip = 0usize;
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut local: Vec<Range<usize>> = Vec::new();
+    let mut local: Vec<Request> = Vec::new();
     loop {
         // Draining (SIGTERM): read nothing new, but still answer what this
         // socket has already received, below.
@@ -197,7 +196,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 )
                 .encode_into(&mut out);
                 if !permits.try_acquire(1).map_err(|_| closed_permits())? {
-                    answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
+                    answer_local(core, conn, &mut local, tx, limits.batch_flush).await;
                     permits.acquire(1).await.map_err(|_| closed_permits())?;
                 }
                 let _ = tx.try_send((out, 1));
@@ -212,28 +211,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
                 // At the cap: answer what we hold, then wait for the writer.
-                answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
+                answer_local(core, conn, &mut local, tx, limits.batch_flush).await;
                 permits.acquire(1).await.map_err(|_| closed_permits())?;
             }
-            let range = consumed..consumed + raw.header.frame_len();
-            consumed = range.end;
-            if raw.opcode().is_none_or(|op| Operation::from_kind(op.kind()).is_none()) {
-                // Pings and requests that need no key are answered at once,
-                // never queued behind this read's signatures.
-                let mut out = Vec::with_capacity(1024);
-                core.handle_now(&inbuf[range], &mut out);
-                let _ = tx.try_send((out, 1));
-                continue;
-            }
-            if core.try_offload(&inbuf[range.clone()], tx, read_at) {
-                continue;
-            }
-            match core.assign() {
-                Target::Local => local.push(range),
-                Target::Remote(other) => core.send_remote(other, conn, inbuf[range].to_vec(), read_at).await,
+            consumed += raw.header.frame_len();
+            if let Some(request) = core.dispatch(conn, Request::decode(raw, read_at)).await {
+                local.push(request);
             }
         }
-        answer_local(core, &inbuf, &mut local, tx, read_at, limits.batch_flush).await;
+        answer_local(core, conn, &mut local, tx, limits.batch_flush).await;
         inbuf.drain(..consumed);
         if eof || draining {
             return Ok(if inbuf.is_empty() {
@@ -256,18 +242,16 @@ fn skip_over_long(inbuf: &mut Vec<u8>, skip: &mut usize) {
 
 /// Sign this core's share of a read and pass the answers to the writer.
 async fn answer_local(
-    core: &Core,
-    inbuf: &[u8],
-    local: &mut Vec<Range<usize>>,
+    core: &Rc<Core>,
+    conn: u64,
+    local: &mut Vec<Request>,
     tx: &LocalSender<Responses>,
-    read_at: std::time::Instant,
     batch_flush: Duration,
 ) {
     if local.is_empty() {
         return;
     }
-    let counters = &core.shared().counters[core.id()];
-    counters.batch_size.observe(local.len() as f64);
+    core.counters().batch_size.observe(local.len() as f64);
     let mut out = Vec::with_capacity(local.len() * 1024);
     let mut count = 0;
     let mut flushed = std::time::Instant::now();
@@ -280,13 +264,9 @@ async fn answer_local(
     } else {
         usize::MAX
     };
-    for (i, range) in local.drain(..).enumerate() {
-        let opcode = split_frame(&inbuf[range.clone()])
-            .and_then(|raw| raw.opcode())
-            .map_or(0, |o| o.0);
-        core.handle_local(&inbuf[range], &mut out);
+    for (i, request) in local.drain(..).enumerate() {
+        core.sign_local(conn, request, &mut out);
         let now = std::time::Instant::now();
-        counters.total_duration[opcode as usize].observe_duration(now - read_at);
         count += 1;
         if i + 1 == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush {
             let _ = tx.try_send((std::mem::take(&mut out), count));

@@ -20,8 +20,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use keyless_engine::core::Core;
 use keyless_engine::runtime::{run_per_core, RuntimeConfig, RuntimeError};
-use keyless_engine::sharing::{Core, Shared};
+use keyless_engine::shared::Shared;
 use keyless_keys::SharedKey;
 
 pub use config::Settings;
@@ -150,8 +151,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     let mut running = start_with(&listen, tls, keys, runtime)?;
     running.shared.key_load.observe_duration(load_time);
     let metrics_addr = SocketAddr::new(settings.listen.ip(), settings.metrics_port);
-    let metrics =
-        metrics::start(metrics_addr, running.shared.clone(), running.key_count).map_err(ServerError::Startup)?;
+    let metrics = metrics::start(metrics_addr, running.shared.clone()).map_err(ServerError::Startup)?;
     tracing::info!("metrics on http://{}/metrics", metrics.addr);
     running.metrics_addr = Some(metrics.addr);
     Ok(running)
@@ -253,7 +253,7 @@ pub fn start_with(
                         }
                     };
                     let t = std::time::Instant::now();
-                    let joined = Core::join(shared).await;
+                    let joined = Core::join(shared, index).await;
                     tracing::debug!("core {index} joined the mesh in {:?}", t.elapsed());
                     let core = match joined {
                         Ok(core) => core,

@@ -3,8 +3,8 @@
 //! core that accepted it.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -12,60 +12,29 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, UnixListener};
 
-use keyless_engine::sharing::Core;
+use keyless_engine::core::Core;
+use keyless_engine::versioned::{Cached, Versioned};
 
 use crate::connection::{self, Closed, Limits};
 
-/// The TLS configuration for new connections, replaceable at run time:
-/// accept loops compare a version number (one atomic load per accept) and
-/// take the lock only when it changed.
-pub struct LiveTls {
-    config: RwLock<Arc<rustls::ServerConfig>>,
-    version: AtomicU64,
-}
+/// The TLS configuration for new connections, replaced on SIGHUP.
+pub type LiveTls = Versioned<rustls::ServerConfig>;
 
-impl LiveTls {
-    pub fn new(config: Arc<rustls::ServerConfig>) -> LiveTls {
-        LiveTls {
-            config: RwLock::new(config),
-            version: AtomicU64::new(0),
-        }
-    }
-
-    /// Use this configuration for every connection accepted from now on.
-    pub fn publish(&self, config: Arc<rustls::ServerConfig>) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
-        self.version.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn current(&self) -> (u64, TlsAcceptor) {
-        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
-        (self.version.load(Ordering::SeqCst), TlsAcceptor::from(config.clone()))
-    }
-}
-
-/// An accept loop's acceptor, refreshed when the configuration changes.
+/// An accept loop's acceptor, rebuilt when the configuration changes.
 struct Acceptor<'a> {
     live: &'a LiveTls,
-    version: u64,
-    acceptor: TlsAcceptor,
+    cached: Cached<TlsAcceptor>,
 }
 
 impl<'a> Acceptor<'a> {
     fn new(live: &'a LiveTls) -> Self {
-        let (version, acceptor) = live.current();
-        Acceptor {
-            live,
-            version,
-            acceptor,
-        }
+        let cached = Cached::new(live, |config| TlsAcceptor::from(config.clone()));
+        Acceptor { live, cached }
     }
 
     fn get(&mut self) -> TlsAcceptor {
-        if self.live.version.load(Ordering::SeqCst) != self.version {
-            (self.version, self.acceptor) = self.live.current();
-        }
-        self.acceptor.clone()
+        self.cached
+            .get(self.live, |config| Some(TlsAcceptor::from(config.clone())))
     }
 }
 

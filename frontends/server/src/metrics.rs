@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use keyless_engine::sharing::Shared;
+use keyless_engine::shared::Shared;
 use keyless_protocol::{ErrorCode, Opcode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -41,7 +41,6 @@ impl EncodeMetric for ConstHistogram {
 #[derive(Debug)]
 struct CoreCollector {
     shared: Arc<Shared>,
-    keys: usize,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -64,7 +63,7 @@ impl Collector for CoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let cores = || self.shared.counters.iter().enumerate();
         let core = |i: usize| vec![("core", i.to_string())];
-        let counter = |f: fn(&keyless_engine::sharing::CoreCounters) -> u64| {
+        let counter = |f: fn(&keyless_engine::counters::CoreCounters) -> u64| {
             cores()
                 .map(move |(i, c)| (core(i), ConstCounter::new(f(c))))
                 .collect::<Vec<_>>()
@@ -148,7 +147,7 @@ impl Collector for CoreCollector {
             "keyless_keys_loaded",
             "Private keys loaded.",
             MetricType::Gauge,
-            [(Vec::new(), ConstGauge::new(self.keys as i64))],
+            [(Vec::new(), ConstGauge::new(self.shared.key_count() as i64))],
         )?;
         self.encode_histograms(&mut encoder)?;
         self.encode_hsm(&mut encoder)
@@ -160,7 +159,7 @@ impl CoreCollector {
     /// batch sizes per core, key load time and failed connections.
     fn encode_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use keyless_engine::stats::AtomicHistogram;
-        let per_opcode = |pick: fn(&keyless_engine::sharing::CoreCounters) -> &Vec<AtomicHistogram>| {
+        let per_opcode = |pick: fn(&keyless_engine::counters::CoreCounters) -> &Vec<AtomicHistogram>| {
             let mut out = Vec::new();
             for op in 0..256 {
                 let mut merged: Option<keyless_engine::stats::HistogramSnapshot> = None;
@@ -298,11 +297,11 @@ pub struct MetricsServer {
 }
 
 /// Serve metrics on `addr` from a thread of its own.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>, keys: usize) -> Result<MetricsServer, String> {
+pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, String> {
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
     let addr = server.server_addr().to_ip().unwrap_or(addr);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(CoreCollector { shared, keys }));
+    registry.register_collector(Box::new(CoreCollector { shared }));
     let profiling = Arc::new(AtomicBool::new(false));
     std::thread::Builder::new()
         .name("keyless-metrics".into())

@@ -294,7 +294,7 @@ fn sighup_reloads_keys_without_dropping_connections() {
     use keyless_protocol::{ErrorCode, Hash, Opcode};
 
     let mut server = Running::start(&["--workers", "2"]);
-    let (addr, pki) = (server.addr, server.pki.clone());
+    let (addr, pki, metrics_port) = (server.addr, server.pki.clone(), server.metrics_port);
     let signal = |sig: &str| server.signal(sig);
     block_on(async {
         let tls = client_tls(&pki);
@@ -334,6 +334,11 @@ fn sighup_reloads_keys_without_dropping_connections() {
         ed.verifier
             .verify(keyless_keys::Operation::Ed25519, &[7u8; 32], &sig)
             .unwrap();
+        let metrics = http_get(metrics_port, "/metrics");
+        assert!(
+            metrics.contains("keyless_keys_loaded 3"),
+            "the gauge follows the reload: {metrics}"
+        );
 
         // A removed key answers key-not-found after the next SIGHUP.
         std::fs::remove_file(pki.keys_dir.join("p256.key")).unwrap();

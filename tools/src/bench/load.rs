@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use keyless_keys::memory::PublicKey;
 use keyless_keys::Operation;
-use keyless_protocol::{split_frame, Frame, Message, Opcode, Ski};
+use keyless_protocol::{Frame, Message, Opcode, Ski};
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -450,7 +450,7 @@ async fn read_side(
     flight: &Flight,
 ) -> Tally {
     let mut tally = Tally::new();
-    let mut buf = Vec::with_capacity(128 * 1024);
+    let mut answers_in = keyless_client::core::AnswerReader::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut answers = 0u64;
     let drain_deadline = stop_at + Duration::from_secs(5);
@@ -481,21 +481,18 @@ async fn read_side(
             }
             Err(_) => continue,
         };
-        buf.extend_from_slice(&chunk[..n]);
+        answers_in.feed(&chunk[..n]);
         let now = Instant::now();
         let now_ns = nanos_since(start, now);
         let measuring = now >= measure_from && now < stop_at;
-        let mut consumed = 0;
-        while let Some(raw) = split_frame(&buf[consumed..]) {
-            consumed += raw.header.frame_len();
-            let slot = raw.header.id as usize;
+        while let Some((id, message)) = answers_in.next_answer() {
+            let slot = id as usize;
             if slot >= sent.len() {
                 tally.error("answer with an unknown ID".into());
                 continue;
             }
             answers += 1;
             flight.count.fetch_sub(1, Ordering::Relaxed);
-            let message = raw.decode().map(|f| f.message);
             if measuring {
                 let latency = now_ns.saturating_sub(sent[slot].load(Ordering::Relaxed));
                 let _ = tally.hist.record(latency.max(1));
@@ -521,7 +518,6 @@ async fn read_side(
             }
             let _ = free.send(slot);
         }
-        buf.drain(..consumed);
     }
     tally
 }

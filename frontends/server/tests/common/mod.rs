@@ -17,7 +17,7 @@ use rustls::ClientConfig;
 
 pub struct Fixture {
     pub addr: SocketAddr,
-    pub shared: Arc<keyless_engine::sharing::Shared>,
+    pub shared: Arc<keyless_engine::shared::Shared>,
     pub pki: DevPki,
     _dir: tempfile::TempDir,
 }

@@ -1,39 +1,32 @@
 //! One pipelined connection to a key server.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use keyless_protocol::{split_frame, ErrorCode, Frame, Message, Opcode, Ski};
+use keyless_protocol::{Message, Opcode, Ski};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::core::{expect_pong, expect_response, Pipeline};
 use crate::ClientError;
 
 /// The TLS stream type, for callers that want to write raw bytes.
 pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-type Pending = Arc<Mutex<PendingState>>;
-
-#[derive(Default)]
-struct PendingState {
-    waiting: HashMap<u32, oneshot::Sender<Message>>,
-    /// Set once the reader stops: why the connection is gone.
-    closed: Option<String>,
-}
-
 /// A multiplexed connection. Cheap to share behind an `Arc`; every method
 /// takes `&self`, and any number of calls may be in flight at once.
 pub struct Connection {
-    next_id: AtomicU32,
-    pending: Pending,
+    pipeline: Arc<Mutex<Pipeline>>,
     writer: mpsc::UnboundedSender<Vec<u8>>,
     peer: String,
+}
+
+fn lock(pipeline: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {
+    pipeline.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Open TCP and the TLS handshake, without starting the multiplexer.
@@ -86,7 +79,7 @@ pub async fn connect_unix(path: &Path, server_name: &str, tls: Arc<ClientConfig>
 async fn write_loop<S: AsyncWrite>(
     mut writer: WriteHalf<S>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    pending: Pending,
+    pipeline: Arc<Mutex<Pipeline>>,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -105,52 +98,23 @@ async fn write_loop<S: AsyncWrite>(
         }
         .await
         {
-            fail_all(&pending, format!("write failed: {e}"));
+            lock(&pipeline).close(format!("write failed: {e}"));
             return;
         }
     }
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, pending: Pending) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, pipeline: Arc<Mutex<Pipeline>>) {
     let mut chunk = vec![0u8; 64 * 1024];
     let reason = loop {
         match reader.read(&mut chunk).await {
             Ok(0) => break "closed by the key server".to_string(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => lock(&pipeline).receive(&chunk[..n]),
             Err(e) => break format!("read failed: {e}"),
         }
-        let mut consumed = 0;
-        while let Some(raw) = split_frame(&buf[consumed..]) {
-            consumed += raw.header.frame_len();
-            let id = raw.header.id;
-            let message = match raw.decode() {
-                Ok(f) => f.message,
-                Err(e) => {
-                    tracing::warn!("undecodable response {id}: {e}");
-                    Message::error(ErrorCode::Format)
-                }
-            };
-            let waiter = pending.lock().map(|mut p| p.waiting.remove(&id)).ok().flatten();
-            match waiter {
-                Some(tx) => {
-                    let _ = tx.send(message);
-                }
-                None => tracing::warn!("response {id} matches no request"),
-            }
-        }
-        buf.drain(..consumed);
     };
-    fail_all(&pending, reason);
-}
-
-fn fail_all(pending: &Pending, reason: String) {
-    if let Ok(mut p) = pending.lock() {
-        p.closed.get_or_insert(reason);
-        // Dropping the senders wakes every waiter with an error.
-        p.waiting.clear();
-    }
+    lock(&pipeline).close(reason);
 }
 
 impl Connection {
@@ -161,13 +125,12 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (reader, writer) = tokio::io::split(stream);
-        let pending: Pending = Arc::default();
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(peer.clone())));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, rx, pending.clone()));
-        tokio::spawn(read_loop(reader, pending.clone()));
+        tokio::spawn(write_loop(writer, rx, pipeline.clone()));
+        tokio::spawn(read_loop(reader, pipeline.clone()));
         Connection {
-            next_id: AtomicU32::new(1),
-            pending,
+            pipeline,
             writer: tx,
             peer,
         }
@@ -179,34 +142,20 @@ impl Connection {
 
     /// Why the connection is closed, if it is.
     pub fn closed(&self) -> Option<String> {
-        self.pending.lock().ok().and_then(|p| p.closed.clone())
+        lock(&self.pipeline).closed().map(str::to_owned)
     }
 
     /// Send one message and wait for the answer with the same ID.
     pub async fn call(&self, message: Message) -> Result<Message, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = Frame::new(id, message)
-            .encode()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut p = self
-                .pending
-                .lock()
-                .map_err(|_| ClientError::Closed("poisoned".into()))?;
-            if let Some(reason) = &p.closed {
-                return Err(ClientError::Closed(reason.clone()));
-            }
-            p.waiting.insert(id, tx);
-        }
-        if self.writer.send(bytes).is_err() {
-            self.pending.lock().ok().map(|mut p| p.waiting.remove(&id));
+        let (id, frame, answer) = lock(&self.pipeline).request(message)?;
+        if self.writer.send(frame).is_err() {
+            lock(&self.pipeline).cancel(id);
             return Err(ClientError::Closed(
                 self.closed().unwrap_or_else(|| "writer stopped".into()),
             ));
         }
-        rx.await
-            .map_err(|_| ClientError::Closed(self.closed().unwrap_or_else(|| "connection lost".into())))
+        let result = answer.await;
+        crate::core::answered(result, self.closed())
     }
 
     /// Perform `opcode` with key `ski` on `payload`; the result or the server's error.
@@ -216,33 +165,9 @@ impl Connection {
 
     /// Ping with a payload; returns the echoed payload.
     pub async fn ping(&self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let answer = self
-            .call(Message::request(Opcode::PING, None, payload.to_vec()))
-            .await?;
-        check_error(&answer)?;
-        if answer.opcode != Some(Opcode::PONG) {
-            return Err(ClientError::Protocol(format!("ping answered with {:?}", answer.opcode)));
-        }
-        Ok(answer.payload.unwrap_or_default())
+        expect_pong(
+            self.call(Message::request(Opcode::PING, None, payload.to_vec()))
+                .await?,
+        )
     }
-}
-
-fn check_error(answer: &Message) -> Result<(), ClientError> {
-    match answer.error_code() {
-        None => Ok(()),
-        Some(Ok(code)) => Err(ClientError::Remote(code)),
-        Some(Err(byte)) => Err(ClientError::RemoteUnknown(byte)),
-    }
-}
-
-/// The payload of a 0xF0 response, or the error it carries.
-pub fn expect_response(answer: Message) -> Result<Vec<u8>, ClientError> {
-    check_error(&answer)?;
-    if answer.opcode != Some(Opcode::RESPONSE) {
-        return Err(ClientError::Protocol(format!(
-            "expected a response, got {:?}",
-            answer.opcode
-        )));
-    }
-    Ok(answer.payload.unwrap_or_default())
 }

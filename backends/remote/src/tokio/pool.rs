@@ -1,0 +1,229 @@
+//! A few long-lived connections to each of several key servers on a tokio
+//! runtime; the policy (failover, backoff, health) is [`crate::core`]'s.
+//!
+//! The pool owns a small tokio runtime for its sockets. Callers on any
+//! other thread submit with [`KeyServerPool::perform_blocking`] (the edge's
+//! handshake threads, whose rustls signer is synchronous) or await
+//! [`KeyServerPool::perform`]. Requests from every caller share the
+//! connections, so many handshakes' requests leave in one write.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use keyless_protocol::Message;
+use rustls::ClientConfig;
+
+use crate::core::{expect_response, Retry, ServerState, Supervision};
+use crate::{connect, ClientError, Connection};
+
+/// How to reach the key servers.
+#[derive(Clone)]
+pub struct PoolConfig {
+    /// `HOST:PORT` entries; a name with several addresses is several servers.
+    pub servers: Vec<String>,
+    /// Name the key servers' certificates must carry (default: each HOST).
+    pub server_name: Option<String>,
+    pub tls: Arc<ClientConfig>,
+    /// Long-lived connections per server.
+    pub connections_per_server: usize,
+    /// A request fails if no answer comes within this.
+    pub request_timeout: Duration,
+    /// Ping each connection this often; a failed ping replaces it.
+    pub health_interval: Duration,
+    /// Connecting (TCP and TLS) must finish within this.
+    pub connect_timeout: Duration,
+    /// Threads of the pool's own runtime.
+    pub threads: usize,
+}
+
+impl PoolConfig {
+    pub fn new(servers: Vec<String>, tls: Arc<ClientConfig>) -> PoolConfig {
+        PoolConfig {
+            servers,
+            server_name: None,
+            tls,
+            connections_per_server: 2,
+            request_timeout: Duration::from_secs(2),
+            health_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            threads: 1,
+        }
+    }
+}
+
+/// One key server's live connections.
+#[derive(Default)]
+struct Links(RwLock<Vec<Arc<Connection>>>);
+
+impl Links {
+    fn pick(&self, n: usize) -> Option<Arc<Connection>> {
+        let conns = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<_> = conns.iter().filter(|c| c.closed().is_none()).collect();
+        (!live.is_empty()).then(|| live[n % live.len()].clone())
+    }
+}
+
+/// Connections to every configured key server.
+pub struct KeyServerPool {
+    runtime: tokio::runtime::Runtime,
+    servers: Vec<Arc<ServerState>>,
+    links: Vec<Arc<Links>>,
+    next: AtomicUsize,
+    request_timeout: Duration,
+}
+
+impl KeyServerPool {
+    /// Resolve the servers and start connecting (in the background: a key
+    /// server that is down at start-up is retried, not fatal).
+    pub fn start(config: PoolConfig) -> Result<Arc<KeyServerPool>, ClientError> {
+        let servers = crate::core::resolve(&config.servers, config.server_name.as_deref())?;
+        Self::start_with(servers, config)
+    }
+
+    /// Start connecting to `servers` (resolved already; their counters may
+    /// be shared with other drivers).
+    pub fn start_with(servers: Vec<Arc<ServerState>>, config: PoolConfig) -> Result<Arc<KeyServerPool>, ClientError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("keyless-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot start the key-server runtime: {e}")))?;
+        let links: Vec<Arc<Links>> = servers.iter().map(|_| Arc::default()).collect();
+        for (server, links) in servers.iter().zip(&links) {
+            for _ in 0..config.connections_per_server.max(1) {
+                runtime.spawn(supervise(server.clone(), links.clone(), config.clone()));
+            }
+        }
+        Ok(Arc::new(KeyServerPool {
+            runtime,
+            servers,
+            links,
+            next: AtomicUsize::new(0),
+            request_timeout: config.request_timeout,
+        }))
+    }
+
+    pub fn servers(&self) -> &[Arc<ServerState>] {
+        &self.servers
+    }
+
+    /// Servers with at least one live connection.
+    pub fn healthy(&self) -> usize {
+        self.servers.iter().filter(|s| s.healthy()).count()
+    }
+
+    /// Wait until at least one server is reachable, or `timeout` passes.
+    pub fn wait_healthy(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.healthy() == 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Send `request`; its response payload, or why there is none (at once
+    /// when no key server is reachable). Failover as [`Retry`] says.
+    pub async fn perform(&self, request: Message) -> Result<Vec<u8>, ClientError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.request_timeout;
+        let answer = Retry::new(n, self.servers.len())
+            .run(&self.servers, |i| {
+                let conn = self.links[i].pick(n)?;
+                let request = request.clone();
+                let addr = self.servers[i].addr;
+                Some(async move {
+                    tokio::time::timeout(timeout, conn.call(request))
+                        .await
+                        .unwrap_or_else(|_| Err(ClientError::Closed(format!("{addr}: no answer within {timeout:?}"))))
+                })
+            })
+            .await?;
+        expect_response(answer)
+    }
+
+    /// [`perform`](Self::perform) from a thread outside the pool's runtime,
+    /// blocking it until the answer comes.
+    pub fn perform_blocking(&self, request: Message) -> Result<Vec<u8>, ClientError> {
+        self.runtime.handle().block_on(self.perform(request))
+    }
+}
+
+/// Keep one connection slot to `server` alive, as [`Supervision`] says.
+async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConfig) {
+    let mut life = Supervision::new(server.clone());
+    loop {
+        let connected = tokio::time::timeout(
+            config.connect_timeout,
+            connect(server.addr, &server.name, config.tls.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(ClientError::Closed("connect timed out".into())));
+        // A ping proves the mutual TLS handshake was accepted (TLS 1.3
+        // reports a refused client certificate only on the first read).
+        let proven = match connected {
+            Ok(conn) => tokio::time::timeout(config.connect_timeout, conn.ping(b"hello"))
+                .await
+                .unwrap_or_else(|_| Err(ClientError::Closed("no answer to the first ping".into())))
+                .map(|_| Arc::new(conn)),
+            Err(e) => Err(e),
+        };
+        let conn = match proven {
+            Ok(conn) => conn,
+            Err(e) => {
+                tokio::time::sleep(life.attempt_failed(&e)).await;
+                continue;
+            }
+        };
+        links.0.write().unwrap_or_else(|e| e.into_inner()).push(conn.clone());
+        life.up();
+        let reason = loop {
+            tokio::time::sleep(config.health_interval).await;
+            let ping = tokio::time::timeout(config.request_timeout, conn.ping(b"health")).await;
+            match (ping, conn.closed()) {
+                (_, Some(reason)) => break reason,
+                (Ok(Ok(_)), None) => {}
+                (Ok(Err(e)), None) => break format!("health check: {e}"),
+                (Err(_), None) => break "health check: no answer".to_string(),
+            }
+        };
+        links
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, &conn));
+        life.down(&reason);
+    }
+}
+
+impl std::fmt::Debug for KeyServerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyServerPool")
+            .field("servers", &self.servers.iter().map(|s| s.addr).collect::<Vec<_>>())
+            .field("healthy", &self.healthy())
+            .finish()
+    }
+}
+
+impl KeyServerPool {
+    /// [`perform`](Self::perform) on the pool's runtime; the returned future
+    /// can be awaited on any executor (the edge's cores).
+    pub fn spawn_perform(
+        self: &Arc<Self>,
+        request: Message,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, ClientError>> + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        self.runtime.spawn(async move {
+            let _ = tx.send(pool.perform(request).await);
+        });
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ClientError::Closed("the key-server runtime stopped".into())))
+        }
+    }
+}

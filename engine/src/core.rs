@@ -1,0 +1,353 @@
+//! One core's side of the engine: its own copy of the keys, its
+//! connections' answer queues, and the routing of each request to the core
+//! that signs it.
+//!
+//! A connection lives on the core that accepted it, but one busy connection
+//! must be able to keep every core signing. A core reading a batch of
+//! requests assigns each to the least-loaded core ([`crate::routing`]),
+//! sends the remote ones over [`crate::links`], signs its own share, and the
+//! answers flow back to the connection's core.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::LocalSender;
+use keyless_keys::{KeyStore, SharedKey};
+use keyless_protocol::{ErrorCode, Frame, Message};
+
+use crate::counters::CoreCounters;
+use crate::drain::Drain;
+use crate::handler::{self, Prepared};
+use crate::links::{Answer, Inboxes, Job, Links};
+use crate::offload::Offloaded;
+use crate::request::Request;
+use crate::routing::Target;
+use crate::shared::Shared;
+use crate::versioned::Cached;
+
+/// Encoded responses for a connection's writer, and how many frames they hold.
+pub type Responses = (Vec<u8>, usize);
+
+pub struct Core {
+    id: usize,
+    drain: Rc<Drain>,
+    shared: Arc<Shared>,
+    store: Cached<Rc<KeyStore>>,
+    links: Links,
+    conns: RefCell<HashMap<u64, Rc<LocalSender<Responses>>>>,
+    next_conn: Cell<u64>,
+}
+
+/// One core's own copy of the keys.
+fn build_store(keys: &[SharedKey]) -> Result<KeyStore, String> {
+    let mut store = KeyStore::new();
+    for k in keys {
+        let key = k.instantiate().map_err(|e| format!("{}: {e}", k.origin()))?;
+        store.insert(key);
+    }
+    Ok(store)
+}
+
+impl Core {
+    /// Become core `id`: connect its channels to every other core (waits
+    /// for all of them) and start its workers.
+    pub async fn join(shared: Arc<Shared>, id: usize) -> Result<Rc<Core>, String> {
+        let ends = shared
+            .take_links(id)
+            .ok_or_else(|| format!("core {id} joined twice or does not exist"))?;
+        let (_, keys) = shared.keys.load();
+        let store = Rc::new(build_store(&keys)?);
+        let store = Cached::new(&shared.keys, |_| store);
+        let (links, inboxes) = while_reactor_turns(ends.connect()).await;
+        let drain = Drain::watch(shared.clone());
+        let core = Rc::new(Core {
+            id,
+            drain,
+            shared,
+            store,
+            links,
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+        });
+        core.spawn_workers(inboxes);
+        Ok(core)
+    }
+
+    fn spawn_workers(self: &Rc<Self>, inboxes: Inboxes) {
+        for rx in inboxes.jobs {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(job) = rx.recv().await {
+                    core.run_job(job).await;
+                }
+            })
+            .detach();
+        }
+        for rx in inboxes.answers {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(answer) = rx.recv().await {
+                    core.deliver(answer);
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// This core's index (in [`Shared::counters`] too).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn counters(&self) -> &CoreCounters {
+        &self.shared.counters[self.id]
+    }
+
+    /// This core's view of the drain (SIGTERM) signal.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// This core's keys, rebuilt first if new ones were published.
+    pub fn store(&self) -> Rc<KeyStore> {
+        self.store.get(&self.shared.keys, |keys| match build_store(keys) {
+            Ok(store) => {
+                tracing::info!("core {}: now serving {} keys", self.id, store.len());
+                Some(Rc::new(store))
+            }
+            Err(e) => {
+                tracing::error!("core {}: keeping the old keys: {e}", self.id);
+                None
+            }
+        })
+    }
+
+    /// Connections open on this core and requests assigned to it: what a
+    /// draining core waits for before it stops.
+    pub fn busy(&self) -> (u64, usize) {
+        (
+            self.counters().connections.load(Ordering::Relaxed),
+            self.shared.loads.get(self.id),
+        )
+    }
+
+    /// Register a connection's answer queue; answers for it are delivered
+    /// there until [`Core::unregister`].
+    pub fn register(&self, tx: Rc<LocalSender<Responses>>) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        self.conns.borrow_mut().insert(id, tx);
+        self.counters().connections.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    pub fn unregister(&self, conn: u64) {
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            self.counters().connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Route one request read on this core for connection `conn`. Requests
+    /// that need no key are answered at once (never queued behind a batch
+    /// of signatures), HSM requests go to their workers, and the rest go to
+    /// the least-loaded core. Returns the request when that is this core:
+    /// the caller signs it with the rest of its batch ([`Core::sign_local`]).
+    pub async fn dispatch(self: &Rc<Self>, conn: u64, request: Request) -> Option<Request> {
+        if !request.needs_key() {
+            let mut out = Vec::with_capacity(256);
+            self.answer_here(self.id, conn, request, &mut out);
+            self.to_connection(conn, (out, 1));
+            return None;
+        }
+        let store = self.store();
+        if store.has_offloaded() {
+            if let Prepared::Offloaded {
+                offload,
+                ski,
+                op,
+                input,
+            } = handler::prepare(&store, &request)
+            {
+                let offloaded = Offloaded::submit(offload, ski, op, input);
+                self.spawn_offloaded(self.id, conn, &request, offloaded);
+                return None;
+            }
+        }
+        match self.shared.loads.assign(self.id, self.shared.draining()) {
+            Target::Local => Some(request),
+            Target::Remote(core) => {
+                self.send_remote(core, conn, request).await;
+                None
+            }
+        }
+    }
+
+    /// Sign a request [`dispatch`](Core::dispatch) kept on this core,
+    /// appending its response to `out`.
+    pub fn sign_local(self: &Rc<Self>, conn: u64, request: Request, out: &mut Vec<u8>) {
+        self.answer_here(self.id, conn, request, out);
+        self.shared.loads.done(self.id);
+    }
+
+    /// Answer `request` on this core: its response is appended to `out`, or,
+    /// for a key performed elsewhere, reaches connection `conn` on core
+    /// `origin` when the workers are done.
+    fn answer_here(self: &Rc<Self>, origin: usize, conn: u64, request: Request, out: &mut Vec<u8>) {
+        let counters = self.counters();
+        if let Some(op) = request.opcode {
+            counters.received(op.0);
+        }
+        let started = Instant::now();
+        let store = self.store();
+        let message = match handler::prepare(&store, &request) {
+            Prepared::Offloaded {
+                offload,
+                ski,
+                op,
+                input,
+            } => {
+                // Only when keys were republished between routing and now.
+                let offloaded = Offloaded::submit(offload, ski, op, input);
+                self.spawn_offloaded(origin, conn, &request, offloaded);
+                return;
+            }
+            prepared => prepared
+                .answer_inline()
+                .unwrap_or_else(|| Message::error(ErrorCode::Internal)),
+        };
+        let opcode = request.opcode_byte();
+        counters.answered(opcode, &message, started.elapsed());
+        if origin == self.id {
+            counters.delivered(opcode, request.read_at.elapsed());
+        }
+        if let Err(e) = Frame::new(request.id, message).encode_into(out) {
+            tracing::error!("cannot encode response {}: {e}", request.id);
+        }
+    }
+
+    /// Wait for an offloaded operation on this core (an HSM's workers serve
+    /// every core already, so it is not shared) and send its answer home.
+    fn spawn_offloaded(self: &Rc<Self>, origin: usize, conn: u64, request: &Request, offloaded: Offloaded) {
+        let core = self.clone();
+        let (id, opcode, read_at) = (request.id, request.opcode_byte(), request.read_at);
+        glommio::spawn_local(async move {
+            let started = Instant::now();
+            let message = offloaded.answer(id).await;
+            core.counters().answered(opcode, &message, started.elapsed());
+            let mut frame = Vec::with_capacity(1024);
+            if let Err(e) = Frame::new(id, message).encode_into(&mut frame) {
+                tracing::error!("cannot encode response {id}: {e}");
+            }
+            let answer = Answer {
+                conn,
+                frame,
+                opcode,
+                read_at,
+            };
+            core.send_home(origin, answer).await;
+        })
+        .detach();
+    }
+
+    /// Send one request to another core. Waits while that core's queue
+    /// from us is full: this is the backpressure that stops the reader.
+    async fn send_remote(&self, target: usize, conn: u64, request: Request) {
+        self.counters().sent_to_others.fetch_add(1, Ordering::Relaxed);
+        let (id, opcode, read_at) = (request.id, request.opcode_byte(), request.read_at);
+        let job = Job {
+            origin: self.id,
+            conn,
+            request,
+        };
+        let sent = match &self.links.jobs[target] {
+            Some(tx) => tx.send(job).await.map_err(|e| e.to_string()),
+            None => Err("no channel".into()),
+        };
+        if let Err(e) = sent {
+            // The other core is gone (shutting down): the request fails, visibly.
+            tracing::warn!("cannot hand request {id} to core {target}: {e}");
+            self.shared.loads.done(target);
+            let mut frame = Vec::with_capacity(64);
+            let _ = Frame::new(id, Message::error(ErrorCode::Internal)).encode_into(&mut frame);
+            self.deliver(Answer {
+                conn,
+                frame,
+                opcode,
+                read_at,
+            });
+        }
+    }
+
+    async fn run_job(self: &Rc<Self>, job: Job) {
+        let (opcode, read_at) = (job.request.opcode_byte(), job.request.read_at);
+        let mut frame = Vec::with_capacity(1024);
+        self.answer_here(job.origin, job.conn, job.request, &mut frame);
+        self.shared.loads.done(self.id);
+        self.counters().handled_for_others.fetch_add(1, Ordering::Relaxed);
+        if !frame.is_empty() {
+            let answer = Answer {
+                conn: job.conn,
+                frame,
+                opcode,
+                read_at,
+            };
+            self.send_home(job.origin, answer).await;
+        }
+        glommio::executor().yield_if_needed().await;
+    }
+
+    /// Pass an answer to the core that holds its connection.
+    async fn send_home(&self, origin: usize, answer: Answer) {
+        if origin == self.id {
+            self.deliver(answer);
+            return;
+        }
+        let sent = match &self.links.answers[origin] {
+            Some(tx) => tx.send(answer).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            tracing::warn!("core {origin} gone; an answer is dropped");
+        }
+    }
+
+    fn deliver(&self, answer: Answer) {
+        self.counters().delivered(answer.opcode, answer.read_at.elapsed());
+        self.to_connection(answer.conn, (answer.frame, 1));
+    }
+
+    fn to_connection(&self, conn: u64, responses: Responses) {
+        if let Some(tx) = self.conns.borrow().get(&conn) {
+            // Unbounded: the connection's in-flight cap bounds it.
+            let _ = tx.try_send(responses);
+        }
+    }
+}
+
+/// Run `fut` while keeping this core's reactor turning. glommio notices a
+/// peer connecting to a shared channel only when its reactor runs, and a
+/// connecting peer does not wake it: an executor with nothing else to do
+/// sleeps through it and the connection never completes (seen under load).
+async fn while_reactor_turns<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let turning = Rc::new(Cell::new(true));
+    let ticker = glommio::spawn_local({
+        let turning = turning.clone();
+        async move {
+            while turning.get() {
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let out = fut.await;
+    turning.set(false);
+    ticker.await;
+    out
+}

@@ -1,0 +1,79 @@
+//! Per-core counters, bumped with relaxed atomics on the core and read by
+//! the metrics thread at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use keyless_protocol::Message;
+
+use crate::stats::{AtomicHistogram, BATCH_BOUNDS, LATENCY_BOUNDS};
+
+/// Per-core counters, readable from any thread.
+#[derive(Debug)]
+pub struct CoreCounters {
+    /// Requests by opcode byte.
+    pub by_opcode: Vec<AtomicU64>,
+    /// Error responses by error code byte.
+    pub errors: Vec<AtomicU64>,
+    /// Connections open on this core.
+    pub connections: AtomicU64,
+    /// Requests this core answered (signed or otherwise).
+    pub handled: AtomicU64,
+    /// Of those, requests that arrived on another core's connection.
+    pub handled_for_others: AtomicU64,
+    /// Requests this core's connections sent to other cores.
+    pub sent_to_others: AtomicU64,
+    /// Time to answer a request on this core (decode, key lookup, the
+    /// private-key operation), by opcode byte: gokeyless's
+    /// `keyless_request_exec_duration_per_opcode`.
+    pub exec_duration: Vec<AtomicHistogram>,
+    /// Time from reading a request to its answer being ready for the
+    /// connection's writer, by opcode byte, wherever it was signed:
+    /// gokeyless's `keyless_request_total_duration_per_opcode`.
+    pub total_duration: Vec<AtomicHistogram>,
+    /// Requests this core signed per read of one connection (its batches).
+    pub batch_size: AtomicHistogram,
+    /// Connections that failed before serving (TLS handshake refused or
+    /// timed out): gokeyless's `keyless_failed_connection`.
+    pub failed_connections: AtomicU64,
+}
+
+impl Default for CoreCounters {
+    fn default() -> Self {
+        CoreCounters {
+            by_opcode: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            errors: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            connections: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            handled_for_others: AtomicU64::new(0),
+            sent_to_others: AtomicU64::new(0),
+            exec_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
+            total_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
+            batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
+            failed_connections: AtomicU64::new(0),
+        }
+    }
+}
+
+impl CoreCounters {
+    /// A request with this opcode byte was received.
+    pub fn received(&self, opcode: u8) {
+        self.by_opcode[opcode as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was answered here with `message` after `exec` of work.
+    pub fn answered(&self, opcode: u8, message: &Message, exec: Duration) {
+        if let Some(code) = message.error_code() {
+            let byte = code.map_or_else(|b| b, |c| c as u8);
+            self.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.exec_duration[opcode as usize].observe_duration(exec);
+    }
+
+    /// An answer is ready for its connection's writer, `total` after its
+    /// request was read (counted on the connection's core).
+    pub fn delivered(&self, opcode: u8, total: Duration) {
+        self.total_duration[opcode as usize].observe_duration(total);
+    }
+}

@@ -1,0 +1,104 @@
+//! What all cores share: load, counters, the published keys and the drain
+//! flag — atomics and locks only, so `Shared` is `Sync` by its fields.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use keyless_keys::SharedKey;
+
+use crate::counters::CoreCounters;
+use crate::links::{self, Unconnected};
+use crate::routing::Loads;
+use crate::stats::{AtomicHistogram, LATENCY_BOUNDS};
+use crate::versioned::Versioned;
+
+pub struct Shared {
+    pub(crate) loads: Loads,
+    pub counters: Vec<CoreCounters>,
+    /// The key material every core should serve; each core builds its own
+    /// copy from it.
+    pub(crate) keys: Versioned<Vec<SharedKey>>,
+    draining: AtomicBool,
+    /// Each core's channel ends until that core takes them.
+    links: Mutex<Vec<Option<Unconnected>>>,
+    /// Bound on jobs queued from one core to another.
+    pub channel_capacity: usize,
+    /// Seconds each load of the key stores took (start-up and reloads):
+    /// gokeyless's `keyless_key_load_duration`.
+    pub key_load: AtomicHistogram,
+}
+
+// Cores share `Shared` through an `Arc`: prove it may be, at compile time.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Shared>();
+};
+
+impl Shared {
+    pub fn new(cores: usize, channel_capacity: usize) -> Arc<Shared> {
+        let cores = cores.max(1);
+        Arc::new(Shared {
+            loads: Loads::new(cores),
+            counters: (0..cores).map(|_| CoreCounters::default()).collect(),
+            keys: Versioned::new(Arc::new(Vec::new())),
+            draining: AtomicBool::new(false),
+            links: Mutex::new(links::build(cores, channel_capacity).into_iter().map(Some).collect()),
+            channel_capacity,
+            key_load: AtomicHistogram::new(&LATENCY_BOUNDS),
+        })
+    }
+
+    /// Serve these keys from now on (start-up and SIGHUP). Cores pick them
+    /// up before their next request; requests already being signed finish
+    /// with the old keys.
+    pub fn publish_keys(&self, keys: Vec<SharedKey>) {
+        self.keys.publish(Arc::new(keys));
+    }
+
+    /// How many keys are published now.
+    pub fn key_count(&self) -> usize {
+        self.keys.load().1.len()
+    }
+
+    /// Core `core`'s channel ends; `None` once taken.
+    pub(crate) fn take_links(&self, core: usize) -> Option<Unconnected> {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.get_mut(core).and_then(Option::take)
+    }
+
+    /// Ask every core to stop accepting and reading, finish what is in
+    /// flight and stop (SIGTERM). Safe to call from any thread.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn cores(&self) -> usize {
+        self.loads.cores()
+    }
+
+    /// Requests handled by each core so far.
+    pub fn handled_per_core(&self) -> Vec<u64> {
+        self.counters
+            .iter()
+            .map(|c| c.handled.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Jobs assigned to each core and not yet done (its queue depth).
+    pub fn load_per_core(&self) -> Vec<usize> {
+        self.loads.snapshot()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("loads", &self.load_per_core())
+            .field("handled", &self.handled_per_core())
+            .finish_non_exhaustive()
+    }
+}
