@@ -19,7 +19,7 @@ use glommio::channels::local_channel::LocalSender;
 use keyless_keys::{KeyStore, SharedKey};
 use keyless_protocol::{ErrorCode, Frame, Message};
 
-use crate::counters::CoreCounters;
+use crate::counters::{error_byte, CoreCounters};
 use crate::drain::Drain;
 use crate::handler::{self, Prepared};
 use crate::links::{Answer, Inboxes, Job, Links};
@@ -63,7 +63,7 @@ impl Core {
         let store = Rc::new(build_store(&keys)?);
         let store = Cached::new(&shared.keys, |_| store);
         let (links, inboxes) = while_reactor_turns(ends.connect()).await;
-        let drain = Drain::watch(shared.clone());
+        let drain = Drain::watch(shared.drain_signal());
         let core = Rc::new(Core {
             id,
             drain,
@@ -163,7 +163,7 @@ impl Core {
     pub async fn dispatch(self: &Rc<Self>, conn: u64, request: Request) -> Option<Request> {
         if !request.needs_key() {
             let mut out = Vec::with_capacity(256);
-            self.answer_here(self.id, conn, request, &mut out);
+            let _ = self.answer_here(self.id, conn, request, &mut out);
             self.to_connection(conn, (out, 1));
             return None;
         }
@@ -193,14 +193,15 @@ impl Core {
     /// Sign a request [`dispatch`](Core::dispatch) kept on this core,
     /// appending its response to `out`.
     pub fn sign_local(self: &Rc<Self>, conn: u64, request: Request, out: &mut Vec<u8>) {
-        self.answer_here(self.id, conn, request, out);
+        let _ = self.answer_here(self.id, conn, request, out);
         self.shared.loads.done(self.id);
     }
 
-    /// Answer `request` on this core: its response is appended to `out`, or,
-    /// for a key performed elsewhere, reaches connection `conn` on core
-    /// `origin` when the workers are done.
-    fn answer_here(self: &Rc<Self>, origin: usize, conn: u64, request: Request, out: &mut Vec<u8>) {
+    /// Answer `request` on this core: its response is appended to `out` (its
+    /// error byte returned, 0 for none), or, for a key performed elsewhere,
+    /// reaches connection `conn` on core `origin` when the workers are done
+    /// (`None`).
+    fn answer_here(self: &Rc<Self>, origin: usize, conn: u64, request: Request, out: &mut Vec<u8>) -> Option<u8> {
         let counters = self.counters();
         if let Some(op) = request.opcode {
             counters.received(op.0);
@@ -217,20 +218,22 @@ impl Core {
                 // Only when keys were republished between routing and now.
                 let offloaded = Offloaded::submit(offload, ski, op, input);
                 self.spawn_offloaded(origin, conn, &request, offloaded);
-                return;
+                return None;
             }
             prepared => prepared
                 .answer_inline()
                 .unwrap_or_else(|| Message::error(ErrorCode::Internal)),
         };
         let opcode = request.opcode_byte();
+        let error = error_byte(&message);
         counters.answered(opcode, &message, started.elapsed());
         if origin == self.id {
-            counters.delivered(opcode, request.read_at.elapsed());
+            counters.delivered(opcode, error, request.read_at.elapsed());
         }
         if let Err(e) = Frame::new(request.id, message).encode_into(out) {
             tracing::error!("cannot encode response {}: {e}", request.id);
         }
+        Some(error)
     }
 
     /// Wait for an offloaded operation on this core (an HSM's workers serve
@@ -242,6 +245,7 @@ impl Core {
             let started = Instant::now();
             let message = offloaded.answer(id).await;
             core.counters().answered(opcode, &message, started.elapsed());
+            let error = error_byte(&message);
             let mut frame = Vec::with_capacity(1024);
             if let Err(e) = Frame::new(id, message).encode_into(&mut frame) {
                 tracing::error!("cannot encode response {id}: {e}");
@@ -250,6 +254,7 @@ impl Core {
                 conn,
                 frame,
                 opcode,
+                error,
                 read_at,
             };
             core.send_home(origin, answer).await;
@@ -281,6 +286,7 @@ impl Core {
                 conn,
                 frame,
                 opcode,
+                error: ErrorCode::Internal as u8,
                 read_at,
             });
         }
@@ -289,14 +295,15 @@ impl Core {
     async fn run_job(self: &Rc<Self>, job: Job) {
         let (opcode, read_at) = (job.request.opcode_byte(), job.request.read_at);
         let mut frame = Vec::with_capacity(1024);
-        self.answer_here(job.origin, job.conn, job.request, &mut frame);
+        let answered = self.answer_here(job.origin, job.conn, job.request, &mut frame);
         self.shared.loads.done(self.id);
         self.counters().handled_for_others.fetch_add(1, Ordering::Relaxed);
-        if !frame.is_empty() {
+        if let Some(error) = answered {
             let answer = Answer {
                 conn: job.conn,
                 frame,
                 opcode,
+                error,
                 read_at,
             };
             self.send_home(job.origin, answer).await;
@@ -320,7 +327,8 @@ impl Core {
     }
 
     fn deliver(&self, answer: Answer) {
-        self.counters().delivered(answer.opcode, answer.read_at.elapsed());
+        self.counters()
+            .delivered(answer.opcode, answer.error, answer.read_at.elapsed());
         self.to_connection(answer.conn, (answer.frame, 1));
     }
 

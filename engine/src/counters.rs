@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keyless_protocol::Message;
+use keyless_protocol::{Message, OpFamily, Opcode};
 
-use crate::stats::{AtomicHistogram, BATCH_BOUNDS, LATENCY_BOUNDS};
+use crate::stats::{AtomicHistogram, BATCH_BOUNDS, GOKEYLESS_BOUNDS, LATENCY_BOUNDS};
 
 /// Per-core counters, readable from any thread.
 #[derive(Debug)]
@@ -36,6 +36,54 @@ pub struct CoreCounters {
     /// Connections that failed before serving (TLS handshake refused or
     /// timed out): gokeyless's `keyless_failed_connection`.
     pub failed_connections: AtomicU64,
+    /// gokeyless's `keyless_request_exec_duration_per_opcode`: by opcode
+    /// family and answer error ([`ByFamilyAndError`]), gokeyless's buckets.
+    pub exec_by_family: ByFamilyAndError,
+    /// gokeyless's `keyless_request_total_duration_per_opcode`.
+    pub total_by_family: ByFamilyAndError,
+}
+
+/// Histograms indexed by opcode family and the answer's error byte (0: no
+/// error; the last slot: an error byte gokeyless does not know).
+#[derive(Debug)]
+pub struct ByFamilyAndError(Vec<AtomicHistogram>);
+
+impl ByFamilyAndError {
+    /// Error slots: none, the eleven codes, unknown.
+    pub const ERRORS: usize = 13;
+
+    fn new() -> ByFamilyAndError {
+        ByFamilyAndError(
+            (0..OpFamily::ALL.len() * Self::ERRORS)
+                .map(|_| AtomicHistogram::new(&GOKEYLESS_BOUNDS))
+                .collect(),
+        )
+    }
+
+    fn slot(opcode: u8, error: u8) -> usize {
+        let family = Opcode(opcode).family().index();
+        family * Self::ERRORS + (error as usize).min(Self::ERRORS - 1)
+    }
+
+    pub fn observe(&self, opcode: u8, error: u8, d: Duration) {
+        self.0[Self::slot(opcode, error)].observe_duration(d);
+    }
+
+    /// Each family and error slot with its histogram (error `None`: no error).
+    pub fn iter(&self) -> impl Iterator<Item = (OpFamily, Option<u8>, &AtomicHistogram)> {
+        self.0.iter().enumerate().map(|(i, h)| {
+            let family = OpFamily::ALL[i / Self::ERRORS];
+            let error = (i % Self::ERRORS) as u8;
+            (family, (error != 0).then_some(error), h)
+        })
+    }
+}
+
+/// The error byte of an answer, 0 for none.
+pub fn error_byte(message: &Message) -> u8 {
+    message
+        .error_code()
+        .map_or(0, |code| code.map_or_else(|b| b, |c| c as u8))
 }
 
 impl Default for CoreCounters {
@@ -51,6 +99,8 @@ impl Default for CoreCounters {
             total_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
             batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
             failed_connections: AtomicU64::new(0),
+            exec_by_family: ByFamilyAndError::new(),
+            total_by_family: ByFamilyAndError::new(),
         }
     }
 }
@@ -63,17 +113,20 @@ impl CoreCounters {
 
     /// A request was answered here with `message` after `exec` of work.
     pub fn answered(&self, opcode: u8, message: &Message, exec: Duration) {
-        if let Some(code) = message.error_code() {
-            let byte = code.map_or_else(|b| b, |c| c as u8);
-            self.errors[byte as usize].fetch_add(1, Ordering::Relaxed);
+        let error = error_byte(message);
+        if error != 0 {
+            self.errors[error as usize].fetch_add(1, Ordering::Relaxed);
         }
         self.handled.fetch_add(1, Ordering::Relaxed);
         self.exec_duration[opcode as usize].observe_duration(exec);
+        self.exec_by_family.observe(opcode, error, exec);
     }
 
-    /// An answer is ready for its connection's writer, `total` after its
-    /// request was read (counted on the connection's core).
-    pub fn delivered(&self, opcode: u8, total: Duration) {
+    /// An answer (error byte `error`, 0 for none) is ready for its
+    /// connection's writer, `total` after its request was read (counted on
+    /// the connection's core).
+    pub fn delivered(&self, opcode: u8, error: u8, total: Duration) {
         self.total_duration[opcode as usize].observe_duration(total);
+        self.total_by_family.observe(opcode, error, total);
     }
 }

@@ -10,10 +10,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::shared::Shared;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How often a core looks at the process-wide flag.
 const POLL: Duration = Duration::from_millis(20);
+
+/// The process-wide request to drain (SIGTERM), set from any thread.
+#[derive(Debug, Default)]
+pub struct DrainSignal(AtomicBool);
+
+impl DrainSignal {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn started(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// One core's drain event.
 #[derive(Default)]
@@ -24,12 +38,12 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// A drain event for this core, set when `shared.start_drain()` is called.
-    pub fn watch(shared: Arc<Shared>) -> Rc<Drain> {
+    /// A drain event for this core, set when `signal` is started.
+    pub fn watch(signal: Arc<DrainSignal>) -> Rc<Drain> {
         let drain = Rc::new(Drain::default());
         let event = drain.clone();
         glommio::spawn_local(async move {
-            while !shared.draining() {
+            while !signal.started() {
                 glommio::timer::sleep(POLL).await;
             }
             event.trigger();

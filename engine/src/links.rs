@@ -32,6 +32,8 @@ pub struct Answer {
     /// One encoded response frame.
     pub frame: Vec<u8>,
     pub opcode: u8,
+    /// The answer's error byte (0: none), for the metrics.
+    pub error: u8,
     pub read_at: std::time::Instant,
 }
 

@@ -1,12 +1,13 @@
 //! What all cores share: load, counters, the published keys and the drain
 //! flag — atomics and locks only, so `Shared` is `Sync` by its fields.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use keyless_keys::SharedKey;
 
 use crate::counters::CoreCounters;
+use crate::drain::DrainSignal;
 use crate::links::{self, Unconnected};
 use crate::routing::Loads;
 use crate::stats::{AtomicHistogram, LATENCY_BOUNDS};
@@ -18,7 +19,7 @@ pub struct Shared {
     /// The key material every core should serve; each core builds its own
     /// copy from it.
     pub(crate) keys: Versioned<Vec<SharedKey>>,
-    draining: AtomicBool,
+    drain: Arc<DrainSignal>,
     /// Each core's channel ends until that core takes them.
     links: Mutex<Vec<Option<Unconnected>>>,
     /// Bound on jobs queued from one core to another.
@@ -41,7 +42,7 @@ impl Shared {
             loads: Loads::new(cores),
             counters: (0..cores).map(|_| CoreCounters::default()).collect(),
             keys: Versioned::new(Arc::new(Vec::new())),
-            draining: AtomicBool::new(false),
+            drain: Arc::default(),
             links: Mutex::new(links::build(cores, channel_capacity).into_iter().map(Some).collect()),
             channel_capacity,
             key_load: AtomicHistogram::new(&LATENCY_BOUNDS),
@@ -69,11 +70,15 @@ impl Shared {
     /// Ask every core to stop accepting and reading, finish what is in
     /// flight and stop (SIGTERM). Safe to call from any thread.
     pub fn start_drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.drain.start();
     }
 
     pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.drain.started()
+    }
+
+    pub fn drain_signal(&self) -> Arc<DrainSignal> {
+        self.drain.clone()
     }
 
     pub fn cores(&self) -> usize {

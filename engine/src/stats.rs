@@ -9,6 +9,13 @@ pub const LATENCY_BOUNDS: [f64; 16] = [
     0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 10.0,
 ];
 
+/// gokeyless's duration buckets, in seconds: 100 us doubling 15 times (to
+/// about 1.6 s), so its dashboards' `le` values match ours.
+pub const GOKEYLESS_BOUNDS: [f64; 15] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048, 0.4096, 0.8192,
+    1.6384,
+];
+
 /// Upper bounds of the batch-size buckets (requests signed per read).
 pub const BATCH_BOUNDS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 

@@ -13,6 +13,7 @@
 mod error;
 mod frame;
 mod message;
+mod names;
 mod opcode;
 
 pub use error::{DecodeError, ErrorCode};
@@ -20,4 +21,5 @@ pub use frame::{
     split_frame, EncodeError, Frame, Header, RawFrame, HEADER_LEN, MAJOR_VERSION, MINOR_VERSION, PADDED_LEN,
 };
 pub use message::{Message, Ski, Tag, CERT_DIGEST_LEN, SKI_LEN};
+pub use names::{gokeyless_error, OpFamily};
 pub use opcode::{Hash, OpKind, Opcode};

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod conn;
 pub mod coroutine;
+pub mod dev;
 pub mod handshake;
 pub mod metrics;
 pub mod proxy;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use keyless_client::glommio::{KeyClient, Settings as KeyClientSettings};
 use keyless_client::pool::{KeyServerPool, PoolConfig};
 use keyless_client::ServerState;
+use keyless_engine::drain::{Drain, DrainSignal};
 use keyless_engine::runtime::{run_per_core, RuntimeConfig};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -125,8 +127,8 @@ pub struct RunningEdge {
     pub metrics: Arc<EdgeMetrics>,
     pub ticketer: Arc<Ticketer>,
     live: Arc<LiveConfig>,
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>,
+    drain: Arc<DrainSignal>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>>>,
 }
 
 impl RunningEdge {
@@ -143,7 +145,7 @@ impl RunningEdge {
     /// SIGTERM: stop accepting; each core finishes its connections (within
     /// `drain_timeout`) and stops, and [`wait`](Self::wait) returns.
     pub fn start_drain(&self) {
-        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain.start();
     }
 
     /// Key servers with at least one connection up.
@@ -163,16 +165,14 @@ impl RunningEdge {
         true
     }
 
-    /// Whether every core has stopped (after a drain).
-    pub fn stopped(&self) -> bool {
-        self.thread.is_finished()
-    }
-
-    /// Block until the cores stop.
-    pub fn wait(self) -> Result<(), String> {
-        match self.thread.join() {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("edge thread panicked".into()),
+    /// Block until every core has stopped; the first core's error, if any.
+    /// Only the first caller waits (a signal thread may hold another handle).
+    pub fn wait(&self) -> Result<(), String> {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match thread.map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r.map_err(|e| e.to_string()),
+            Some(Err(_)) => Err("edge thread panicked".into()),
         }
     }
 }
@@ -207,7 +207,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
 
     let (server, all_local) = server_config(config, &pool, &metrics, &ticketer)?;
     let live = Arc::new(LiveConfig::new(server));
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = Arc::new(DrainSignal::default());
 
     let mode = match (all_local, config.handshake_mode.as_deref()) {
         (true, _) => conn::HandshakeMode::Inline,
@@ -238,7 +238,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     if let Some(w) = config.workers {
         runtime.cores = w.max(1);
     }
-    let reservation = keyless_server::reserve_port(config.listen).map_err(|e| e.to_string())?;
+    let reservation = keyless_service::ports::reserve(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = reservation
         .local_addr()
         .ok()
@@ -256,7 +257,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     };
     let core_template = (
         live.clone(),
-        draining.clone(),
+        drain.clone(),
         handshakes,
         metrics.clone(),
         config.handshake_timeout(),
@@ -269,7 +270,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         .name("keyless-edge-main".into())
         .spawn(move || {
             run_per_core(&runtime, move |_index| {
-                let (live, draining, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
+                let (live, drain, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
                     core_template.clone();
                 let key_client_settings = key_client_settings.clone();
                 let ready = ready_tx.clone();
@@ -299,18 +300,18 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                             .then(|| KeyClient::start(&key_servers, key_client_settings.clone())),
                     });
                     let open = conn::OpenCount::default();
-                    while !draining.load(std::sync::atomic::Ordering::SeqCst) {
-                        // Wake every 100 ms to notice a drain.
-                        let accepted = glommio::timer::timeout(Duration::from_millis(100), async {
-                            listener.accept().await.map(Some)
-                        })
-                        .await;
-                        match accepted {
-                            Ok(Some(tcp)) => {
+                    let drain = Drain::watch(drain);
+                    loop {
+                        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                            drain.wait().await;
+                            None
+                        });
+                        match accepted.await {
+                            None => break,
+                            Some(Ok(tcp)) => {
                                 glommio::spawn_local(conn::serve(tcp, ctx.clone(), open.clone())).detach();
                             }
-                            Ok(None) | Err(glommio::GlommioError::TimedOut(_)) => {}
-                            Err(e) => {
+                            Some(Err(e)) => {
                                 tracing::warn!("accept failed: {e}");
                                 glommio::timer::sleep(Duration::from_millis(10)).await;
                             }
@@ -350,7 +351,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         metrics,
         ticketer,
         live,
-        draining,
-        thread,
+        drain,
+        thread: std::sync::Mutex::new(Some(thread)),
     })
 }

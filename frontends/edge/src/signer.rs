@@ -70,7 +70,7 @@ pub fn load_certified(
     pool: Option<Arc<KeyServerPool>>,
     metrics: Arc<EdgeMetrics>,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
-    let chain = keyless_server::tls::load_certs(path).map_err(|e| e.to_string())?;
+    let chain = keyless_service::tls::load_certs(path).map_err(|e| e.to_string())?;
     let leaf = chain
         .first()
         .ok_or_else(|| format!("{}: no certificate", path.display()))?;

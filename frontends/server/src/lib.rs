@@ -79,44 +79,6 @@ impl RunningServer {
     }
 }
 
-/// Log to stderr (as gokeyless does) at gokeyless's `loglevel` (0 debug, 1
-/// info, 2 warning, 3+ error); `KEYLESS_LOG` (an `EnvFilter` string)
-/// overrides it. Shared by the key server and the edge binaries.
-pub fn init_logging(loglevel: u8) {
-    use std::io::IsTerminal;
-    let level = match loglevel {
-        0 => "debug",
-        1 => "info",
-        2 => "warn",
-        _ => "error",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYLESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Lines go to stderr from a writer thread: a core that logs never waits
-    // for the disk (a log file under writeback throttling can block a
-    // write for seconds, and the stderr lock would stop every core behind
-    // it). If that thread falls 128k lines behind, lines are dropped.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-    if installed.is_ok() {
-        *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
-    }
-}
-
-/// The log writer thread's guard: dropping it writes out what is queued.
-static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = std::sync::Mutex::new(None);
-
-/// Write out every queued log line; call before the process exits.
-pub fn flush_logs() {
-    let guard = LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
-    drop(guard);
-}
-
 /// Load keys and TLS from `settings` and start serving.
 pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if settings.activation_requested {
@@ -203,7 +165,10 @@ pub fn start_with(
 ) -> Result<RunningServer, ServerError> {
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
-    let reservation = reserve_port(listen.tcp)?;
+    let reservation = keyless_service::ports::reserve(listen.tcp).map_err(|source| ServerError::Bind {
+        addr: listen.tcp,
+        source,
+    })?;
     let bound = reservation.local_addr().map_err(|source| ServerError::Bind {
         addr: listen.tcp,
         source,
@@ -351,16 +316,4 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
         ))),
         Err(_) => Ok(()),
     }
-}
-
-/// With port 0, a port every core can share: a SO_REUSEPORT socket bound
-/// (never listening) and held until every core has bound the same port.
-pub fn reserve_port(listen: SocketAddr) -> Result<socket2::Socket, ServerError> {
-    use socket2::{Domain, Socket, Type};
-    let bind_err = |source| ServerError::Bind { addr: listen, source };
-    let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None).map_err(bind_err)?;
-    socket.set_reuse_port(true).map_err(bind_err)?;
-    socket.set_reuse_address(true).map_err(bind_err)?;
-    socket.bind(&listen.into()).map_err(bind_err)?;
-    Ok(socket)
 }

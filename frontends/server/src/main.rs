@@ -9,13 +9,7 @@ use keyless_server::config::{self, Cli};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn dev_setup(cli: &mut Cli) -> Result<(), String> {
-    let pki = keyless_pki::DevPki::at(&cli.dev_dir);
-    if pki.is_complete() {
-        eprintln!("using the development PKI in {}", pki.dir.display());
-    } else {
-        keyless_pki::DevPki::generate(&cli.dev_dir, keyless_pki::DEFAULT_KEYS, 2407).map_err(|e| e.to_string())?;
-        eprintln!("created a throwaway development PKI in {}", pki.dir.display());
-    }
+    let pki = keyless_pki::DevPki::ensure(&cli.dev_dir, 2407).map_err(|e| e.to_string())?;
     cli.config_file.get_or_insert(pki.config.clone());
     cli.listen_host.get_or_insert([127, 0, 0, 1].into());
     Ok(())
@@ -46,7 +40,7 @@ fn remove_pid_file(pid_file: Option<&std::path::Path>) {
 
 fn main() -> ExitCode {
     let code = run();
-    keyless_server::flush_logs();
+    keyless_service::flush_logs();
     code
 }
 
@@ -65,7 +59,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    keyless_server::init_logging(settings.loglevel);
+    keyless_service::init_logging(settings.loglevel);
     match &settings.config_file {
         Some(p) => tracing::info!("using configuration {}", p.display()),
         None => {
@@ -95,44 +89,36 @@ fn run() -> ExitCode {
     }
     // SIGTERM/SIGINT: stop accepting, answer what was received, exit 0.
     // SIGHUP: reload keys, certificate and client CA from the configuration.
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let running = std::sync::Arc::new(running);
-    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(mut signals) => {
+    let handlers = keyless_service::signals::Handlers {
+        reload: {
+            let (running, cli) = (running.clone(), cli.clone());
+            move || {
+                let settings = config::load(&cli).map_err(|e| e.to_string())?;
+                let n = keyless_server::reload(&settings, &running).map_err(|e| e.to_string())?;
+                Ok(format!("serving {n} keys"))
+            }
+        },
+        drain: {
             let running = running.clone();
-            let cli = cli.clone();
-            let drain_timeout = std::time::Duration::from_secs(settings.drain_timeout_s);
-            let pid_file = settings.pid_file.clone();
-            std::thread::spawn(move || {
-                for sig in signals.forever() {
-                    if sig == SIGHUP {
-                        let reloaded = config::load(&cli)
-                            .map_err(keyless_server::ServerError::from)
-                            .and_then(|settings| keyless_server::reload(&settings, &running));
-                        match reloaded {
-                            Ok(n) => tracing::info!("SIGHUP: reloaded; serving {n} keys"),
-                            Err(e) => tracing::error!("SIGHUP: reload failed, keeping the current state: {e}"),
-                        }
-                        continue;
-                    }
-                    tracing::info!("signal {sig}: draining (no new connections or requests)");
-                    running.shared.start_drain();
-                    // Safety net: a core that sleeps through its wake-up (a
-                    // glommio lost wake-up seen rarely on this kernel) must not
-                    // keep the process alive past the drain timeout.
-                    std::thread::sleep(drain_timeout + std::time::Duration::from_secs(5));
-                    let idle = running.shared.load_per_core().iter().all(|l| *l == 0);
-                    tracing::error!(
-                        "cores did not stop within the drain timeout; exiting (work in flight: {})",
-                        !idle
-                    );
-                    remove_pid_file(pid_file.as_deref());
-                    keyless_server::flush_logs();
-                    std::process::exit(if idle { 0 } else { 1 });
+            move || running.shared.start_drain()
+        },
+        stuck: {
+            let (running, pid_file) = (running.clone(), settings.pid_file.clone());
+            move || {
+                remove_pid_file(pid_file.as_deref());
+                // Nothing left to answer: the drain did its job.
+                if running.shared.load_per_core().iter().all(|l| *l == 0) {
+                    0
+                } else {
+                    1
                 }
-            });
-        }
-        Err(e) => tracing::error!("cannot install signal handlers: {e}"),
+            }
+        },
+        grace: std::time::Duration::from_secs(settings.drain_timeout_s + 5),
+    };
+    if let Err(e) = keyless_service::signals::spawn("keyless-server", handlers) {
+        tracing::error!("cannot install signal handlers: {e}");
     }
     let result = match std::sync::Arc::try_unwrap(running) {
         Ok(running) => running.wait(),

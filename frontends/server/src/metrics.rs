@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use keyless_engine::counters::ByFamilyAndError;
 use keyless_engine::shared::Shared;
-use keyless_protocol::{ErrorCode, Opcode};
+use keyless_protocol::{gokeyless_error, ErrorCode, Opcode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -68,18 +69,12 @@ impl Collector for CoreCollector {
                 .map(move |(i, c)| (core(i), ConstCounter::new(f(c))))
                 .collect::<Vec<_>>()
         };
-        let mut by_opcode = Vec::new();
+        // gokeyless's `keyless_requests{opcode}`, all cores together.
+        let mut requests = [0u64; 256];
         let mut by_error = Vec::new();
         for (i, c) in cores() {
             for (op, n) in c.by_opcode.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let labels = vec![
-                        ("core", i.to_string()),
-                        ("opcode", format!("{:?}", Opcode(op as u8).kind())),
-                    ];
-                    by_opcode.push((labels, ConstCounter::new(n)));
-                }
+                requests[op] += n.load(Ordering::Relaxed);
             }
             for (code, n) in c.errors.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
@@ -92,9 +87,16 @@ impl Collector for CoreCollector {
         family(
             &mut encoder,
             "keyless_requests",
-            "Requests answered, by core and opcode.",
-            MetricType::Counter,
-            by_opcode,
+            "Total number of requests by opcode (gokeyless's name and labels).",
+            // Written as gokeyless writes it, without a `_total` suffix
+            // (which a counter type would add), so its queries still match.
+            MetricType::Unknown,
+            requests.iter().enumerate().filter(|(_, n)| **n > 0).map(|(op, n)| {
+                (
+                    vec![("opcode", Opcode(op as u8).gokeyless_name())],
+                    ConstGauge::new(*n as i64),
+                )
+            }),
         )?;
         family(
             &mut encoder,
@@ -174,7 +176,7 @@ impl CoreCollector {
                     }
                 }
                 if let Some(m) = merged {
-                    let labels: Labels = vec![("opcode", format!("{:?}", Opcode(op as u8).kind()))];
+                    let labels: Labels = vec![("opcode", Opcode(op as u8).gokeyless_name())];
                     out.push((labels, ConstHistogram(m)));
                 }
             }
@@ -207,26 +209,61 @@ impl CoreCollector {
         )?;
         family(
             encoder,
-            "keyless_key_load_duration_seconds",
-            "Time each load of the key stores took (start-up and reloads).",
+            "keyless_key_load_duration",
+            "Time each load of the key stores took, start-up and reloads (gokeyless's name).",
             MetricType::Histogram,
             [(Vec::new(), ConstHistogram(self.shared.key_load.snapshot()))],
         )?;
         family(
             encoder,
             "keyless_failed_connection",
-            "Connections that failed their TLS handshake or did not finish it in time.",
-            MetricType::Counter,
+            "Connections that failed their TLS handshake or did not finish it in time (gokeyless's name).",
+            // As gokeyless writes it: no `_total` suffix.
+            MetricType::Unknown,
             [(
                 Vec::new(),
-                ConstCounter::new(
+                ConstGauge::new(
                     self.shared
                         .counters
                         .iter()
                         .map(|c| c.failed_connections.load(Ordering::Relaxed))
-                        .sum::<u64>(),
+                        .sum::<u64>() as i64,
                 ),
             )],
+        )?;
+        // All cores merged, one series per family and error.
+        let by_family = |pick: fn(&keyless_engine::counters::CoreCounters) -> &ByFamilyAndError| {
+            let mut merged: Vec<(Labels, keyless_engine::stats::HistogramSnapshot)> = Vec::new();
+            for c in &self.shared.counters {
+                for (family, error, h) in pick(c).iter().filter(|(_, _, h)| h.count() > 0) {
+                    let labels: Labels = vec![
+                        ("type", family.as_str().to_string()),
+                        ("error", gokeyless_error(error).to_string()),
+                    ];
+                    match merged.iter_mut().find(|(l, _)| *l == labels) {
+                        Some((_, m)) => AtomicHistogram::merge(m, &h.snapshot()),
+                        None => merged.push((labels, h.snapshot())),
+                    }
+                }
+            }
+            merged
+                .into_iter()
+                .map(|(l, m)| (l, ConstHistogram(m)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            encoder,
+            "keyless_request_exec_duration_per_opcode",
+            "Time to execute a request not including time in queues, broken down by type and error code (gokeyless's name).",
+            MetricType::Histogram,
+            by_family(|c| &c.exec_by_family),
+        )?;
+        family(
+            encoder,
+            "keyless_request_total_duration_per_opcode",
+            "Total time to satisfy a request including time in queues, broken down by type and error code (gokeyless's name).",
+            MetricType::Histogram,
+            by_family(|c| &c.total_by_family),
         )?;
         Ok(())
     }

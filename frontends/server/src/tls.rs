@@ -6,34 +6,9 @@ use std::sync::Arc;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 
-/// A TLS file that could not be used; names the file and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct TlsError {
-    pub path: String,
-    pub reason: String,
-}
-
-fn err(path: &Path, reason: impl std::fmt::Display) -> TlsError {
-    TlsError {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Read a PEM certificate chain.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(path, e))?;
-    if certs.is_empty() {
-        return Err(err(path, "no CERTIFICATE in PEM file"));
-    }
-    Ok(certs)
-}
+pub use keyless_service::tls::{err, load_certs, TlsError};
 
 /// Server config: TLS 1.2 and 1.3 (AWS-LC provider, its default suites,
 /// which include ECDHE-ECDSA/RSA-AES256-GCM-SHA384 that gokeyless clients

@@ -239,6 +239,22 @@ impl DevPki {
             && self.keys_dir.is_dir()
     }
 
+    /// The development PKI in `dir`, made first if any file is missing
+    /// (says which on stderr).
+    pub fn ensure(dir: &Path, port: u16) -> Result<DevPki, PkiError> {
+        let pki = DevPki::at(dir);
+        let sites = ["p256.pem", "rsa2048.pem"]
+            .iter()
+            .all(|s| pki.sites_dir.join(s).is_file());
+        if pki.is_complete() && sites {
+            eprintln!("using the development PKI in {}", pki.dir.display());
+            return Ok(pki);
+        }
+        let pki = DevPki::generate(dir, DEFAULT_KEYS, port)?;
+        eprintln!("created a throwaway development PKI in {}", pki.dir.display());
+        Ok(pki)
+    }
+
     /// The CA, loaded back from disk.
     pub fn ca(&self) -> Result<Ca, PkiError> {
         let read = |p: &Path| {

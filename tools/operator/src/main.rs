@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
+mod dev;
+mod keystore;
+
 #[derive(Parser)]
 #[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
 struct Cli {
@@ -16,6 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole Keyless SSL setup in one process, for trying it out: a
+    /// development PKI in --dir (made if missing), a key server holding its
+    /// keys on 127.0.0.1:2407 and an edge holding only the certificates on
+    /// 127.0.0.1:8443. SIGHUP reloads both, SIGTERM or Ctrl-C drains both.
+    Dev {
+        #[arg(long, default_value = "dev-pki")]
+        dir: PathBuf,
+        /// The edge's TLS port.
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// The key server's port.
+        #[arg(long, default_value_t = 2407)]
+        key_server_port: u16,
+        /// The edge's metrics port (the key server's is picked free).
+        #[arg(long, default_value_t = 8406)]
+        metrics_port: u16,
+        /// gokeyless's log levels: 0 debug, 1 info, 2 warning, 3 error.
+        #[arg(short = 'l', long = "loglevel", default_value_t = 1)]
+        loglevel: u8,
+    },
     /// Create a throwaway development PKI: CA, server and client
     /// certificates, a P-256 and an RSA-2048 signing key, and a gokeyless.yaml.
     GenPki {
@@ -88,6 +111,28 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Dev {
+            dir,
+            port,
+            key_server_port,
+            metrics_port,
+            loglevel,
+        } => {
+            let ports = keyless_edge::dev::Ports {
+                edge: port,
+                metrics: metrics_port,
+                key_server: key_server_port,
+            };
+            let code = match dev::run(&dir, &ports, loglevel) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("keyless-tool dev: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+            keyless_service::flush_logs();
+            code
+        }
         Command::GenPki { out, port } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
             Ok(pki) => {
                 println!("development PKI written to {}", pki.dir.display());
@@ -147,8 +192,8 @@ fn main() -> ExitCode {
             };
             match keyless_server::config::load(&cli) {
                 Ok(settings) => {
-                    let reports = keyless_tools::keystore::inspect(&settings);
-                    let (text, ok) = keyless_tools::keystore::render(&reports);
+                    let reports = keystore::inspect(&settings);
+                    let (text, ok) = keystore::render(&reports);
                     print!("{text}");
                     drop(reports);
                     keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));

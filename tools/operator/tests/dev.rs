@@ -1,4 +1,4 @@
-//! The README's main command, `keyless-edge --dev`, and the Keyless SSL
+//! The README's main command, `keyless-tool dev`, and the Keyless SSL
 //! walkthrough's check against it: `openssl s_client -tls1_2 -reconnect`
 //! prints `New` once and `Reused` five times, and the key server logs
 //! `fetch key with SKI` exactly once.
@@ -78,7 +78,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `keyless-edge --dev` in a fresh folder on free ports, logging to a file.
+/// `keyless-tool dev` in a fresh folder on free ports, logging to a file.
 struct Dev {
     dir: tempfile::TempDir,
     child: KillOnDrop,
@@ -92,12 +92,12 @@ impl Dev {
         let dir = tempfile::tempdir().unwrap();
         let (edge_port, ks_port, metrics_port) = (free_port(), free_port(), free_port());
         let log = dir.path().join("edge.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyless-edge"))
+        let child = Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
             .current_dir(dir.path())
-            .arg("--dev")
-            .args(["--dev-port", &edge_port.to_string()])
-            .args(["--dev-key-server-port", &ks_port.to_string()])
-            .args(["--dev-metrics-port", &metrics_port.to_string()])
+            .arg("dev")
+            .args(["--port", &edge_port.to_string()])
+            .args(["--key-server-port", &ks_port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,39 @@
+//! Logging to stderr from a writer thread, at gokeyless's levels.
+
+/// Log to stderr (as gokeyless does) at gokeyless's `loglevel` (0 debug, 1
+/// info, 2 warning, 3+ error); `KEYLESS_LOG` (an `EnvFilter` string)
+/// overrides it.
+pub fn init_logging(loglevel: u8) {
+    use std::io::IsTerminal;
+    let level = match loglevel {
+        0 => "debug",
+        1 => "info",
+        2 => "warn",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Lines go to stderr from a writer thread: a core that logs never waits
+    // for the disk (a log file under writeback throttling can block a
+    // write for seconds, and the stderr lock would stop every core behind
+    // it). If that thread falls 128k lines behind, lines are dropped.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    if installed.is_ok() {
+        *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
+}
+
+/// The log writer thread's guard: dropping it writes out what is queued.
+static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Write out every queued log line; call before the process exits.
+pub fn flush_logs() {
+    let guard = LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
+}
