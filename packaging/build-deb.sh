@@ -24,6 +24,7 @@ done
 install -m 0644 packaging/debian/keyless-server.service packaging/debian/keyless-edge.service "$ROOT/lib/systemd/system/"
 install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yaml"
 install -m 0644 README.md "$ROOT/usr/share/doc/keyless/README.md"
+install -m 0644 docs/*.md "$ROOT/usr/share/doc/keyless/"
 install -m 0755 packaging/debian/postinst packaging/debian/postrm packaging/debian/prerm "$ROOT/DEBIAN/"
 echo /etc/keyless/gokeyless.yaml >"$ROOT/DEBIAN/conffiles"
 cat >"$ROOT/DEBIAN/control" <<CONTROL

@@ -5,7 +5,7 @@ use std::future::Future;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 /// How to lay out the executors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// Number of cores (executors). Each gets its own thread, pinned.
     pub cores: usize,
@@ -26,23 +26,9 @@ pub struct RuntimeConfig {
     /// Spin this long for new work before sleeping in the kernel: trades
     /// idle CPU for the wake-up latency of a sleeping core (zero: never spin).
     pub spin_before_park: std::time::Duration,
-    /// On SIGTERM, how long requests already received may take to be answered.
-    pub drain_timeout: std::time::Duration,
-    /// A client must finish its TLS handshake within this.
-    pub handshake_timeout: std::time::Duration,
-    /// A connection that sends nothing for this long is closed (zero: never).
-    pub idle_timeout: std::time::Duration,
-    /// Connections (including unfinished handshakes) one core holds at
-    /// most; more are closed at once.
-    pub max_connections: usize,
     /// Requests one core may have queued for another core at most; at the
     /// bound the sending core stops reading its sockets.
     pub core_queue: usize,
-    /// Longest request body a connection accepts (65535: the protocol's).
-    pub max_body: usize,
-    /// While a batch is being signed, its answers are written at least this
-    /// often, so the client can refill its pipeline (see the README).
-    pub batch_flush: std::time::Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -56,13 +42,7 @@ impl Default for RuntimeConfig {
             detect_stalls: true,
             stall_threshold: std::time::Duration::from_millis(100),
             spin_before_park: std::time::Duration::ZERO,
-            drain_timeout: std::time::Duration::from_secs(30),
-            handshake_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(300),
-            max_connections: 16384,
             core_queue: 1024,
-            max_body: 65535,
-            batch_flush: std::time::Duration::from_millis(2),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What every keyless binary (the key server, the edge, the tools that run
 //! them) does around its engine, written once: logging from the cores
 //! without blocking them ([`logging`]), reading TLS files ([`tls`]), a port
-//! every core can share ([`ports`]), and SIGHUP/SIGTERM ([`signals`]).
+//! every core can share ([`ports`]), SIGHUP/SIGTERM ([`signals`]), and
+//! configuration files whose errors say where ([`yaml`]).
 //!
 //! What it does not do: anything about the keyless protocol, keys or
 //! connections.
@@ -10,5 +11,6 @@ pub mod logging;
 pub mod ports;
 pub mod signals;
 pub mod tls;
+pub mod yaml;
 
 pub use logging::{flush_logs, init_logging};

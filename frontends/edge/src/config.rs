@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use keyless_service::yaml::{duration, millis};
 use serde::Deserialize;
 
 /// Command line.
@@ -18,12 +19,13 @@ pub struct Cli {
     /// Configuration file.
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_EDGE_CONFIG")]
     pub config_file: Option<PathBuf>,
-    /// Log level: 0 debug, 1 info, 2 warning, 3 error.
-    #[arg(short = 'l', long)]
+    /// Log level, as the key server's: 0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal.
+    #[arg(short = 'l', long, env = "KEYLESS_LOGLEVEL", value_parser = clap::value_parser!(u8).range(0..=5))]
     pub loglevel: Option<u8>,
-    /// Development mode: create the development PKI in --dev-dir (if
-    /// missing), start a key server with its keys in this process, and an
-    /// edge in front of it on 127.0.0.1:8443.
+    /// Development mode: the development PKI in --dev-dir (made if missing)
+    /// and an edge on 127.0.0.1:8443 that signs with the key server on
+    /// --dev-key-server-port (`keyless-server --dev`; `keyless-tool dev`
+    /// runs both in one process).
     #[arg(long)]
     pub dev: bool,
     #[arg(long = "dev-dir", default_value = "dev-pki")]
@@ -63,10 +65,28 @@ pub struct TicketSettings {
     /// A key file shared by several edges (`keyless-tool ticket-keys`);
     /// without one, keys live in memory.
     pub key_file: Option<PathBuf>,
-    /// Seconds between key rotations (in memory; default 3600).
-    pub rotation_s: Option<u64>,
-    /// Ticket lifetime hint and window in seconds (default 64800).
-    pub lifetime_s: Option<u64>,
+    /// Time between key rotations (in memory; default 1h).
+    #[serde(default, deserialize_with = "duration")]
+    pub rotation: Option<Duration>,
+    /// Ticket lifetime hint and window (default 18h).
+    #[serde(default, deserialize_with = "duration")]
+    pub lifetime: Option<Duration>,
+    /// Old spellings, in seconds.
+    #[serde(default, deserialize_with = "duration")]
+    rotation_s: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    lifetime_s: Option<Duration>,
+}
+
+/// Where handshakes wait for their signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeMode {
+    /// A coroutine on the core, suspended until the key server answers.
+    #[default]
+    Coroutine,
+    /// A handshake thread, blocked until the key server answers.
+    Threads,
 }
 
 /// The YAML file.
@@ -91,19 +111,33 @@ pub struct EdgeConfig {
     pub client_key: PathBuf,
     /// Connections to each key server (default 2).
     pub connections_per_server: Option<usize>,
-    /// Milliseconds a remote signature may take (default 2000).
-    pub request_timeout_ms: Option<u64>,
-    /// Milliseconds between health pings per connection (default 1000).
-    pub health_interval_ms: Option<u64>,
-    /// Where handshakes wait for their signature: `coroutine` (default: a
-    /// coroutine on the core, suspended) or `threads` (a blocked thread).
-    pub handshake_mode: Option<String>,
+    /// How long a remote signature may take (default 2s).
+    #[serde(default, deserialize_with = "duration")]
+    pub request_timeout: Option<Duration>,
+    /// Time between health pings per connection (default 1s).
+    #[serde(default, deserialize_with = "duration")]
+    pub health_interval: Option<Duration>,
+    /// Where handshakes wait for their signature (default `coroutine`).
+    #[serde(default)]
+    pub handshake_mode: HandshakeMode,
     /// `threads` mode: signatures in flight at once (default 256).
     pub handshake_threads: Option<usize>,
-    /// Seconds a client has to finish its handshake (default 10).
-    pub handshake_timeout_s: Option<u64>,
-    /// On SIGTERM, seconds open connections may take to finish (default 30).
-    pub drain_timeout_s: Option<u64>,
+    /// How long a client has to finish its handshake (default 10s).
+    #[serde(default, deserialize_with = "duration")]
+    pub handshake_timeout: Option<Duration>,
+    /// On SIGTERM, how long open connections may take to finish (default 30s).
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_timeout: Option<Duration>,
+    /// Old spellings of the durations above, with their unit in the name;
+    /// still accepted.
+    #[serde(default, deserialize_with = "millis")]
+    request_timeout_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "millis")]
+    health_interval_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    handshake_timeout_s: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    drain_timeout_s: Option<Duration>,
     /// Proxy decrypted traffic here; without it, answer HTTP/1.1 with a built-in page.
     pub upstream: Option<SocketAddr>,
     /// Prefix each upstream connection with a PROXY protocol v2 header.
@@ -115,23 +149,45 @@ pub struct EdgeConfig {
 
 impl EdgeConfig {
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms.unwrap_or(2000))
+        self.request_timeout
+            .or(self.request_timeout_ms)
+            .unwrap_or(Duration::from_secs(2))
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        self.health_interval
+            .or(self.health_interval_ms)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(10))
     }
 
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.handshake_timeout_s.unwrap_or(10).max(1))
+        self.handshake_timeout
+            .or(self.handshake_timeout_s)
+            .unwrap_or(Duration::from_secs(10))
+            .max(Duration::from_secs(1))
     }
 
     pub fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.drain_timeout_s.unwrap_or(30))
+        self.drain_timeout
+            .or(self.drain_timeout_s)
+            .unwrap_or(Duration::from_secs(30))
     }
 
     pub fn ticket_rotation(&self) -> Duration {
-        Duration::from_secs(self.tickets.rotation_s.unwrap_or(3600).max(1))
+        let t = &self.tickets;
+        t.rotation
+            .or(t.rotation_s)
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_secs(1))
     }
 
     pub fn ticket_lifetime(&self) -> Duration {
-        Duration::from_secs(self.tickets.lifetime_s.unwrap_or(64800).max(1))
+        let t = &self.tickets;
+        t.lifetime
+            .or(t.lifetime_s)
+            .unwrap_or(Duration::from_secs(64800))
+            .max(Duration::from_secs(1))
     }
 }
 
@@ -142,12 +198,7 @@ pub fn load(path: &Path) -> Result<EdgeConfig, String> {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
-    let config: EdgeConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-        format!("{}:{line}:{column}: {message}", path.display())
-    })?;
+    let config: EdgeConfig = keyless_service::yaml::parse(path, text).map_err(|e| e.to_string())?;
     if config.certificates.is_empty() {
         return Err(format!("{}: certificates: at least one is needed", path.display()));
     }
@@ -155,4 +206,60 @@ pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
         return Err(format!("{}: key_servers: at least one is needed", path.display()));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listen: 127.0.0.1:0\ncertificates: [{cert: c.pem}]\nkey_servers: [\"k:1\"]\n\
+                        key_server_ca: ca.pem\nclient_cert: c.pem\nclient_key: k.pem\n";
+
+    fn parse_with(extra: &str) -> Result<EdgeConfig, String> {
+        parse(Path::new("edge.yaml"), &format!("{BASE}{extra}"))
+    }
+
+    #[test]
+    fn durations_follow_one_convention_and_old_spellings_still_work() {
+        let c = parse_with("drain_timeout: 5\nrequest_timeout: 250ms\nhealth_interval: 2s\ntickets: {rotation: 30m}\n")
+            .unwrap();
+        assert_eq!(c.drain_timeout(), Duration::from_secs(5));
+        assert_eq!(c.request_timeout(), Duration::from_millis(250));
+        assert_eq!(c.health_interval(), Duration::from_secs(2));
+        assert_eq!(c.ticket_rotation(), Duration::from_secs(1800));
+        let old = parse_with(
+            "drain_timeout_s: 7\nrequest_timeout_ms: 1500\nhealth_interval_ms: 100\nhandshake_timeout_s: 3\n\
+             tickets: {rotation_s: 60, lifetime_s: 120}\n",
+        )
+        .unwrap();
+        assert_eq!(old.drain_timeout(), Duration::from_secs(7));
+        assert_eq!(old.request_timeout(), Duration::from_millis(1500));
+        assert_eq!(old.health_interval(), Duration::from_millis(100));
+        assert_eq!(old.handshake_timeout(), Duration::from_secs(3));
+        assert_eq!(
+            (old.ticket_rotation(), old.ticket_lifetime()),
+            (Duration::from_secs(60), Duration::from_secs(120))
+        );
+        let defaults = parse_with("").unwrap();
+        assert_eq!(defaults.drain_timeout(), Duration::from_secs(30));
+        assert_eq!(defaults.handshake_mode, HandshakeMode::Coroutine);
+    }
+
+    #[test]
+    fn a_bad_value_names_file_line_field_and_reason() {
+        let e = parse_with("handshake_mode: fibers\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:7:") && e.contains("handshake_mode") && e.contains("threads"),
+            "{e}"
+        );
+        let e = parse_with("workers: 1\ndrain_timeout: soon\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:8:") && e.contains("drain_timeout") && e.contains("not a duration"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_with("handshake_mode: threads\n").unwrap().handshake_mode,
+            HandshakeMode::Threads
+        );
+    }
 }

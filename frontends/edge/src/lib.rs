@@ -184,10 +184,10 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let key_server_tls = tls.clone();
     let key_servers = keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref())
         .map_err(|e| e.to_string())?;
-    let health_interval = Duration::from_millis(config.health_interval_ms.unwrap_or(1000).max(10));
+    let health_interval = config.health_interval();
     // The threads mode signs through a pool on its own tokio runtime; the
     // coroutine mode through each core's own connections (below).
-    let pool = if config.handshake_mode.as_deref() == Some("threads") {
+    let pool = if config.handshake_mode == config::HandshakeMode::Threads {
         let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
         pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
         pool_config.request_timeout = config.request_timeout();
@@ -209,11 +209,10 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let live = Arc::new(LiveConfig::new(server));
     let drain = Arc::new(DrainSignal::default());
 
-    let mode = match (all_local, config.handshake_mode.as_deref()) {
+    let mode = match (all_local, config.handshake_mode) {
         (true, _) => conn::HandshakeMode::Inline,
-        (false, None | Some("coroutine")) => conn::HandshakeMode::Coroutine,
-        (false, Some("threads")) => conn::HandshakeMode::Threads,
-        (false, Some(other)) => return Err(format!("handshake_mode {other:?}: coroutine or threads")),
+        (false, config::HandshakeMode::Coroutine) => conn::HandshakeMode::Coroutine,
+        (false, config::HandshakeMode::Threads) => conn::HandshakeMode::Threads,
     };
     let threads = if mode == conn::HandshakeMode::Threads {
         config.handshake_threads.unwrap_or(256)

@@ -1,30 +1,69 @@
 //! Configuration, drop-in compatible with gokeyless: the same YAML keys, the
 //! same flags, the same `KEYLESS_*` environment variables and the same
 //! precedence (flag, then environment, then file, then default).
+//!
+//! One type, [`Options`], is both the command line (flags and environment,
+//! through clap) and the file (through serde): each setting is declared
+//! once, with its range in its type, so a value out of range is refused
+//! where it was written — `path:line:column: field: reason` for the file,
+//! the flag or variable's name for the command line. [`resolve`] layers the
+//! two over the defaults, which live in one place: the `Default` of the
+//! type each setting lands in ([`RuntimeConfig`], [`Limits`],
+//! [`keyless_pkcs11::Options`]) or [`DEFAULTS`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
+use keyless_engine::runtime::RuntimeConfig;
 use keyless_keys::{KeySource, Pkcs11Source};
 use serde::Deserialize;
+
+use crate::connection::Limits;
 
 /// Where gokeyless looks for its configuration when `-c` is not given.
 pub const SEARCH_PATH: &[&str] = &["gokeyless.yaml", "/etc/keyless/gokeyless.yaml"];
 
-/// Command line. Every setting can also come from `KEYLESS_<NAME>`.
-#[derive(Debug, Clone, Default, Parser)]
+/// Defaults of the settings that do not land in an engine type.
+pub struct Defaults {
+    pub loglevel: u8,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub auth_cert: &'static str,
+    pub auth_key: &'static str,
+    pub cloudflare_ca_cert: &'static str,
+}
+
+/// gokeyless's defaults.
+pub const DEFAULTS: Defaults = Defaults {
+    loglevel: 1,
+    port: 2407,
+    metrics_port: 2406,
+    auth_cert: "server.pem",
+    auth_key: "server-key.pem",
+    cloudflare_ca_cert: "keyless_cacert.pem",
+};
+
+/// Every setting, as the command line (every flag can also come from
+/// `KEYLESS_<NAME>`) and as the YAML file: `None` where that layer does not
+/// set it. Unknown file keys are ignored, as gokeyless (viper) does.
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
 #[command(
     name = "keyless-server",
     version,
     about = "Keyless SSL key server, wire-compatible with gokeyless"
 )]
-pub struct Cli {
+#[serde(default)]
+pub struct Options {
     /// Configuration file (default: ./gokeyless.yaml, then /etc/keyless/gokeyless.yaml).
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
+    #[serde(skip)]
     pub config_file: Option<PathBuf>,
     /// Log level: 0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal.
-    #[arg(short = 'l', long, env = "KEYLESS_LOGLEVEL")]
+    #[arg(short = 'l', long, env = "KEYLESS_LOGLEVEL", value_parser = clap::value_parser!(u8).range(0..=5))]
+    #[serde(deserialize_with = "loglevel")]
     pub loglevel: Option<u8>,
     /// Key server hostname (used by gokeyless for activation).
     #[arg(long, env = "KEYLESS_HOSTNAME")]
@@ -56,11 +95,16 @@ pub struct Cli {
     /// Write the process ID here at start-up.
     #[arg(long = "pid-file", env = "KEYLESS_PID_FILE")]
     pub pid_file: Option<PathBuf>,
+    /// Key stores (file only): `dir`, `file` or PKCS#11 `uri` entries.
+    #[arg(skip)]
+    pub private_key_stores: Option<Vec<StoreEntry>>,
     /// Directories of `*.key` files, added to private_key_stores.
     #[arg(long = "private-key-dirs", env = "KEYLESS_PRIVATE_KEY_DIRS", value_delimiter = ',')]
+    #[serde(skip)]
     pub private_key_dirs: Vec<PathBuf>,
     /// Key files, added to private_key_stores.
     #[arg(long = "private-key-files", env = "KEYLESS_PRIVATE_KEY_FILES", value_delimiter = ',')]
+    #[serde(skip)]
     pub private_key_files: Vec<PathBuf>,
     /// Also serve the keyless protocol (over mutual TLS) on this Unix socket.
     #[arg(long = "unix-socket", env = "KEYLESS_UNIX_SOCKET")]
@@ -70,7 +114,7 @@ pub struct Cli {
     pub listen_host: Option<IpAddr>,
     /// Number of cores to serve on (ours; default: all).
     #[arg(long, env = "KEYLESS_WORKERS")]
-    pub workers: Option<usize>,
+    pub workers: Option<NonZeroUsize>,
     /// Microseconds a core spins for new work before sleeping (ours; default 0).
     #[arg(long = "spin-before-park-us", env = "KEYLESS_SPIN_BEFORE_PARK_US")]
     pub spin_before_park_us: Option<u64>,
@@ -79,19 +123,19 @@ pub struct Cli {
     pub drain_timeout: Option<u64>,
     /// Seconds a client has to finish its TLS handshake (ours; default 10).
     #[arg(long = "handshake-timeout", env = "KEYLESS_HANDSHAKE_TIMEOUT")]
-    pub handshake_timeout: Option<u64>,
+    pub handshake_timeout: Option<NonZeroU64>,
     /// Close a connection idle this many seconds (ours; default 300, 0: never).
     #[arg(long = "idle-timeout", env = "KEYLESS_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
     /// Connections one core holds at most, handshakes included (ours; default 16384).
     #[arg(long = "max-connections-per-core", env = "KEYLESS_MAX_CONNECTIONS_PER_CORE")]
-    pub max_connections_per_core: Option<usize>,
+    pub max_connections_per_core: Option<NonZeroUsize>,
     /// Longest request body accepted, bytes (ours; default 65535, the protocol's).
     #[arg(long = "max-request-body", env = "KEYLESS_MAX_REQUEST_BODY")]
-    pub max_request_body: Option<usize>,
+    pub max_request_body: Option<NonZeroU16>,
     /// Requests one core may queue for another at most (ours; default 1024).
     #[arg(long = "core-queue", env = "KEYLESS_CORE_QUEUE")]
-    pub core_queue: Option<usize>,
+    pub core_queue: Option<NonZeroUsize>,
     /// While a batch is being signed, write its answers at least this often,
     /// microseconds (ours; default 2000, 0: after every answer).
     #[arg(long = "batch-flush-us", env = "KEYLESS_BATCH_FLUSH_US")]
@@ -99,51 +143,52 @@ pub struct Cli {
     /// Milliseconds an HSM request may wait (queued, then signed) before it
     /// fails (ours; default 5000).
     #[arg(long = "pkcs11-timeout-ms", env = "KEYLESS_PKCS11_TIMEOUT_MS")]
-    pub pkcs11_timeout_ms: Option<u64>,
+    pub pkcs11_timeout_ms: Option<NonZeroU64>,
     /// Sessions per HSM token when its URI has no max-sessions (ours; default 2).
     #[arg(long = "pkcs11-sessions", env = "KEYLESS_PKCS11_SESSIONS")]
-    pub pkcs11_sessions: Option<usize>,
+    pub pkcs11_sessions: Option<NonZeroUsize>,
     /// Requests queued per HSM token at most (ours; default 1024).
     #[arg(long = "pkcs11-queue", env = "KEYLESS_PKCS11_QUEUE")]
-    pub pkcs11_queue: Option<usize>,
+    pub pkcs11_queue: Option<NonZeroUsize>,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]
+    #[serde(skip)]
     pub dev: bool,
     /// Folder of the development PKI.
     #[arg(long = "dev-dir", default_value = "dev-pki")]
+    #[serde(skip)]
     pub dev_dir: PathBuf,
 }
 
-/// The YAML file. Unknown keys are ignored, as gokeyless (viper) does.
-#[derive(Debug, Default, Deserialize)]
-pub struct FileConfig {
-    pub loglevel: Option<u8>,
-    pub hostname: Option<String>,
-    pub zone_id: Option<String>,
-    pub origin_ca_api_key: Option<String>,
-    pub private_key_stores: Option<Vec<StoreEntry>>,
-    pub auth_cert: Option<PathBuf>,
-    pub auth_key: Option<PathBuf>,
-    pub auth_csr: Option<PathBuf>,
-    pub cloudflare_ca_cert: Option<PathBuf>,
-    pub port: Option<u16>,
-    pub metrics_port: Option<u16>,
-    pub pid_file: Option<PathBuf>,
-    pub unix_socket: Option<PathBuf>,
-    pub listen_host: Option<IpAddr>,
-    pub workers: Option<usize>,
-    pub spin_before_park_us: Option<u64>,
-    pub drain_timeout: Option<u64>,
-    pub handshake_timeout: Option<u64>,
-    pub idle_timeout: Option<u64>,
-    pub pkcs11_timeout_ms: Option<u64>,
-    pub pkcs11_sessions: Option<usize>,
-    pub pkcs11_queue: Option<usize>,
-    pub max_connections_per_core: Option<usize>,
-    pub max_request_body: Option<usize>,
-    pub core_queue: Option<usize>,
-    pub batch_flush_us: Option<u64>,
+/// gokeyless's log levels: 0 debug ... 5 fatal. Checked inside the
+/// deserializer, so the error carries the field and its line.
+fn loglevel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    struct Level;
+    impl<'de> serde::de::Visitor<'de> for Level {
+        type Value = Option<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a log level, 0 debug to 5 fatal")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_u8(self)
+        }
+        fn visit_u64<E: serde::de::Error>(self, l: u64) -> Result<Self::Value, E> {
+            match u8::try_from(l) {
+                Ok(l) if l <= 5 => Ok(Some(l)),
+                _ => Err(E::custom(format!(
+                    "{l} is not a log level (0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal)"
+                ))),
+            }
+        }
+    }
+    d.deserialize_option(Level)
 }
 
 /// One `private_key_stores` entry: exactly one of `dir`, `file`, `uri`.
@@ -190,17 +235,12 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub unix_socket: Option<PathBuf>,
     pub key_sources: Vec<KeySource>,
-    pub workers: Option<usize>,
-    pub spin_before_park_us: u64,
-    pub drain_timeout_s: u64,
-    pub handshake_timeout_s: u64,
-    pub idle_timeout_s: u64,
+    /// The cores: how many, and how they share work.
+    pub runtime: RuntimeConfig,
+    /// Each connection's bounds and timeouts.
+    pub limits: Limits,
     /// How HSM (PKCS#11) key stores are served.
     pub pkcs11: keyless_pkcs11::Options,
-    pub max_connections_per_core: usize,
-    pub max_request_body: usize,
-    pub core_queue: usize,
-    pub batch_flush_us: u64,
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.
@@ -212,155 +252,94 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("{0}")]
-    Other(String),
+    /// `path:line:column: field: reason`.
+    #[error(transparent)]
+    Syntax(#[from] keyless_service::yaml::YamlError),
 }
 
 /// Parse YAML text from `path` (the path is for messages only).
-pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(FileConfig::default());
-    }
-    serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        // serde_yaml_ng appends " at line L column C"; we put it in front instead.
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-        ConfigError::Syntax {
-            path: path.to_owned(),
-            line,
-            column,
-            message,
-        }
-    })
+pub fn parse_file(path: &Path, text: &str) -> Result<Options, ConfigError> {
+    Ok(keyless_service::yaml::parse(path, text)?)
 }
 
 /// The configuration file to read: `-c` if given (it must exist), else the
 /// first of the search path that exists, else none.
-pub fn locate(cli: &Cli) -> Option<PathBuf> {
+pub fn locate(cli: &Options) -> Option<PathBuf> {
     if let Some(p) = &cli.config_file {
         return Some(p.clone());
     }
     SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-/// Merge flags and environment (already folded together by clap) over the file over defaults.
-pub fn resolve(cli: &Cli, file_path: Option<&Path>, file: FileConfig) -> Result<Settings, ConfigError> {
-    let loglevel = cli.loglevel.or(file.loglevel).unwrap_or(1);
-    if loglevel > 5 {
-        let message = format!("loglevel {loglevel} is out of range (0 debug ... 5 fatal)");
-        return Err(match (cli.loglevel, file_path) {
-            (None, Some(p)) => ConfigError::Invalid {
-                path: p.to_owned(),
-                message: format!("field `loglevel`: {message}"),
-            },
-            _ => ConfigError::Other(message),
-        });
+/// Layer flags and environment (already folded together by clap) over
+/// the file over the defaults. Every value was checked where it was read.
+pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result<Settings, ConfigError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            cli.$field.clone().or(file.$field.clone())
+        };
     }
     let mut key_sources: Vec<KeySource> = file
         .private_key_stores
+        .clone()
         .unwrap_or_default()
         .into_iter()
         .map(|s| s.0)
         .collect();
     key_sources.extend(cli.private_key_dirs.iter().cloned().map(KeySource::Dir));
     key_sources.extend(cli.private_key_files.iter().cloned().map(KeySource::File));
-    let host = cli
-        .listen_host
-        .or(file.listen_host)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let port = cli.port.or(file.port).unwrap_or(2407);
-    let file_config_pkcs11 = (file.pkcs11_timeout_ms, file.pkcs11_sessions, file.pkcs11_queue);
-    let max_connections = cli
-        .max_connections_per_core
-        .or(file.max_connections_per_core)
-        .unwrap_or(16384);
-    if max_connections == 0 {
-        return Err(ConfigError::Other("max_connections_per_core must be at least 1".into()));
-    }
-    let max_body = cli.max_request_body.or(file.max_request_body).unwrap_or(65535);
-    if !(1..=65535).contains(&max_body) {
-        return Err(ConfigError::Other("max_request_body must be 1 to 65535".into()));
-    }
-    let core_queue = cli.core_queue.or(file.core_queue).unwrap_or(1024);
-    if core_queue == 0 {
-        return Err(ConfigError::Other("core_queue must be at least 1".into()));
-    }
-    if let Some(0) = cli.workers.or(file.workers) {
-        return Err(ConfigError::Other("workers must be at least 1".into()));
-    }
+    let host = pick!(listen_host).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let runtime = RuntimeConfig::default();
+    let runtime = RuntimeConfig {
+        cores: pick!(workers).map_or(runtime.cores, NonZeroUsize::get),
+        spin_before_park: pick!(spin_before_park_us).map_or(runtime.spin_before_park, Duration::from_micros),
+        core_queue: pick!(core_queue).map_or(runtime.core_queue, NonZeroUsize::get),
+        ..runtime
+    };
+    let limits = Limits::default();
+    let limits = Limits {
+        drain_timeout: pick!(drain_timeout).map_or(limits.drain_timeout, Duration::from_secs),
+        handshake_timeout: pick!(handshake_timeout).map_or(limits.handshake_timeout, |s| Duration::from_secs(s.get())),
+        idle_timeout: pick!(idle_timeout).map_or(limits.idle_timeout, Duration::from_secs),
+        max_connections: pick!(max_connections_per_core).map_or(limits.max_connections, NonZeroUsize::get),
+        max_body: pick!(max_request_body).map_or(limits.max_body, |b| b.get().into()),
+        batch_flush: pick!(batch_flush_us).map_or(limits.batch_flush, Duration::from_micros),
+        ..limits
+    };
+    let pkcs11 = keyless_pkcs11::Options::default();
+    let pkcs11 = keyless_pkcs11::Options {
+        sessions: pick!(pkcs11_sessions).map_or(pkcs11.sessions, NonZeroUsize::get),
+        queue: pick!(pkcs11_queue).map_or(pkcs11.queue, NonZeroUsize::get),
+        timeout: pick!(pkcs11_timeout_ms).map_or(pkcs11.timeout, |ms| Duration::from_millis(ms.get())),
+    };
     Ok(Settings {
         config_file: file_path.map(Path::to_owned),
-        loglevel,
-        hostname: cli.hostname.clone().or(file.hostname),
-        activation_requested: cli.zone_id.is_some()
-            || cli.origin_ca_api_key.is_some()
-            || file.zone_id.is_some()
-            || file.origin_ca_api_key.is_some(),
-        auth_cert: cli
-            .auth_cert
-            .clone()
-            .or(file.auth_cert)
-            .unwrap_or_else(|| "server.pem".into()),
-        auth_key: cli
-            .auth_key
-            .clone()
-            .or(file.auth_key)
-            .unwrap_or_else(|| "server-key.pem".into()),
-        cloudflare_ca_cert: cli
-            .cloudflare_ca_cert
-            .clone()
-            .or(file.cloudflare_ca_cert)
-            .unwrap_or_else(|| "keyless_cacert.pem".into()),
-        listen: SocketAddr::new(host, port),
-        metrics_port: cli.metrics_port.or(file.metrics_port).unwrap_or(2406),
-        pid_file: cli.pid_file.clone().or(file.pid_file),
-        unix_socket: cli.unix_socket.clone().or(file.unix_socket),
+        loglevel: pick!(loglevel).unwrap_or(DEFAULTS.loglevel),
+        hostname: pick!(hostname),
+        activation_requested: [
+            &cli.zone_id,
+            &cli.origin_ca_api_key,
+            &file.zone_id,
+            &file.origin_ca_api_key,
+        ]
+        .iter()
+        .any(|v| v.is_some()),
+        auth_cert: pick!(auth_cert).unwrap_or_else(|| DEFAULTS.auth_cert.into()),
+        auth_key: pick!(auth_key).unwrap_or_else(|| DEFAULTS.auth_key.into()),
+        cloudflare_ca_cert: pick!(cloudflare_ca_cert).unwrap_or_else(|| DEFAULTS.cloudflare_ca_cert.into()),
+        listen: SocketAddr::new(host, pick!(port).unwrap_or(DEFAULTS.port)),
+        metrics_port: pick!(metrics_port).unwrap_or(DEFAULTS.metrics_port),
+        pid_file: pick!(pid_file),
+        unix_socket: pick!(unix_socket),
         key_sources,
-        workers: cli.workers.or(file.workers),
-        spin_before_park_us: cli.spin_before_park_us.or(file.spin_before_park_us).unwrap_or(0),
-        drain_timeout_s: cli.drain_timeout.or(file.drain_timeout).unwrap_or(30),
-        handshake_timeout_s: cli.handshake_timeout.or(file.handshake_timeout).unwrap_or(10).max(1),
-        idle_timeout_s: cli.idle_timeout.or(file.idle_timeout).unwrap_or(300),
-        pkcs11: pkcs11_options(cli, &file_config_pkcs11)?,
-        max_connections_per_core: max_connections,
-        max_request_body: max_body,
-        core_queue,
-        batch_flush_us: cli.batch_flush_us.or(file.batch_flush_us).unwrap_or(2000),
-    })
-}
-
-fn pkcs11_options(
-    cli: &Cli,
-    file: &(Option<u64>, Option<usize>, Option<usize>),
-) -> Result<keyless_pkcs11::Options, ConfigError> {
-    let defaults = keyless_pkcs11::Options::default();
-    let timeout_ms = cli.pkcs11_timeout_ms.or(file.0);
-    let sessions = cli.pkcs11_sessions.or(file.1).unwrap_or(defaults.sessions);
-    let queue = cli.pkcs11_queue.or(file.2).unwrap_or(defaults.queue);
-    if timeout_ms == Some(0) || sessions == 0 || queue == 0 {
-        return Err(ConfigError::Other(
-            "pkcs11_timeout_ms, pkcs11_sessions and pkcs11_queue must be at least 1".into(),
-        ));
-    }
-    Ok(keyless_pkcs11::Options {
-        sessions,
-        queue,
-        timeout: timeout_ms.map_or(defaults.timeout, std::time::Duration::from_millis),
+        runtime,
+        limits,
+        pkcs11,
     })
 }
 
 /// Read the configuration the way gokeyless does.
-pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+pub fn load(cli: &Options) -> Result<Settings, ConfigError> {
     match locate(cli) {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -370,6 +349,6 @@ pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
             let file = parse_file(&path, &text)?;
             resolve(cli, Some(&path), file)
         }
-        None => resolve(cli, None, FileConfig::default()),
+        None => resolve(cli, None, Options::default()),
     }
 }

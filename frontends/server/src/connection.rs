@@ -28,7 +28,7 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const SPLIT_BATCH_AT: usize = 32;
 
 /// Limits of one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Requests read but not yet answered on the wire (gokeyless: 1024).
     pub max_in_flight: usize,
@@ -48,7 +48,7 @@ pub struct Limits {
     /// While a batch is being signed, hand its answers to the writer at
     /// least this often. Holding every answer until the whole batch is
     /// signed left the server idle while the client, which got all its
-    /// answers at once, refilled its pipeline (README, "Batching").
+    /// answers at once, refilled its pipeline (docs/architecture.md, "Batching").
     pub batch_flush: Duration,
 }
 
@@ -299,7 +299,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // water mark): everything ready leaves in one write. Holding a
             // batch open for more answers (we tried 50 and 200 us) bought no
             // throughput, since every 16 KB TLS record is its own send anyway,
-            // and cost p99 latency; see the README.
+            // and cost p99 latency; see docs/performance.md.
             while buf.len() < WRITE_HIGH_WATER {
                 match futures_lite::future::poll_once(rx.recv()).await {
                     Some(Some((more, n))) => {

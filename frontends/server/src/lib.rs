@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod listener;
 pub mod metrics;
+pub mod profile;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -94,23 +95,11 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
     }
-    let mut runtime = RuntimeConfig::default();
-    if let Some(w) = settings.workers {
-        runtime.cores = w;
-    }
-    runtime.spin_before_park = Duration::from_micros(settings.spin_before_park_us);
-    runtime.drain_timeout = Duration::from_secs(settings.drain_timeout_s);
-    runtime.handshake_timeout = Duration::from_secs(settings.handshake_timeout_s);
-    runtime.idle_timeout = Duration::from_secs(settings.idle_timeout_s);
-    runtime.max_connections = settings.max_connections_per_core;
-    runtime.core_queue = settings.core_queue;
-    runtime.max_body = settings.max_request_body;
-    runtime.batch_flush = Duration::from_micros(settings.batch_flush_us);
     let listen = Listen {
         tcp: settings.listen,
         unix: settings.unix_socket.clone(),
     };
-    let mut running = start_with(&listen, tls, keys, runtime)?;
+    let mut running = start_with(&listen, tls, keys, settings.runtime.clone(), settings.limits.clone())?;
     running.shared.key_load.observe_duration(load_time);
     let metrics_addr = SocketAddr::new(settings.listen.ip(), settings.metrics_port);
     let metrics = metrics::start(metrics_addr, running.shared.clone()).map_err(ServerError::Startup)?;
@@ -162,6 +151,7 @@ pub fn start_with(
     tls: Arc<rustls::ServerConfig>,
     keys: Vec<SharedKey>,
     runtime: RuntimeConfig,
+    limits: connection::Limits,
 ) -> Result<RunningServer, ServerError> {
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
@@ -189,15 +179,6 @@ pub fn start_with(
     let shared = Shared::new(cores, runtime.core_queue.max(1));
     shared.publish_keys(keys);
     let shared_for_cores = shared.clone();
-    let limits = connection::Limits {
-        drain_timeout: runtime.drain_timeout,
-        handshake_timeout: runtime.handshake_timeout,
-        idle_timeout: runtime.idle_timeout,
-        max_connections: runtime.max_connections,
-        max_body: runtime.max_body,
-        batch_flush: runtime.batch_flush,
-        ..connection::Limits::default()
-    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let thread = std::thread::Builder::new()
         .name("keyless-main".into())

@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyless_server::config::{self, Cli};
+use keyless_server::config::{self, Options};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn dev_setup(cli: &mut Cli) -> Result<(), String> {
+fn dev_setup(cli: &mut Options) -> Result<(), String> {
     let pki = keyless_pki::DevPki::ensure(&cli.dev_dir, 2407).map_err(|e| e.to_string())?;
     cli.config_file.get_or_insert(pki.config.clone());
     cli.listen_host.get_or_insert([127, 0, 0, 1].into());
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = Options::parse();
     if cli.dev {
         if let Err(e) = dev_setup(&mut cli) {
             eprintln!("keyless-server: development PKI: {e}");
@@ -115,7 +115,7 @@ fn run() -> ExitCode {
                 }
             }
         },
-        grace: std::time::Duration::from_secs(settings.drain_timeout_s + 5),
+        grace: settings.limits.drain_timeout + std::time::Duration::from_secs(5),
     };
     if let Err(e) = keyless_service::signals::spawn("keyless-server", handlers) {
         tracing::error!("cannot install signal handlers: {e}");

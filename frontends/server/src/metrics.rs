@@ -19,6 +19,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::profile;
+
 /// A histogram read from the cores' atomics at scrape time.
 #[derive(Debug)]
 struct ConstHistogram(keyless_engine::stats::HistogramSnapshot);
@@ -357,11 +359,14 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, Str
                     "/healthz" | "/readyz" => respond(request, 200, TEXT, b"ok\n".to_vec()),
                     "/debug/pprof/profile" | "/debug/pprof/flamegraph" => {
                         let kind = if path.ends_with("flamegraph") {
-                            Kind::Flamegraph
+                            profile::Kind::Flamegraph
                         } else {
-                            Kind::Pprof
+                            profile::Kind::Pprof
                         };
-                        profile::spawn(request, kind, seconds(query), profiling.clone());
+                        match profile::seconds(query) {
+                            Ok(seconds) => profile::spawn(request, kind, seconds, profiling.clone()),
+                            Err(e) => respond(request, 400, TEXT, format!("{e}\n").into_bytes()),
+                        }
                     }
                     _ => respond(request, 404, TEXT, b"not found\n".to_vec()),
                 }
@@ -371,90 +376,13 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, Str
     Ok(MetricsServer { addr })
 }
 
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
+pub(crate) fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
     let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
     let response = tiny_http::Response::from_data(body)
         .with_status_code(status)
         .with_header(header);
     let _ = request.respond(response);
-}
-
-/// `seconds=N` from a query string: default 10, at most 300.
-fn seconds(query: &str) -> u64 {
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("seconds="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-        .clamp(1, 300)
-}
-
-use profile::Kind;
-
-/// CPU profiles of the running process (every thread, so every core), on
-/// demand, from the metrics listener only.
-mod profile {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use pprof::protos::Message;
-
-    use super::{respond, TEXT};
-
-    /// Samples per second: this kernel's timer ticks at 250 Hz.
-    const FREQUENCY: i32 = 250;
-
-    #[derive(Clone, Copy)]
-    pub enum Kind {
-        Pprof,
-        Flamegraph,
-    }
-
-    /// Profile for `seconds` on a thread of its own, so scrapes go on; one
-    /// profile at a time.
-    pub fn spawn(request: tiny_http::Request, kind: Kind, seconds: u64, busy: Arc<AtomicBool>) {
-        if busy.swap(true, Ordering::AcqRel) {
-            respond(request, 409, TEXT, b"a profile is already being taken\n".to_vec());
-            return;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("keyless-profile".into())
-            .spawn(move || {
-                let result = take(kind, seconds);
-                busy.store(false, Ordering::Release);
-                match result {
-                    Ok((content_type, body)) => respond(request, 200, content_type, body),
-                    Err(e) => respond(request, 500, TEXT, format!("profiling failed: {e}\n").into_bytes()),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start profiling thread: {e}");
-        }
-    }
-
-    fn take(kind: Kind, seconds: u64) -> Result<(&'static str, Vec<u8>), String> {
-        let guard = pprof::ProfilerGuardBuilder::default()
-            .frequency(FREQUENCY)
-            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-            .build()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_secs(seconds));
-        let report = guard.report().build().map_err(|e| e.to_string())?;
-        match kind {
-            Kind::Flamegraph => {
-                let mut svg = Vec::new();
-                report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
-                Ok(("image/svg+xml", svg))
-            }
-            Kind::Pprof => {
-                let profile = report.pprof().map_err(|e| e.to_string())?;
-                let bytes = profile.write_to_bytes().map_err(|e| e.to_string())?;
-                Ok(("application/octet-stream", bytes))
-            }
-        }
-    }
 }

@@ -236,6 +236,31 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     );
 }
 
+/// Profiles: an out-of-range or unreadable `seconds` is refused with the
+/// reason; a flame graph of an idle server is a valid SVG that says why it
+/// is empty, never an empty body.
+#[test]
+fn profiles_say_what_is_wrong_and_an_idle_flame_graph_says_why() {
+    let mut server = Running::start(&["--workers", "1"]);
+    for bad in ["abc", "0", "99999"] {
+        let answer = http_get(server.metrics_port, &format!("/debug/pprof/flamegraph?seconds={bad}"));
+        assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+        assert!(answer.contains("from 1 to 300 (default 10)"), "{answer}");
+    }
+    let answer = http_get(server.metrics_port, "/debug/pprof/flamegraph?seconds=1");
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("image/svg+xml"),
+        "{answer}"
+    );
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains("<svg"), "not an SVG: {answer}");
+    // Idle, the process may still take a sample or two (timers): either a
+    // real flame graph or the reason there is none.
+    assert!(body.contains("no CPU samples in 1 s") || body.contains("<g"), "{body}");
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+}
+
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

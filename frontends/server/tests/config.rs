@@ -2,15 +2,16 @@
 //! that name the file, the line and the field.
 
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Parser;
 use keyless_keys::KeySource;
-use keyless_server::config::{self, Cli, ConfigError};
+use keyless_server::config::{self, ConfigError, Options};
 
-fn cli(args: &[&str]) -> Cli {
+fn cli(args: &[&str]) -> Options {
     let mut argv = vec!["keyless-server"];
     argv.extend_from_slice(args);
-    Cli::try_parse_from(argv).unwrap()
+    Options::try_parse_from(argv).unwrap()
 }
 
 const GOKEYLESS_YAML: &str = r#"
@@ -102,7 +103,7 @@ fn flags_override_the_file_and_key_flags_add_stores() {
 
 fn syntax_error(text: &str) -> (usize, String) {
     match config::parse_file(Path::new("/etc/keyless/gokeyless.yaml"), text) {
-        Err(e @ ConfigError::Syntax { line, .. }) => (line, e.to_string()),
+        Err(ConfigError::Syntax(e)) => (e.line, e.to_string()),
         other => panic!("expected a syntax error, got {other:?}"),
     }
 }
@@ -141,11 +142,65 @@ fn a_bad_value_names_file_line_and_field() {
 }
 
 #[test]
-fn an_out_of_range_loglevel_names_the_field() {
+fn out_of_range_values_name_file_line_field_and_reason() {
+    for (text, line, field, reason) in [
+        ("loglevel: 9\n", 1, "loglevel", "not a log level"),
+        ("port: 2407\nworkers: 0\n", 2, "workers", "nonzero"),
+        (
+            "port: 2407\n\nmax_request_body: 70000\n",
+            3,
+            "max_request_body",
+            "70000",
+        ),
+        ("core_queue: 0\n", 1, "core_queue", "nonzero"),
+        ("pkcs11_timeout_ms: 0\n", 1, "pkcs11_timeout_ms", "nonzero"),
+        ("handshake_timeout: -1\n", 1, "handshake_timeout", "-1"),
+    ] {
+        let (at, msg) = syntax_error(text);
+        assert_eq!(at, line, "{msg}");
+        assert!(
+            msg.starts_with(&format!("/etc/keyless/gokeyless.yaml:{line}:")),
+            "{msg}"
+        );
+        assert!(msg.contains(field) && msg.contains(reason), "{msg}");
+    }
+}
+
+#[test]
+fn out_of_range_flags_name_the_flag() {
+    for args in [&["--workers", "0"][..], &["-l", "9"], &["--max-request-body", "70000"]] {
+        let mut argv = vec!["keyless-server"];
+        argv.extend_from_slice(args);
+        let e = Options::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains(args[0]), "{e}");
+    }
+}
+
+#[test]
+fn every_setting_lands_where_the_engine_reads_it() {
     let path = Path::new("g.yaml");
-    let file = config::parse_file(path, "loglevel: 9\n").unwrap();
-    let e = config::resolve(&cli(&[]), Some(path), file).unwrap_err().to_string();
-    assert!(e.contains("g.yaml") && e.contains("loglevel"), "{e}");
+    let file = config::parse_file(
+        path,
+        "workers: 3\ndrain_timeout: 7\nhandshake_timeout: 4\nidle_timeout: 0\nmax_connections_per_core: 9\n\
+         max_request_body: 1000\ncore_queue: 5\nbatch_flush_us: 250\nspin_before_park_us: 20\n\
+         pkcs11_sessions: 4\npkcs11_queue: 6\npkcs11_timeout_ms: 1500\n",
+    )
+    .unwrap();
+    let s = config::resolve(&cli(&[]), Some(path), file).unwrap();
+    assert_eq!((s.runtime.cores, s.runtime.core_queue), (3, 5));
+    assert_eq!(s.runtime.spin_before_park, Duration::from_micros(20));
+    assert_eq!(s.limits.drain_timeout, Duration::from_secs(7));
+    assert_eq!(s.limits.handshake_timeout, Duration::from_secs(4));
+    assert_eq!(s.limits.idle_timeout, Duration::ZERO);
+    assert_eq!((s.limits.max_connections, s.limits.max_body), (9, 1000));
+    assert_eq!(s.limits.batch_flush, Duration::from_micros(250));
+    assert_eq!((s.pkcs11.sessions, s.pkcs11.queue), (4, 6));
+    assert_eq!(s.pkcs11.timeout, Duration::from_millis(1500));
+    // Unset, each is the default of the type it lands in: one place.
+    let d = config::resolve(&cli(&[]), None, Default::default()).unwrap();
+    assert_eq!(d.limits, keyless_server::connection::Limits::default());
+    assert_eq!(d.runtime, keyless_engine::runtime::RuntimeConfig::default());
+    assert_eq!(d.pkcs11, keyless_pkcs11::Options::default());
 }
 
 #[test]
@@ -164,7 +219,7 @@ fn a_pkcs11_uri_store_is_kept_and_its_pin_never_printed() {
         &format!("private_key_stores:\n  - uri: {uri}\n"),
     )
     .unwrap();
-    let s = config::resolve(&Cli::default(), Some(Path::new("gokeyless.yaml")), file).unwrap();
+    let s = config::resolve(&Options::default(), Some(Path::new("gokeyless.yaml")), file).unwrap();
     match &s.key_sources[..] {
         [KeySource::Pkcs11(source)] => assert_eq!(source.expose(), uri),
         other => panic!("expected one PKCS#11 store, got {other:?}"),

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use keyless_server::config::{self, Cli};
+use keyless_server::config::{self, Options as Cli};
 
 #[test]
 fn environment_overrides_the_file_and_flags_override_the_environment() {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use keyless_server::config::{parse_file, resolve, Cli};
+use keyless_server::config::{parse_file, resolve, ConfigError, Options};
 use proptest::prelude::*;
 
 fn yaml_line() -> impl Strategy<Value = String> {
@@ -36,10 +36,18 @@ proptest! {
     }
 
     #[test]
-    fn near_valid_files_resolve_or_fail_cleanly(lines in prop::collection::vec(yaml_line(), 0..8)) {
+    fn near_valid_files_resolve_or_say_where_and_why(lines in prop::collection::vec(yaml_line(), 0..8)) {
         let text = lines.join("\n");
-        if let Ok(file) = parse_file(Path::new("fuzz.yaml"), &text) {
-            let _ = resolve(&Cli::default(), Some(Path::new("fuzz.yaml")), file);
+        match parse_file(Path::new("fuzz.yaml"), &text) {
+            // Every value was checked as it was read: what parses resolves.
+            Ok(file) => prop_assert!(resolve(&Options::default(), Some(Path::new("fuzz.yaml")), file).is_ok()),
+            Err(ConfigError::Syntax(e)) => {
+                // path:line:column: reason, the line one of the file's.
+                prop_assert!(e.to_string().starts_with(&format!("fuzz.yaml:{}:{}: ", e.line, e.column)), "{}", e);
+                prop_assert!((1..=lines.len().max(1)).contains(&e.line), "line {} of {}: {}", e.line, lines.len(), e);
+                prop_assert!(!e.message.is_empty());
+            }
+            Err(other) => prop_assert!(false, "not a file error: {}", other),
         }
     }
 }

@@ -87,6 +87,7 @@ fn server() -> &'static Fixture {
                 cores: 2,
                 ..RuntimeConfig::default()
             },
+            keyless_server::connection::Limits::default(),
         )
         .unwrap();
         let addr = running.addr;

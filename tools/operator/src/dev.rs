@@ -10,10 +10,10 @@ pub fn run(dir: &Path, ports: &Ports, loglevel: u8) -> Result<(), String> {
     keyless_service::init_logging(loglevel);
     let edge_config = keyless_edge::dev::prepare(dir, ports)?;
     let pki = keyless_pki::DevPki::at(dir);
-    let server_cli = keyless_server::config::Cli {
+    let server_cli = keyless_server::config::Options {
         config_file: Some(pki.config.clone()),
         listen_host: Some([127, 0, 0, 1].into()),
-        workers: Some(1),
+        workers: std::num::NonZeroUsize::new(1),
         port: Some(ports.key_server),
         metrics_port: Some(0),
         loglevel: Some(loglevel),

@@ -186,7 +186,7 @@ fn main() -> ExitCode {
             }
         }
         Command::KeystoreDebug { config_file } => {
-            let cli = keyless_server::config::Cli {
+            let cli = keyless_server::config::Options {
                 config_file: Some(config_file),
                 ..Default::default()
             };

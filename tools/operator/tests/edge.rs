@@ -50,8 +50,11 @@ fn key_server(addr: SocketAddr) -> keyless_server::RunningServer {
         keys,
         RuntimeConfig {
             cores: 1,
-            drain_timeout: Duration::from_secs(2),
             ..RuntimeConfig::default()
+        },
+        keyless_server::connection::Limits {
+            drain_timeout: Duration::from_secs(2),
+            ..Default::default()
         },
     )
     .unwrap()

@@ -51,6 +51,7 @@ pub fn server() -> &'static Fixture {
             tls,
             keys,
             runtime,
+            keyless_server::connection::Limits::default(),
         )
         .unwrap();
         let addr = running.addr;

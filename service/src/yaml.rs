@@ -1,0 +1,116 @@
+//! Reading a YAML configuration file, with errors that say where:
+//! `path:line:column: field: reason`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// A file that does not parse into the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct YamlError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The field (its path in the file) and the reason.
+    pub message: String,
+}
+
+/// Parse `text`, read from `path` (named in errors only). An empty file is
+/// the empty mapping.
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, YamlError> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        // serde_yaml_ng appends " at line L column C"; it goes in front instead.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        YamlError {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// A duration in the file: a number of seconds (`30`), or a number with a
+/// unit (`500ms`, `2s`, `5m`, `18h`), as humantime reads it.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    d.deserialize_option(OptionalDuration)
+}
+
+struct OptionalDuration;
+
+impl<'de> serde::de::Visitor<'de> for OptionalDuration {
+    type Value = Option<Duration>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration: seconds (30) or a number and a unit (500ms, 2s, 5m)")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, s: u64) -> Result<Self::Value, E> {
+        Ok(Some(Duration::from_secs(s)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        humantime::parse_duration(text.trim()).map(Some).map_err(|e| {
+            E::custom(format!(
+                "{text:?} is not a duration ({e}): write seconds (30) or a number and a unit (500ms, 2s, 5m)"
+            ))
+        })
+    }
+}
+
+/// A duration in milliseconds (an old spelling, `*_ms`).
+pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct T {
+        #[serde(default, deserialize_with = "duration")]
+        wait: Option<Duration>,
+        port: Option<u16>,
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_field() {
+        let e = parse::<T>(Path::new("x.yaml"), "wait: 2s\nport: 70000\n").unwrap_err();
+        assert_eq!((e.line, e.path.clone()), (2, PathBuf::from("x.yaml")));
+        assert!(e.to_string().starts_with("x.yaml:2:"), "{e}");
+        assert!(e.message.contains("port"), "{e}");
+        let e = parse::<T>(Path::new("x.yaml"), "port: 1\nwait: soon\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("x.yaml:2:") && e.message.contains("wait"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let t = |text| parse::<T>(Path::new("x.yaml"), text).unwrap().wait;
+        assert_eq!(t("wait: 30"), Some(Duration::from_secs(30)));
+        assert_eq!(t("wait: 500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(t("wait: 5m"), Some(Duration::from_secs(300)));
+        assert_eq!(t(""), None);
+    }
+}
