@@ -23,10 +23,11 @@ for bin in keyless-server keyless-edge keyless-tool keyless-bench; do
 done
 install -m 0644 packaging/debian/keyless-server.service packaging/debian/keyless-edge.service "$ROOT/lib/systemd/system/"
 install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yaml"
+install -m 0640 packaging/debian/edge.yaml "$ROOT/etc/keyless/edge.yaml"
 install -m 0644 README.md "$ROOT/usr/share/doc/keyless/README.md"
 install -m 0644 docs/*.md "$ROOT/usr/share/doc/keyless/"
 install -m 0755 packaging/debian/postinst packaging/debian/postrm packaging/debian/prerm "$ROOT/DEBIAN/"
-echo /etc/keyless/gokeyless.yaml >"$ROOT/DEBIAN/conffiles"
+printf "%s\n" /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml >"$ROOT/DEBIAN/conffiles"
 cat >"$ROOT/DEBIAN/control" <<CONTROL
 Package: keyless
 Version: $VERSION

@@ -7,14 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(PROFILE=${PROFILE:-debug} COMPRESS=${COMPRESS:-none} packaging/build-deb.sh)
 dpkg -i "$deb" >/dev/null
-trap 'dpkg --purge keyless >/dev/null 2>&1 || true' EXIT
+trap 'dpkg --purge keyless >/dev/null 2>&1 || true; rm -rf /etc/keyless/keys; rmdir /etc/keyless 2>/dev/null || true' EXIT
 fail() { echo "package test: $*" >&2; exit 1; }
 for f in /usr/bin/keyless-server /usr/bin/keyless-edge /usr/bin/keyless-tool /usr/bin/keyless-bench \
          /lib/systemd/system/keyless-server.service /lib/systemd/system/keyless-edge.service \
-         /etc/keyless/gokeyless.yaml; do
+         /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml; do
   [ -e "$f" ] || fail "$f not installed"
 done
 getent passwd keyless >/dev/null || fail "no keyless user"
+getent passwd keyless-edge >/dev/null || fail "no keyless-edge user"
+grep -q '^User=keyless-edge' /lib/systemd/system/keyless-edge.service || fail "the edge unit does not run as keyless-edge"
+grep -q '^ExecReload=' /lib/systemd/system/keyless-edge.service || fail "no ExecReload on the edge unit"
 [ "$(stat -c '%a %U' /etc/keyless/keys)" = "700 keyless" ] || fail "/etc/keyless/keys is $(stat -c '%a %U' /etc/keyless/keys)"
 grep -q '^LimitMEMLOCK=infinity' /lib/systemd/system/keyless-server.service || fail "no LimitMEMLOCK"
 grep -q '^User=keyless' /lib/systemd/system/keyless-server.service || fail "unit does not run as keyless"
@@ -46,5 +49,15 @@ done
 /usr/bin/keyless-tool conformance --server 127.0.0.1:2407 --server-name localhost --ca "$pki/ca.pem" \
   --cert "$pki/client.pem" --key "$pki/client-key.pem" --pubkeys "$pki/pubkeys" | tail -1
 kill -TERM "$pid"; wait "$pid" || fail "installed server did not exit 0 on SIGTERM"
+# The edge's user cannot read the keys; the key server's can.
+key=$(ls /etc/keyless/keys/*.key | head -1)
+setpriv --reuid=keyless --regid=keyless --init-groups cat "$key" >/dev/null || fail "the key server cannot read $key"
+if setpriv --reuid=keyless-edge --regid=keyless-edge --init-groups cat "$key" >/dev/null 2>&1; then
+  fail "the edge's user can read $key"
+fi
+# Purging the package keeps the operator's keys, and says where they are.
+purge=$(dpkg --purge keyless 2>&1)
+echo "$purge" | grep -q "kept in /etc/keyless/keys" || fail "purge did not say where the keys are: $purge"
+[ -f "$key" ] || fail "purge deleted $key"
 rm -rf "$pki" "$log" /etc/keyless/server.pem /etc/keyless/server-key.pem /etc/keyless/keyless_cacert.pem
 echo "package test: ok ($deb)"

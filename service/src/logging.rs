@@ -11,8 +11,15 @@ pub fn init_logging(loglevel: u8) {
         2 => "warn",
         _ => "error",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYLESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = match std::env::var("KEYLESS_LOG") {
+        Ok(spec) => tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            // Said once, before anything else: a silently ignored filter
+            // leaves an operator wondering where the debug lines went.
+            eprintln!("KEYLESS_LOG={spec:?} is not a log filter ({e}); logging at level {level} instead");
+            tracing_subscriber::EnvFilter::new(level)
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new(level),
+    };
     // Lines go to stderr from a writer thread: a core that logs never waits
     // for the disk (a log file under writeback throttling can block a
     // write for seconds, and the stderr lock would stop every core behind

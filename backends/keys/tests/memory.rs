@@ -331,3 +331,54 @@ fn load_errors_name_the_file_and_reason() {
     let debug = format!("{:?}", KeyMaterial::load(&dir.path().join("secret.key")).unwrap());
     assert!(!debug.contains(&body) && debug.contains("ski"), "{debug}");
 }
+
+/// Files that are not what they should be say what they are instead
+/// (gokeyless#387: an operator stuck on `no private key`).
+#[test]
+fn a_wrong_key_file_says_what_it_holds_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = genkey(dir.path(), "site.key", P256);
+    let load = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        KeyMaterial::load(&path).unwrap_err().to_string()
+    };
+    let cert = Command::new("openssl")
+        .args(["req", "-new", "-x509", "-subj", "/CN=site", "-days", "1", "-key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "{}", String::from_utf8_lossy(&cert.stderr));
+    let err = load("cert-as-key.key", &cert.stdout);
+    assert!(
+        err.contains("cert-as-key.key") && err.contains("found a CERTIFICATE where a private key was expected"),
+        "{err}"
+    );
+
+    let encrypted = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:secret",
+            "-in",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        encrypted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&encrypted.stderr)
+    );
+    let err = load("encrypted.key", &encrypted.stdout);
+    assert!(
+        err.contains("the key is encrypted") && err.contains("openssl pkey"),
+        "{err}"
+    );
+
+    let err = load("empty.key", b"\n");
+    assert!(err.contains("empty.key") && err.contains("the file is empty"), "{err}");
+}

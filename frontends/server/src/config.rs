@@ -31,6 +31,7 @@ pub struct Defaults {
     pub loglevel: u8,
     pub port: u16,
     pub metrics_port: u16,
+    pub metrics_host: IpAddr,
     pub auth_cert: &'static str,
     pub auth_key: &'static str,
     pub cloudflare_ca_cert: &'static str,
@@ -41,6 +42,9 @@ pub const DEFAULTS: Defaults = Defaults {
     loglevel: 1,
     port: 2407,
     metrics_port: 2406,
+    // Not gokeyless's (all addresses): metrics and CPU profiles of a process
+    // that holds private keys stay on this machine unless configured.
+    metrics_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
     auth_cert: "server.pem",
     auth_key: "server-key.pem",
     cloudflare_ca_cert: "keyless_cacert.pem",
@@ -92,6 +96,11 @@ pub struct Options {
     /// Port of the metrics listener.
     #[arg(long = "metrics-port", env = "KEYLESS_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// Address of the metrics listener (ours; default 127.0.0.1, local
+    /// only; 0.0.0.0 for a remote Prometheus, as gokeyless listens). CPU
+    /// profiles are served to local clients only, whatever this is.
+    #[arg(long = "metrics-host", env = "KEYLESS_METRICS_HOST")]
+    pub metrics_host: Option<IpAddr>,
     /// Write the process ID here at start-up.
     #[arg(long = "pid-file", env = "KEYLESS_PID_FILE")]
     pub pid_file: Option<PathBuf>,
@@ -231,7 +240,8 @@ pub struct Settings {
     pub auth_key: PathBuf,
     pub cloudflare_ca_cert: PathBuf,
     pub listen: SocketAddr,
-    pub metrics_port: u16,
+    /// Where `/metrics`, `/healthz`, `/readyz` and profiles are served.
+    pub metrics: SocketAddr,
     pub pid_file: Option<PathBuf>,
     pub unix_socket: Option<PathBuf>,
     pub key_sources: Vec<KeySource>,
@@ -328,7 +338,10 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         auth_key: pick!(auth_key).unwrap_or_else(|| DEFAULTS.auth_key.into()),
         cloudflare_ca_cert: pick!(cloudflare_ca_cert).unwrap_or_else(|| DEFAULTS.cloudflare_ca_cert.into()),
         listen: SocketAddr::new(host, pick!(port).unwrap_or(DEFAULTS.port)),
-        metrics_port: pick!(metrics_port).unwrap_or(DEFAULTS.metrics_port),
+        metrics: SocketAddr::new(
+            pick!(metrics_host).unwrap_or(DEFAULTS.metrics_host),
+            pick!(metrics_port).unwrap_or(DEFAULTS.metrics_port),
+        ),
         pid_file: pick!(pid_file),
         unix_socket: pick!(unix_socket),
         key_sources,

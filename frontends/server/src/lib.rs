@@ -88,6 +88,15 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
              provide auth_cert, auth_key and cloudflare_ca_cert instead"
         );
     }
+    let usable = keyless_engine::runtime::available_cores();
+    if settings.runtime.cores > usable {
+        // More executors than CPUs only fight over the CPUs (and each takes
+        // 1 MiB of locked memory): refuse rather than start slowly.
+        return Err(ServerError::Startup(format!(
+            "workers {}: this machine has {usable} usable CPUs; at most one worker per CPU",
+            settings.runtime.cores
+        )));
+    }
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
     let load_started = std::time::Instant::now();
     let keys = load_keys(settings)?;
@@ -101,8 +110,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     };
     let mut running = start_with(&listen, tls, keys, settings.runtime.clone(), settings.limits.clone())?;
     running.shared.key_load.observe_duration(load_time);
-    let metrics_addr = SocketAddr::new(settings.listen.ip(), settings.metrics_port);
-    let metrics = metrics::start(metrics_addr, running.shared.clone()).map_err(ServerError::Startup)?;
+    let metrics = metrics::start(settings.metrics, running.shared.clone()).map_err(ServerError::Startup)?;
     tracing::info!("metrics on http://{}/metrics", metrics.addr);
     running.metrics_addr = Some(metrics.addr);
     Ok(running)

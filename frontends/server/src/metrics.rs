@@ -357,6 +357,14 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, Str
                         }
                     }
                     "/healthz" | "/readyz" => respond(request, 200, TEXT, b"ok\n".to_vec()),
+                    "/debug/pprof/profile" | "/debug/pprof/flamegraph" if !profile::allowed(request.remote_addr()) => {
+                        respond(
+                            request,
+                            403,
+                            TEXT,
+                            b"CPU profiles are served to local clients only\n".to_vec(),
+                        )
+                    }
                     "/debug/pprof/profile" | "/debug/pprof/flamegraph" => {
                         let kind = if path.ends_with("flamegraph") {
                             profile::Kind::Flamegraph

@@ -79,6 +79,15 @@ fn take(kind: Kind, seconds: u64) -> Result<(&'static str, Vec<u8>), String> {
     }
 }
 
+/// Whether a client at `peer` may take a profile: only from this machine
+/// (a profile shows what a process holding private keys is doing).
+pub fn allowed(peer: Option<&std::net::SocketAddr>) -> bool {
+    peer.is_some_and(|p| match p.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    })
+}
+
 /// How long a profile samples when `seconds` is not given.
 pub const PROFILE_SECONDS: u64 = 10;
 /// The longest profile: the profile runs on after its client leaves, and
@@ -95,5 +104,30 @@ pub fn seconds(query: &str) -> Result<u64, String> {
                 "seconds={v}: a whole number of seconds from 1 to {PROFILE_MAX_SECONDS} (default {PROFILE_SECONDS})"
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_for_local_clients_and_seconds_is_bounded() {
+        for (peer, ok) in [
+            ("127.0.0.1:9", true),
+            ("127.3.4.5:9", true),
+            ("[::1]:9", true),
+            ("[::ffff:127.0.0.1]:9", true),
+            ("10.1.2.3:9", false),
+            ("[2001:db8::1]:9", false),
+        ] {
+            assert_eq!(allowed(Some(&peer.parse().unwrap())), ok, "{peer}");
+        }
+        assert!(!allowed(None));
+        assert_eq!(seconds(""), Ok(PROFILE_SECONDS));
+        assert_eq!(seconds("x=1&seconds=300"), Ok(300));
+        for bad in ["seconds=0", "seconds=301", "seconds=abc", "seconds="] {
+            assert!(seconds(bad).unwrap_err().contains("from 1 to 300"), "{bad}");
+        }
     }
 }

@@ -44,7 +44,7 @@ fn a_gokeyless_file_is_read_with_its_keys() {
     assert_eq!(s.auth_key, Path::new("/etc/keyless/server-key.pem"));
     assert_eq!(s.cloudflare_ca_cert, Path::new("/etc/keyless/keyless_cacert.pem"));
     assert_eq!(s.listen.port(), 2407);
-    assert_eq!(s.metrics_port, 2406);
+    assert_eq!(s.metrics.port(), 2406);
     assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/gokeyless.pid")));
     assert_eq!(
         s.key_sources,
@@ -63,12 +63,26 @@ fn defaults_match_gokeyless() {
     let s = config::resolve(&cli(&[]), None, Default::default()).unwrap();
     assert_eq!(s.loglevel, 1);
     assert_eq!(s.listen.port(), 2407);
-    assert_eq!(s.metrics_port, 2406);
+    assert_eq!(
+        s.metrics,
+        "127.0.0.1:2406".parse().unwrap(),
+        "metrics stay local unless configured"
+    );
+    assert_eq!(s.listen, "0.0.0.0:2407".parse().unwrap());
     assert_eq!(s.auth_cert, Path::new("server.pem"));
     assert_eq!(s.auth_key, Path::new("server-key.pem"));
     assert_eq!(s.cloudflare_ca_cert, Path::new("keyless_cacert.pem"));
     assert!(s.key_sources.is_empty());
     assert!(!s.activation_requested);
+}
+
+#[test]
+fn metrics_go_where_they_are_told() {
+    let file = config::parse_file(Path::new("g.yaml"), "listen_host: 10.0.0.1\nmetrics_host: 0.0.0.0\n").unwrap();
+    let s = config::resolve(&cli(&[]), None, file).unwrap();
+    assert_eq!(s.metrics, "0.0.0.0:2406".parse().unwrap());
+    let s = config::resolve(&cli(&["--metrics-host", "::1"]), None, Default::default()).unwrap();
+    assert_eq!(s.metrics, "[::1]:2406".parse().unwrap());
 }
 
 #[test]

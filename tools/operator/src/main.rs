@@ -48,6 +48,9 @@ enum Command {
         /// Port written into the configuration.
         #[arg(long, default_value_t = 2407)]
         port: u16,
+        /// Replace a PKI already in the folder (its CA and every key in it).
+        #[arg(long)]
+        force: bool,
     },
     /// Turn `perf script` output into an SVG flame graph and print the top frames.
     Flamegraph {
@@ -133,7 +136,17 @@ fn main() -> ExitCode {
             keyless_service::flush_logs();
             code
         }
-        Command::GenPki { out, port } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port) {
+        Command::GenPki { out, port, force } if !force && keyless_pki::DevPki::at(&out).ca_cert.exists() => {
+            let _ = port;
+            eprintln!(
+                "keyless-tool: {} already holds a PKI (its CA signs certificates in use); \
+                 use --force to replace it, or --out for another folder",
+                out.display()
+            );
+            ExitCode::FAILURE
+        }
+        Command::GenPki { out, port, .. } => match keyless_pki::DevPki::generate(&out, keyless_pki::DEFAULT_KEYS, port)
+        {
             Ok(pki) => {
                 println!("development PKI written to {}", pki.dir.display());
                 println!("start a key server with: keyless-server -c {}", pki.config.display());

@@ -34,6 +34,27 @@ impl fmt::Debug for KeyMaterial {
     }
 }
 
+/// Why a PEM file gave no private key, from what it holds instead (an
+/// operator who put a certificate or an encrypted key there learns which).
+fn no_private_key(pem: &[u8], path: &Path) -> String {
+    let labels: Vec<&str> = std::str::from_utf8(pem)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        .collect();
+    if labels.contains(&"ENCRYPTED PRIVATE KEY") {
+        return format!(
+            "the key is encrypted: the key server needs it decrypted \
+             (openssl pkey -in {0} -out {0}.plain, then keep the file readable by the key server only)",
+            path.display()
+        );
+    }
+    match labels.first() {
+        Some(label) => format!("found a {label} where a private key was expected"),
+        None => "no private key in PEM: no complete BEGIN/END block".into(),
+    }
+}
+
 impl KeyMaterial {
     /// Parse a PEM (PKCS#8, PKCS#1 RSA, SEC1 EC) or DER private key.
     /// `path` only names the key in errors and logs.
@@ -42,9 +63,13 @@ impl KeyMaterial {
             path: path.to_owned(),
             reason,
         };
+        if bytes.trim_ascii().is_empty() {
+            return Err(invalid(
+                "the file is empty: a private key (PEM or DER) was expected".into(),
+            ));
+        }
         let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let key =
-                PrivateKeyDer::from_pem_slice(bytes).map_err(|e| invalid(format!("no private key in PEM: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(bytes).map_err(|_| invalid(no_private_key(bytes, path)))?;
             Zeroizing::new(key.secret_der().to_vec())
         } else {
             Zeroizing::new(bytes.to_vec())
