@@ -93,8 +93,9 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         // More executors than CPUs only fight over the CPUs (and each takes
         // 1 MiB of locked memory): refuse rather than start slowly.
         return Err(ServerError::Startup(format!(
-            "workers {}: this machine has {usable} usable CPUs; at most one worker per CPU",
-            settings.runtime.cores
+            "workers {}: this machine has {usable} usable {}; at most one worker per CPU",
+            settings.runtime.cores,
+            if usable == 1 { "CPU" } else { "CPUs" }
         )));
     }
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
