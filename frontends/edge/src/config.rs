@@ -22,6 +22,10 @@ pub struct Cli {
     /// Log level, as the key server's: 0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal.
     #[arg(short = 'l', long, env = "KEYLESS_LOGLEVEL", value_parser = clap::value_parser!(u8).range(0..=5))]
     pub loglevel: Option<u8>,
+    /// Check the configuration and exit: load every certificate and key
+    /// file it names, bind nothing (as `nginx -t`).
+    #[arg(short = 't', long = "test-config")]
+    pub test_config: bool,
     /// Development mode: the development PKI in --dev-dir (made if missing)
     /// and an edge on 127.0.0.1:8443 that signs with the key server on
     /// --dev-key-server-port (`keyless-server --dev`; `keyless-tool dev`

@@ -177,6 +177,28 @@ impl RunningEdge {
     }
 }
 
+/// Everything `start` would load, loaded and thrown away: the key servers'
+/// CA and the edge's client identity, the key servers' addresses, every
+/// certificate chain (and local key), the ticket keys. Binds nothing. What
+/// is there, or what is wrong (`keyless-edge --test-config`).
+pub fn check(config: &EdgeConfig) -> Result<String, String> {
+    keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
+        .map_err(|e| format!("key server TLS: {e}"))?;
+    let servers = keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref())
+        .map_err(|e| e.to_string())?;
+    let source = match &config.tickets.key_file {
+        Some(path) => KeySource::File(path.clone()),
+        None => KeySource::Memory,
+    };
+    let ticketer = Ticketer::new(source, config.ticket_rotation(), config.ticket_lifetime())?;
+    server_config(config, &None, &Arc::new(EdgeMetrics::default()), &ticketer)?;
+    Ok(format!(
+        "{} certificates, {} key server addresses",
+        config.certificates.len(),
+        servers.len()
+    ))
+}
+
 /// Start an edge as `config` says.
 pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)

@@ -47,6 +47,18 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.test_config {
+        return match keyless_edge::check(&config) {
+            Ok(what) => {
+                println!("keyless-edge: {}: configuration ok ({what})", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keyless-edge: {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let running = match keyless_edge::start(&config) {
         Ok(r) => r,
         Err(e) => {

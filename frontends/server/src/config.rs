@@ -159,6 +159,11 @@ pub struct Options {
     /// Requests queued per HSM token at most (ours; default 1024).
     #[arg(long = "pkcs11-queue", env = "KEYLESS_PKCS11_QUEUE")]
     pub pkcs11_queue: Option<NonZeroUsize>,
+    /// Check the configuration and exit: load the TLS files and every key
+    /// store, bind nothing (as `nginx -t`).
+    #[arg(short = 't', long = "test-config")]
+    #[serde(skip)]
+    pub test_config: bool,
     /// Development mode: create a throwaway PKI and keys in --dev-dir (if
     /// missing) and serve them on 127.0.0.1.
     #[arg(long)]

@@ -117,6 +117,20 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     Ok(running)
 }
 
+/// Everything `start` would load, loaded and thrown away: the server
+/// certificate, its key and the client CA, and every key store. Binds
+/// nothing. What is there, or what is wrong (`keyless-server --test-config`).
+pub fn check(settings: &Settings) -> Result<String, ServerError> {
+    tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    let keys = load_keys(settings)?;
+    Ok(format!(
+        "{} {}, server certificate {}",
+        keys.len(),
+        if keys.len() == 1 { "key" } else { "keys" },
+        settings.auth_cert.display()
+    ))
+}
+
 /// Every configured key store: files and directories in memory, `uri:`
 /// stores through PKCS#11.
 pub fn load_keys(settings: &Settings) -> Result<Vec<SharedKey>, keyless_keys::LoadError> {

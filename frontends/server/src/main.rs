@@ -66,6 +66,24 @@ fn run() -> ExitCode {
             tracing::info!("no configuration file found; using flags, environment and defaults")
         }
     }
+    if cli.test_config {
+        let checked = keyless_server::check(&settings);
+        keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+        let file = settings
+            .config_file
+            .as_deref()
+            .map_or("(no file)".into(), |p| p.display().to_string());
+        return match checked {
+            Ok(what) => {
+                println!("keyless-server: {file}: configuration ok ({what})");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keyless-server: {file}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let running = match keyless_server::start(&settings) {
         Ok(r) => r,
         Err(e) => {

@@ -124,6 +124,37 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     );
 }
 
+/// `--test-config` loads the TLS files and every key, binds nothing (the
+/// port may be taken) and exits 0; a missing file is named, exit 1.
+#[test]
+fn test_config_checks_everything_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = server()
+        .arg("-c")
+        .arg(&pki.config)
+        .args([
+            "--listen-host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--metrics-port",
+            &port,
+            "--test-config",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("configuration ok (2 keys, server certificate"), "{said}");
+    std::fs::remove_file(&pki.server_cert).unwrap();
+    let err = fails_with(server().arg("-c").arg(&pki.config).arg("-t"));
+    assert!(err.contains(&pki.server_cert.display().to_string()), "{err}");
+    drop(taken);
+}
+
 /// More workers than CPUs is refused at once with the reason, not started
 /// slowly; a `KEYLESS_LOG` that is not a filter is said, not ignored.
 #[test]

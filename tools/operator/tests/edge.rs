@@ -74,8 +74,9 @@ fn signatures(server: &keyless_server::RunningServer) -> u64 {
         .sum()
 }
 
-/// An edge in front of `key_servers`, with `extra` YAML appended.
-fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
+/// The configuration of an edge in front of `key_servers`, with `extra`
+/// YAML appended.
+fn edge_config(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::config::EdgeConfig {
     let pki = &fixture().pki;
     let timeout = if extra.contains("request_timeout_ms") {
         ""
@@ -94,10 +95,39 @@ fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
         pki.client_cert.display(),
         pki.client_key.display(),
     );
-    let config = keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap();
+    keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap()
+}
+
+/// An edge in front of `key_servers`, with `extra` YAML appended.
+fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
+    let config = edge_config(key_servers, extra);
     let edge = keyless_edge::start(&config).unwrap();
     assert!(edge.wait_healthy(Duration::from_secs(10)) || key_servers.is_empty());
     edge
+}
+
+/// `--test-config` loads what the edge would and binds nothing: a good
+/// configuration says what it holds, a broken one names the file at fault.
+#[test]
+fn checking_a_configuration_loads_everything_and_binds_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut config = edge_config(&["127.0.0.1:2407".parse().unwrap()], "");
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let ok = keyless_edge::check(&config).unwrap();
+    assert_eq!(ok, "2 certificates, 1 key server addresses");
+    let missing = Path::new("/nonexistent/site.pem");
+    config.certificates[1].cert = missing.into();
+    let e = keyless_edge::check(&config).unwrap_err();
+    assert!(e.contains("/nonexistent/site.pem"), "{e}");
+    config.certificates[1].cert = fixture().pki.sites_dir.join("rsa2048.pem");
+    config.client_key = missing.into();
+    let e = keyless_edge::check(&config).unwrap_err();
+    assert!(
+        e.contains("key server TLS") && e.contains("/nonexistent/site.pem"),
+        "{e}"
+    );
+    drop(taken);
 }
 
 /// `openssl s_client` against the edge; its output. With `-sess_out` the

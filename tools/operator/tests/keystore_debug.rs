@@ -25,10 +25,16 @@ fn lists_every_store_and_names_what_failed() {
 
     let config = dir.path().join("gokeyless.yaml");
     let uri = |pin: &str| format!("pkcs11:token=debug;object=site?module-path={SOFTHSM_MODULE}&pin-value={pin}");
+    let tls = format!(
+        "auth_cert: {}\nauth_key: {}\ncloudflare_ca_cert: {}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca_cert.display()
+    );
     std::fs::write(
         &config,
         format!(
-            "private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
+            "{tls}private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
             pki.keys_dir.display(),
             uri("1234")
         ),
@@ -65,7 +71,7 @@ fn lists_every_store_and_names_what_failed() {
     std::fs::write(
         &config,
         format!(
-            "private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
+            "{tls}private_key_stores:\n  - dir: {}\n  - uri: \"{}\"\n",
             pki.keys_dir.display(),
             uri("0000")
         ),
@@ -79,4 +85,19 @@ fn lists_every_store_and_names_what_failed() {
         "the good store is still listed:\n{text}"
     );
     assert!(!text.contains("0000"), "the PIN leaked: {text}");
+
+    // Stores that load are not enough: the key server's TLS files must too.
+    std::fs::write(
+        &config,
+        format!(
+            "auth_cert: /nonexistent/server.pem\nauth_key: {}\ncloudflare_ca_cert: {}\nprivate_key_stores:\n  - dir: {}\n",
+            pki.server_key.display(),
+            pki.ca_cert.display(),
+            pki.keys_dir.display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = run();
+    assert!(!ok, "a missing auth_cert must fail the command:\n{text}");
+    assert!(text.contains("TLS: /nonexistent/server.pem"), "{text}");
 }
