@@ -120,7 +120,12 @@ impl Core {
     pub fn store(&self) -> Rc<KeyStore> {
         self.store.get(&self.shared.keys, |keys| match build_store(keys) {
             Ok(store) => {
-                tracing::info!("core {}: now serving {} keys", self.id, store.len());
+                let n = store.len();
+                tracing::info!(
+                    "core {}: now serving {n} {}",
+                    self.id,
+                    if n == 1 { "key" } else { "keys" }
+                );
                 Some(Rc::new(store))
             }
             Err(e) => {

@@ -14,3 +14,8 @@ pub mod tls;
 pub mod yaml;
 
 pub use logging::{flush_logs, init_logging};
+
+/// `1 key`, `2 keys`: counts in log lines read as English.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -19,6 +19,8 @@ use crate::signer::{with_context, HandshakeContext};
 
 /// What a core's connections share.
 pub struct CoreContext {
+    /// This core's view of SIGTERM: idle keep-alive connections close at once.
+    pub drain: Rc<keyless_engine::drain::Drain>,
     /// This core's copy of the live TLS configuration.
     pub tls: keyless_engine::versioned::Cached<Arc<ServerConfig>>,
     pub live: Arc<crate::LiveConfig>,
@@ -106,7 +108,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
     };
     let result = match ctx.upstream {
         Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
-        None => answer_http(session).await,
+        None => answer_http(session, &ctx.drain).await,
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "connection ended: {e}");
@@ -276,13 +278,27 @@ impl Session {
 }
 
 /// Without an upstream: answer each HTTP/1.1 request with a small page
-/// (demos and benchmarks), keeping the connection alive.
-async fn answer_http(mut session: Session) -> std::io::Result<()> {
+/// (demos and benchmarks), keeping the connection alive — until SIGTERM:
+/// then a connection waiting for its next request closes at once, and one
+/// in the middle of a request gets its answer with `connection: close`.
+async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain) -> std::io::Result<()> {
     const BODY: &str = "hello from keyless-edge\n";
     let mut request = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = session.read(&mut buf).await?;
+        let idle = request.is_empty();
+        let read = futures_lite::future::or(async { Some(session.read(&mut buf).await) }, async {
+            if idle {
+                drain.wait().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+            None
+        });
+        let n = match read.await {
+            Some(n) => n?,
+            None => 0, // draining, and nothing half-read: close
+        };
         if n == 0 {
             session.close().await;
             return Ok(());
@@ -291,7 +307,7 @@ async fn answer_http(mut session: Session) -> std::io::Result<()> {
         while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
             request.drain(..end + 4);
-            let close = head.contains("\r\nconnection: close");
+            let close = head.contains("\r\nconnection: close") || drain.is_set();
             let response = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{BODY}",
                 BODY.len(),

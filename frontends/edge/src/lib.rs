@@ -307,7 +307,9 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     };
                     let _ = ready.send(Ok(()));
                     drop(ready);
+                    let drain = Drain::watch(drain);
                     let ctx = Rc::new(conn::CoreContext {
+                        drain: drain.clone(),
                         tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,
@@ -321,7 +323,6 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                             .then(|| KeyClient::start(&key_servers, key_client_settings.clone())),
                     });
                     let open = conn::OpenCount::default();
-                    let drain = Drain::watch(drain);
                     loop {
                         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
                             drain.wait().await;
@@ -361,7 +362,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     }
     drop(reservation);
     tracing::info!(
-        "edge serving TLS on {addr} with {cores} cores; key servers: {}",
+        "edge serving TLS on {addr} with {}; key servers: {}",
+        keyless_service::count(cores, "core", "cores"),
         config.key_servers.join(", ")
     );
     Ok(RunningEdge {

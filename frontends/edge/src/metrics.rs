@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use keyless_client::ServerState;
-use keyless_protocol::ErrorCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -70,7 +69,7 @@ impl Collector for PoolCollector {
             for (code, n) in s.errors.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
-                    let name = ErrorCode::from_byte(code as u8).map_or(format!("0x{code:02x}"), |c| format!("{c:?}"));
+                    let name = keyless_protocol::gokeyless_error(Some(code as u8)).to_string();
                     let labels = [("server", s.addr.to_string()), ("code", name)];
                     ConstCounter::new(n).encode(errors.encode_family(&labels)?)?;
                 }

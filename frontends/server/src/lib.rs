@@ -280,7 +280,11 @@ pub fn start_with(
         }
     }
     drop(reservation);
-    tracing::info!("serving {key_count} keys on {addr} with {cores} cores");
+    tracing::info!(
+        "serving {} on {addr} with {}",
+        keyless_service::count(key_count, "key", "keys"),
+        keyless_service::count(cores, "core", "cores")
+    );
     Ok(RunningServer {
         addr,
         key_count,

@@ -191,6 +191,11 @@ fn spawn_connection<S>(
             Ok(Closed::MidFrame { buffered }) => {
                 tracing::warn!(%peer, "connection closed mid-frame ({buffered} bytes unread)")
             }
+            // A client that just closes its socket (no close_notify) is
+            // ordinary: not worth an INFO line, nor rustls's manual link.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(%peer, "connection closed by the client without close_notify")
+            }
             Err(e) => tracing::info!(%peer, "connection ended: {e}"),
         }
     })

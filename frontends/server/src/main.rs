@@ -114,7 +114,7 @@ fn run() -> ExitCode {
             move || {
                 let settings = config::load(&cli).map_err(|e| e.to_string())?;
                 let n = keyless_server::reload(&settings, &running).map_err(|e| e.to_string())?;
-                Ok(format!("serving {n} keys"))
+                Ok(format!("serving {}", keyless_service::count(n, "key", "keys")))
             }
         },
         drain: {

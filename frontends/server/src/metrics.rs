@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use keyless_engine::counters::ByFamilyAndError;
 use keyless_engine::shared::Shared;
-use keyless_protocol::{gokeyless_error, ErrorCode, Opcode};
+use keyless_protocol::{gokeyless_error, Opcode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -81,7 +81,7 @@ impl Collector for CoreCollector {
             for (code, n) in c.errors.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
-                    let name = ErrorCode::from_byte(code as u8).map_or(format!("0x{code:02x}"), |c| format!("{c:?}"));
+                    let name = gokeyless_error(Some(code as u8)).to_string();
                     by_error.push((vec![("core", i.to_string()), ("code", name)], ConstCounter::new(n)));
                 }
             }

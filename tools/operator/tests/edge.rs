@@ -106,6 +106,68 @@ fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
     edge
 }
 
+/// SIGTERM: an idle keep-alive connection is closed at once (with
+/// close_notify), so the edge stops within a second instead of the whole
+/// drain timeout.
+#[test]
+fn a_drain_closes_idle_keep_alive_connections_at_once() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let e = edge(&[server.addr], "drain_timeout: 30\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = vec![0u8; 4096];
+        let n = tls.read(&mut page).await.unwrap();
+        assert!(
+            page[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&page[..n])
+        );
+        // Idle, kept alive; now SIGTERM.
+        let started = Instant::now();
+        e.start_drain();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection was not closed")
+            .expect("closed cleanly with close_notify");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "closed after {:?}",
+            started.elapsed()
+        );
+    });
+    let started = Instant::now();
+    e.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+}
+
 /// `--test-config` loads what the edge would and binds nothing: a good
 /// configuration says what it holds, a broken one names the file at fault.
 #[test]
