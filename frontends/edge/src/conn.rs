@@ -21,6 +21,8 @@ use crate::signer::{with_context, HandshakeContext};
 pub struct CoreContext {
     /// This core's view of SIGTERM: idle keep-alive connections close at once.
     pub drain: Rc<keyless_engine::drain::Drain>,
+    /// When this core last logged an unreachable upstream.
+    pub upstream_logged: std::cell::Cell<Option<std::time::Instant>>,
     /// This core's copy of the live TLS configuration.
     pub tls: keyless_engine::versioned::Cached<Arc<ServerConfig>>,
     pub live: Arc<crate::LiveConfig>,
@@ -110,8 +112,23 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
         None => answer_http(session, &ctx.drain).await,
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, "connection ended: {e}");
+    match result {
+        Err(e) if e.get_ref().is_some_and(|e| e.is::<crate::proxy::UpstreamDown>()) => {
+            ctx.metrics.upstream_failures.inc();
+            // At most one line a second per core: a dead upstream under
+            // load must not flood the log.
+            let now = std::time::Instant::now();
+            if ctx
+                .upstream_logged
+                .get()
+                .is_none_or(|t| now - t >= Duration::from_secs(1))
+            {
+                ctx.upstream_logged.set(Some(now));
+                tracing::warn!(%peer, "{e}; answered 502 (keyless_edge_upstream_failures counts them all)");
+            }
+        }
+        Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
+        Ok(()) => {}
     }
 }
 

@@ -310,6 +310,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let drain = Drain::watch(drain);
                     let ctx = Rc::new(conn::CoreContext {
                         drain: drain.clone(),
+                        upstream_logged: std::cell::Cell::new(None),
                         tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,

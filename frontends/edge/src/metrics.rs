@@ -25,6 +25,8 @@ pub struct EdgeMetrics {
     pub resumed_handshakes: Counter,
     pub failed_handshakes: Counter,
     pub sign_failures: Counter,
+    /// Connections whose upstream could not be reached (answered 502).
+    pub upstream_failures: Counter,
     /// Seconds per remote signature, as the handshake thread waited for it.
     pub remote_sign: Histogram,
 }
@@ -36,6 +38,7 @@ impl Default for EdgeMetrics {
             resumed_handshakes: Counter::default(),
             failed_handshakes: Counter::default(),
             sign_failures: Counter::default(),
+            upstream_failures: Counter::default(),
             remote_sign: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         }
     }
@@ -116,6 +119,11 @@ pub fn start(
         "keyless_edge_remote_sign_failures",
         "Remote signatures that failed (the handshake failed with them).",
         metrics.sign_failures.clone(),
+    );
+    registry.register(
+        "keyless_edge_upstream_failures",
+        "Connections whose upstream could not be reached; the client got a 502.",
+        metrics.upstream_failures.clone(),
     );
     registry.register(
         "keyless_edge_remote_sign_seconds",

@@ -50,6 +50,21 @@ fn take_output(conn: &RefCell<ServerConnection>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// What a client gets when the upstream cannot be reached.
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n\
+connection: close\r\n\r\nupstream unreachable\n";
+
+/// The upstream could not be reached (counted and logged by the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UpstreamDown(pub String);
+
+impl From<UpstreamDown> for std::io::Error {
+    fn from(e: UpstreamDown) -> Self {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e)
+    }
+}
+
 /// Proxy `session` to `upstream` until both sides are done.
 pub async fn run(
     session: Session,
@@ -67,15 +82,16 @@ pub async fn run(
     let mut up = match TcpStream::connect(upstream).await {
         Ok(up) => up,
         Err(e) => {
-            // Tell the client we are closing, then go.
+            // Say why, as an HTTP proxy would, then close.
             let mut session = Session {
                 tcp,
                 conn,
                 pending,
                 scratch,
             };
+            let _ = session.write_all(BAD_GATEWAY).await;
             session.close().await;
-            return Err(std::io::Error::other(format!("upstream {upstream}: {e}")));
+            return Err(UpstreamDown(format!("upstream {upstream}: {e}")).into());
         }
     };
     let _ = up.set_nodelay(true);

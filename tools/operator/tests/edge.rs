@@ -106,6 +106,56 @@ fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
     edge
 }
 
+/// A TLS client that trusts the development CA.
+fn tls_client() -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An upstream that cannot be reached: the client gets a 502 that says so,
+/// the edge counts it and logs it (at most once a second).
+#[test]
+fn an_unreachable_upstream_answers_502_and_is_counted() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = edge(&[server.addr], &format!("upstream: \"{closed}\"\n"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let answer = rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
+            let mut tls = tls_client()
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tls.read_to_end(&mut answer).await.expect("closed cleanly");
+            String::from_utf8(answer).unwrap()
+        });
+        assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+        assert!(answer.ends_with("upstream unreachable\n"), "{answer}");
+    }
+    assert_eq!(e.metrics.upstream_failures.get(), 2);
+}
+
 /// SIGTERM: an idle keep-alive connection is closed at once (with
 /// close_notify), so the edge stops within a second instead of the whole
 /// drain timeout.
@@ -120,18 +170,8 @@ fn a_drain_closes_idle_keep_alive_connections_at_once() {
         .unwrap();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut roots = rustls::RootCertStore::empty();
-        for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tls_client()
             .connect("localhost".try_into().unwrap(), tcp)
             .await
             .unwrap();
@@ -470,19 +510,9 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
         .unwrap();
     let (client_port, echoed_back) = rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut roots = rustls::RootCertStore::empty();
-        for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
         let client_port = tcp.local_addr().unwrap().port();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tls_client()
             .connect("localhost".try_into().unwrap(), tcp)
             .await
             .unwrap();
