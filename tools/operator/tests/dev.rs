@@ -157,6 +157,20 @@ fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let count = |p: &str| text.lines().filter(|l| l.starts_with(p)).count();
+    // The RSA site, by the name the dev edge serves it under, verifies.
+    let rsa = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{edge_port}"), "-tls1_3"])
+        .args(["-servername", "rsa.localhost", "-verify_hostname", "rsa.localhost"])
+        .arg("-CAfile")
+        .arg(dir.path().join("dev-pki/ca.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let rsa = String::from_utf8_lossy(&rsa.stdout);
+    assert!(
+        rsa.contains("Peer signature type: RSA-PSS") && rsa.contains("Verify return code: 0 (ok)"),
+        "{rsa}"
+    );
     std::thread::sleep(Duration::from_millis(200));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -166,8 +180,8 @@ fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     assert_eq!(
         log_text.matches("fetch key with SKI").count(),
-        1,
-        "the key server signs once:\n{log_text}"
+        2,
+        "the key server signs once for the walkthrough, once for the RSA site:\n{log_text}"
     );
     (dir, log_text)
 }

@@ -286,9 +286,12 @@ impl DevPki {
             let key = kind.generate()?;
             write_secret(&pki.keys_dir.join(format!("{name}.key")), &key.serialize_pem())?;
             write(&pki.pubkeys_dir.join(format!("{name}.pem")), &key.public_key_pem())?;
+            // `<family>.localhost` too (rsa.localhost): the name the dev edge
+            // serves this certificate under, so clients that verify pass.
+            let family = format!("{}.localhost", name.trim_end_matches(|c: char| c.is_ascii_digit()));
             let site = ca.issue_site(
                 &format!("keyless edge site ({name})"),
-                &["localhost", "127.0.0.1"],
+                &["localhost", "127.0.0.1", &family],
                 &key,
             )?;
             write(&pki.sites_dir.join(format!("{name}.pem")), &site)?;
