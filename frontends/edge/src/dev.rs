@@ -46,14 +46,17 @@ fn config(pki: &keyless_pki::DevPki, ports: &Ports) -> String {
     )
 }
 
-/// What to try against a running development edge.
-pub fn help(dir: &Path, addr: SocketAddr) -> String {
+/// What to try against a running development edge (its metrics on
+/// `metrics`, when it serves them).
+pub fn help(dir: &Path, addr: SocketAddr, metrics: Option<SocketAddr>) -> String {
     let d = dir.display();
     format!(
         "\nDevelopment edge on {addr} (certificates only; signatures come from the key server)\n\
          The Keyless SSL check: one full handshake, five resumed, one signature on the key server:\n  \
          openssl s_client -connect {addr} -tls1_2 -reconnect -CAfile {d}/ca.pem </dev/null | grep -E '^(New|Reused)'\n\
-         A page:\n  curl --cacert {d}/ca.pem https://localhost:{}/\n",
-        addr.port()
+         A page:\n  curl --cacert {d}/ca.pem https://localhost:{}/\n\
+         Edge metrics: {}\n",
+        addr.port(),
+        metrics.map_or("(none)".into(), |m| format!("http://{m}/metrics")),
     )
 }

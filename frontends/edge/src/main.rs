@@ -68,7 +68,10 @@ fn run() -> ExitCode {
         }
     };
     if cli.dev {
-        eprintln!("{}", keyless_edge::dev::help(&cli.dev_dir, running.addr));
+        eprintln!(
+            "{}",
+            keyless_edge::dev::help(&cli.dev_dir, running.addr, running.metrics_addr)
+        );
     }
     // SIGHUP: reload certificates (and ticket keys); SIGTERM/SIGINT: stop
     // accepting, let open connections finish (drain_timeout), exit 0.

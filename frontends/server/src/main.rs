@@ -19,10 +19,11 @@ fn print_dev_help(pki: &keyless_pki::DevPki, addr: std::net::SocketAddr, metrics
     let d = pki.dir.display();
     eprintln!(
         "\nDevelopment key server on {addr}\n  CA:          {}\n  client cert: {}\n  client key:  {}\n  keys:        {}\n\n\
-         Check it with the conformance suite:\n  cargo run --release --bin keyless-tool -- conformance --server {addr} \
+         Check it with the conformance suite:\n  keyless-tool conformance --server {addr} \
          --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem --pubkeys {d}/pubkeys\n\
          or by hand:\n  openssl s_client -connect {addr} -CAfile {d}/ca.pem -cert {d}/client.pem -key {d}/client-key.pem\n\
-         Load it:\n  cargo run --release --bin keyless-bench -- run --server {addr}\n\
+         Load it:\n  keyless-bench run --server {addr}\n\
+         (from a checkout: target/release/keyless-tool, target/release/keyless-bench)\n\
          Metrics: http://{}/metrics\n",
         pki.ca_cert.display(),
         pki.client_cert.display(),

@@ -21,10 +21,16 @@ pub fn run(dir: &Path, ports: &Ports, loglevel: u8) -> Result<(), String> {
     };
     let settings = keyless_server::config::load(&server_cli).map_err(|e| e.to_string())?;
     let server = Arc::new(keyless_server::start(&settings).map_err(|e| format!("key server: {e}"))?);
-    eprintln!("key server (holds the keys) on {}", server.addr);
+    eprintln!(
+        "key server (holds the keys) on {}; its metrics: {}",
+        server.addr,
+        server
+            .metrics_addr
+            .map_or("(none)".into(), |m| format!("http://{m}/metrics"))
+    );
     let config = keyless_edge::config::load(&edge_config)?;
     let edge = Arc::new(keyless_edge::start(&config).map_err(|e| format!("edge: {e}"))?);
-    eprintln!("{}", keyless_edge::dev::help(dir, edge.addr));
+    eprintln!("{}", keyless_edge::dev::help(dir, edge.addr, edge.metrics_addr));
     let handlers = keyless_service::signals::Handlers {
         reload: {
             let (server, edge) = (server.clone(), edge.clone());
