@@ -15,6 +15,9 @@ pub mod yaml;
 
 pub use logging::{flush_logs, init_logging};
 
+/// `<version> (commit <sha>)`: what `--version` prints.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KEYLESS_COMMIT"), ")");
+
 /// `1 key`, `2 keys`: counts in log lines read as English.
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

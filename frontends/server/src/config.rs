@@ -56,11 +56,34 @@ pub const DEFAULTS: Defaults = Defaults {
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
 #[command(
     name = "keyless-server",
-    version,
-    about = "Keyless SSL key server, wire-compatible with gokeyless"
+    version = keyless_service::VERSION,
+    about = "Keyless SSL key server, wire-compatible with gokeyless",
+    // gokeyless's `-v`/`--version`.
+    disable_version_flag = true
 )]
 #[serde(default)]
 pub struct Options {
+    /// Print the version and the commit, and exit.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    #[serde(skip)]
+    pub version: Option<bool>,
+    /// List every key store and its keys, or what failed, and exit
+    /// (gokeyless's --keystore-debug).
+    #[arg(short = 'd', long = "keystore-debug")]
+    #[serde(skip)]
+    pub keystore_debug: bool,
+    /// Print the effective configuration (flags over environment over file
+    /// over defaults) and exit (gokeyless's --config-only).
+    #[arg(long = "config-only", alias = "output-config")]
+    #[serde(skip)]
+    pub config_only: bool,
+    /// gokeyless flags that mean nothing here: refused with the reason.
+    #[arg(long = "current-time", hide = true)]
+    #[serde(skip)]
+    pub current_time: Option<String>,
+    #[arg(long = "tracing-enabled", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip)]
+    pub tracing_enabled: Option<String>,
     /// Configuration file (default: ./gokeyless.yaml, then /etc/keyless/gokeyless.yaml).
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
     #[serde(skip)]
@@ -256,6 +279,66 @@ pub struct Settings {
     pub limits: Limits,
     /// How HSM (PKCS#11) key stores are served.
     pub pkcs11: keyless_pkcs11::Options,
+}
+
+impl Settings {
+    /// The effective configuration as a file would write it, every default
+    /// filled in (`--config-only`). PKCS#11 PINs are not printed.
+    pub fn to_yaml(&self) -> String {
+        let path = |p: &Path| p.display().to_string();
+        let mut out = format!(
+            "# effective configuration of keyless-server{}\n",
+            self.config_file
+                .as_deref()
+                .map_or(String::new(), |p| format!(" (file: {})", p.display()))
+        );
+        let mut line = |key: &str, value: String| out.push_str(&format!("{key}: {value}\n"));
+        line("loglevel", self.loglevel.to_string());
+        if let Some(h) = &self.hostname {
+            line("hostname", h.clone());
+        }
+        line("auth_cert", path(&self.auth_cert));
+        line("auth_key", path(&self.auth_key));
+        line("cloudflare_ca_cert", path(&self.cloudflare_ca_cert));
+        line("listen_host", self.listen.ip().to_string());
+        line("port", self.listen.port().to_string());
+        line("metrics_host", self.metrics.ip().to_string());
+        line("metrics_port", self.metrics.port().to_string());
+        if let Some(p) = &self.pid_file {
+            line("pid_file", path(p));
+        }
+        if let Some(p) = &self.unix_socket {
+            line("unix_socket", path(p));
+        }
+        line("workers", self.runtime.cores.to_string());
+        line(
+            "spin_before_park_us",
+            self.runtime.spin_before_park.as_micros().to_string(),
+        );
+        line("core_queue", self.runtime.core_queue.to_string());
+        line("drain_timeout", self.limits.drain_timeout.as_secs().to_string());
+        line("handshake_timeout", self.limits.handshake_timeout.as_secs().to_string());
+        line("idle_timeout", self.limits.idle_timeout.as_secs().to_string());
+        line("max_connections_per_core", self.limits.max_connections.to_string());
+        line("max_request_body", self.limits.max_body.to_string());
+        line("batch_flush_us", self.limits.batch_flush.as_micros().to_string());
+        line("pkcs11_timeout_ms", self.pkcs11.timeout.as_millis().to_string());
+        line("pkcs11_sessions", self.pkcs11.sessions.to_string());
+        line("pkcs11_queue", self.pkcs11.queue.to_string());
+        out.push_str("private_key_stores:");
+        if self.key_sources.is_empty() {
+            out.push_str(" []");
+        }
+        out.push('\n');
+        for source in &self.key_sources {
+            out.push_str(&match source {
+                KeySource::Dir(d) => format!("  - dir: {}\n", d.display()),
+                KeySource::File(f) => format!("  - file: {}\n", f.display()),
+                KeySource::Pkcs11(uri) => format!("  - uri: \"{}\"\n", uri.redacted()),
+            });
+        }
+        out
+    }
 }
 
 /// A configuration that cannot be used. Names the file, where, and why.

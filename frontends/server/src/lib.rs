@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod keystore;
 pub mod listener;
 pub mod metrics;
 pub mod profile;

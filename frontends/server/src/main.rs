@@ -60,7 +60,33 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for (flag, set, what) in [
+        (
+            "--current-time",
+            cli.current_time.is_some(),
+            "gokeyless's clock override for tests",
+        ),
+        (
+            "--tracing-enabled",
+            cli.tracing_enabled.is_some(),
+            "gokeyless's Jaeger tracing",
+        ),
+    ] {
+        if set {
+            eprintln!("keyless-server: {flag} is not supported by keyless-server ({what})");
+            return ExitCode::FAILURE;
+        }
+    }
+    if cli.config_only {
+        print!("{}", settings.to_yaml());
+        return ExitCode::SUCCESS;
+    }
     keyless_service::init_logging(settings.loglevel);
+    if cli.keystore_debug {
+        let (text, ok) = keyless_server::keystore::debug(&settings);
+        print!("{text}");
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     match &settings.config_file {
         Some(p) => tracing::info!("using configuration {}", p.display()),
         None => {

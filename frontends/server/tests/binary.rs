@@ -127,6 +127,45 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     );
 }
 
+/// gokeyless's flags where they mean something here (`-v`, `-d`,
+/// `--config-only`), and a clear refusal where they do not.
+#[test]
+fn gokeyless_flags_work_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let run = |args: &[&str]| {
+        let out = server().arg("-c").arg(&pki.config).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&["-v"]);
+    assert!(ok && text.starts_with("keyless-server 0.1.0 (commit "), "{text}");
+    let (ok, text) = run(&["--config-only", "--port", "3000"]);
+    assert!(ok, "{text}");
+    for line in [
+        "\nport: 3000\n",
+        "\nmetrics_host: 127.0.0.1\n",
+        "\nworkers: ",
+        "\n  - dir: ",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    let (ok, text) = run(&["-d"]);
+    assert!(
+        ok && text.contains("ECDSA P-256") && text.contains("RSA-2048"),
+        "{text}"
+    );
+    for flag in [&["--current-time", "2020-01-01T00:00:00Z"][..], &["--tracing-enabled"]] {
+        let (ok, text) = run(flag);
+        assert!(
+            !ok && text.contains(&format!("{} is not supported by keyless-server", flag[0])),
+            "{text}"
+        );
+    }
+}
+
 /// `--test-config` loads the TLS files and every key, binds nothing (the
 /// port may be taken) and exits 0; a missing file is named, exit 1.
 #[test]

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
 mod dev;
-mod keystore;
 
 #[derive(Parser)]
 #[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
@@ -205,22 +204,8 @@ fn main() -> ExitCode {
             };
             match keyless_server::config::load(&cli) {
                 Ok(settings) => {
-                    let reports = keystore::inspect(&settings);
-                    let (text, keys_ok) = keystore::render(&reports);
+                    let (text, ok) = keyless_server::keystore::debug(&settings);
                     print!("{text}");
-                    // The key server would not start without its TLS files
-                    // either: a store report alone must not pass for it.
-                    let tls = keyless_server::tls::server_config(
-                        &settings.auth_cert,
-                        &settings.auth_key,
-                        &settings.cloudflare_ca_cert,
-                    );
-                    if let Err(e) = &tls {
-                        println!("TLS: {e}");
-                    }
-                    let ok = keys_ok && tls.is_ok();
-                    drop(reports);
-                    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
                     if ok {
                         ExitCode::SUCCESS
                     } else {

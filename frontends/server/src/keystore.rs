@@ -3,8 +3,8 @@
 //! SKI, and say what failed and why, one store at a time (a broken store
 //! does not hide the others).
 
+use crate::config::Settings;
 use keyless_keys::{KeySource, SharedKey};
-use keyless_server::config::Settings;
 
 /// One store's result.
 pub struct StoreReport {
@@ -65,4 +65,19 @@ pub fn render(reports: &[StoreReport]) -> (String, bool) {
         }
     }
     (out, ok)
+}
+
+/// The whole `--keystore-debug` report: every store, then the key server's
+/// TLS files (it would not start without them either); `true` when all is
+/// well. Closes HSM sessions before it returns.
+pub fn debug(settings: &Settings) -> (String, bool) {
+    let reports = inspect(settings);
+    let (mut text, keys_ok) = render(&reports);
+    drop(reports);
+    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+    let tls = crate::tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert);
+    if let Err(e) = &tls {
+        text.push_str(&format!("TLS: {e}\n"));
+    }
+    (text, keys_ok && tls.is_ok())
 }
