@@ -26,7 +26,7 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, YamlErro
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         // serde_yaml_ng appends " at line L column C"; it goes in front instead.
         let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = plain(message.split(" at line ").next().unwrap_or(&message));
         YamlError {
             path: path.to_owned(),
             line,
@@ -34,6 +34,25 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, YamlErro
             message,
         }
     })
+}
+
+/// serde's type names, as an operator would say them.
+fn plain(message: &str) -> String {
+    [
+        (
+            "expected u16",
+            "expected a whole number from 0 to 65535 (a port number)",
+        ),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected a nonzero u16", "expected a whole number from 1 to 65535"),
+        ("expected a nonzero u64", "expected a whole number of at least 1"),
+        ("expected a nonzero usize", "expected a whole number of at least 1"),
+        ("expected a boolean", "expected true or false"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (from, to)| m.replace(from, to))
 }
 
 /// A duration in the file: a number of seconds (`30`), or a number with a

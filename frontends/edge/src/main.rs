@@ -62,8 +62,8 @@ fn run() -> ExitCode {
     let running = match keyless_edge::start(&config) {
         Ok(r) => r,
         Err(e) => {
+            // The log goes to stderr already: one line, not two.
             tracing::error!("cannot start: {e}");
-            eprintln!("keyless-edge: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -114,8 +114,8 @@ fn run() -> ExitCode {
     let running = match keyless_server::start(&settings) {
         Ok(r) => r,
         Err(e) => {
+            // The log goes to stderr already: one line, not two.
             tracing::error!("cannot start: {e}");
-            eprintln!("keyless-server: {e}");
             keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
             return ExitCode::FAILURE;
         }

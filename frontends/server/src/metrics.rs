@@ -356,7 +356,9 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, Str
                             Err(_) => respond(request, 500, TEXT, b"encoding failed\n".to_vec()),
                         }
                     }
-                    "/healthz" | "/readyz" => respond(request, 200, TEXT, b"ok\n".to_vec()),
+                    // The same words as the edge's: alive, and ready to serve.
+                    "/healthz" => respond(request, 200, TEXT, b"ok\n".to_vec()),
+                    "/readyz" => respond(request, 200, TEXT, b"ready\n".to_vec()),
                     "/debug/pprof/profile" | "/debug/pprof/flamegraph" if !profile::allowed(request.remote_addr()) => {
                         respond(
                             request,

@@ -159,15 +159,21 @@ fn a_bad_value_names_file_line_and_field() {
 fn out_of_range_values_name_file_line_field_and_reason() {
     for (text, line, field, reason) in [
         ("loglevel: 9\n", 1, "loglevel", "not a log level"),
-        ("port: 2407\nworkers: 0\n", 2, "workers", "nonzero"),
+        (
+            "port: 2407\nworkers: 0\n",
+            2,
+            "workers",
+            "expected a whole number of at least 1",
+        ),
+        ("port: eighty\n", 1, "port", "a port number"),
         (
             "port: 2407\n\nmax_request_body: 70000\n",
             3,
             "max_request_body",
             "70000",
         ),
-        ("core_queue: 0\n", 1, "core_queue", "nonzero"),
-        ("pkcs11_timeout_ms: 0\n", 1, "pkcs11_timeout_ms", "nonzero"),
+        ("core_queue: 0\n", 1, "core_queue", "at least 1"),
+        ("pkcs11_timeout_ms: 0\n", 1, "pkcs11_timeout_ms", "at least 1"),
         ("handshake_timeout: -1\n", 1, "handshake_timeout", "-1"),
     ] {
         let (at, msg) = syntax_error(text);

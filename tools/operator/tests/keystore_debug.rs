@@ -99,5 +99,5 @@ fn lists_every_store_and_names_what_failed() {
     .unwrap();
     let (ok, text) = run();
     assert!(!ok, "a missing auth_cert must fail the command:\n{text}");
-    assert!(text.contains("TLS: /nonexistent/server.pem"), "{text}");
+    assert!(text.contains("TLS: auth_cert /nonexistent/server.pem"), "{text}");
 }
