@@ -152,6 +152,47 @@ pub struct EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// Settings `next` changes that a reload (SIGHUP) cannot apply: they
+    /// need a restart. Certificates and ticket keys reload.
+    pub fn restart_needed(&self, next: &EdgeConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("listen", self.listen != next.listen);
+        check("metrics_listen", self.metrics_listen != next.metrics_listen);
+        check("workers", self.workers != next.workers);
+        check("key_servers", self.key_servers != next.key_servers);
+        check("key_server_name", self.key_server_name != next.key_server_name);
+        check(
+            "key_server_ca, client_cert or client_key",
+            (&self.key_server_ca, &self.client_cert, &self.client_key)
+                != (&next.key_server_ca, &next.client_cert, &next.client_key),
+        );
+        check("handshake_mode", self.handshake_mode != next.handshake_mode);
+        check(
+            "upstream or proxy_protocol",
+            (self.upstream, self.proxy_protocol) != (next.upstream, next.proxy_protocol),
+        );
+        check(
+            "timeouts",
+            (
+                self.request_timeout(),
+                self.handshake_timeout(),
+                self.drain_timeout(),
+                self.health_interval(),
+            ) != (
+                next.request_timeout(),
+                next.handshake_timeout(),
+                next.drain_timeout(),
+                next.health_interval(),
+            ),
+        );
+        changed
+    }
+
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
             .or(self.request_timeout_ms)
@@ -247,6 +288,24 @@ mod tests {
         let defaults = parse_with("").unwrap();
         assert_eq!(defaults.drain_timeout(), Duration::from_secs(30));
         assert_eq!(defaults.handshake_mode, HandshakeMode::Coroutine);
+    }
+
+    #[test]
+    fn a_reload_says_which_changes_need_a_restart() {
+        let before = parse_with("").unwrap();
+        let more_certs = parse(
+            Path::new("edge.yaml"),
+            &BASE.replace(
+                "certificates: [{cert: c.pem}]",
+                "certificates: [{cert: c.pem}, {cert: d.pem}]",
+            ),
+        )
+        .unwrap();
+        assert!(before.restart_needed(&more_certs).is_empty(), "certificates reload");
+        let moved = parse(Path::new("edge.yaml"), &BASE.replace("127.0.0.1:0", "0.0.0.0:443")).unwrap();
+        assert_eq!(before.restart_needed(&moved), ["listen"]);
+        let slower = parse_with("request_timeout: 5s\n").unwrap();
+        assert_eq!(before.restart_needed(&slower), ["timeouts"]);
     }
 
     #[test]

@@ -78,10 +78,16 @@ fn run() -> ExitCode {
     let running = std::sync::Arc::new(running);
     let handlers = keyless_service::signals::Handlers {
         reload: {
-            let running = running.clone();
+            let (running, started) = (running.clone(), config.clone());
             move || {
-                let n = config::load(&path).and_then(|c| running.reload(&c))?;
-                Ok(format!("serving {n} certificates"))
+                let next = config::load(&path)?;
+                let n = running.reload(&next)?;
+                let mut said = format!("serving {}", keyless_service::count(n, "certificate", "certificates"));
+                let pending = started.restart_needed(&next);
+                if !pending.is_empty() {
+                    said += &format!("; changed, and applied only by a restart: {}", pending.join(", "));
+                }
+                Ok(said)
             }
         },
         drain: {

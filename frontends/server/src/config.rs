@@ -282,6 +282,29 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settings `next` changes that a reload (SIGHUP) cannot apply: they
+    /// need a restart. Keys, the server certificate and the client CA reload.
+    pub fn restart_needed(&self, next: &Settings) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("listen_host/port", self.listen != next.listen);
+        check("metrics_host/metrics_port", self.metrics != next.metrics);
+        check("unix_socket", self.unix_socket != next.unix_socket);
+        check("pid_file", self.pid_file != next.pid_file);
+        check("loglevel", self.loglevel != next.loglevel);
+        check(
+            "workers, spin_before_park_us or core_queue",
+            self.runtime != next.runtime,
+        );
+        check("connection limits and timeouts", self.limits != next.limits);
+        check("pkcs11 options", self.pkcs11 != next.pkcs11);
+        changed
+    }
+
     /// The effective configuration as a file would write it, every default
     /// filled in (`--config-only`). PKCS#11 PINs are not printed.
     pub fn to_yaml(&self) -> String {

@@ -137,11 +137,16 @@ fn run() -> ExitCode {
     let running = std::sync::Arc::new(running);
     let handlers = keyless_service::signals::Handlers {
         reload: {
-            let (running, cli) = (running.clone(), cli.clone());
+            let (running, cli, started) = (running.clone(), cli.clone(), settings.clone());
             move || {
                 let settings = config::load(&cli).map_err(|e| e.to_string())?;
                 let n = keyless_server::reload(&settings, &running).map_err(|e| e.to_string())?;
-                Ok(format!("serving {}", keyless_service::count(n, "key", "keys")))
+                let mut said = format!("serving {}", keyless_service::count(n, "key", "keys"));
+                let pending = started.restart_needed(&settings);
+                if !pending.is_empty() {
+                    said += &format!("; changed, and applied only by a restart: {}", pending.join(", "));
+                }
+                Ok(said)
             }
         },
         drain: {

@@ -77,6 +77,21 @@ fn defaults_match_gokeyless() {
 }
 
 #[test]
+fn a_reload_says_which_changes_need_a_restart() {
+    let path = Path::new("g.yaml");
+    let before = config::resolve(&cli(&[]), Some(path), config::parse_file(path, "port: 2407\n").unwrap()).unwrap();
+    let keys_only = config::parse_file(path, "port: 2407\nprivate_key_stores:\n  - dir: /k\n").unwrap();
+    let after = config::resolve(&cli(&[]), Some(path), keys_only).unwrap();
+    assert!(before.restart_needed(&after).is_empty(), "keys reload");
+    let moved = config::parse_file(path, "port: 2408\nidle_timeout: 5\n").unwrap();
+    let after = config::resolve(&cli(&[]), Some(path), moved).unwrap();
+    assert_eq!(
+        before.restart_needed(&after),
+        ["listen_host/port", "connection limits and timeouts"]
+    );
+}
+
+#[test]
 fn metrics_go_where_they_are_told() {
     let file = config::parse_file(Path::new("g.yaml"), "listen_host: 10.0.0.1\nmetrics_host: 0.0.0.0\n").unwrap();
     let s = config::resolve(&cli(&[]), None, file).unwrap();
