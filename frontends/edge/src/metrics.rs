@@ -99,35 +99,36 @@ pub fn start(
     servers: Vec<Arc<ServerState>>,
     ticketer: Arc<Ticketer>,
 ) -> Result<SocketAddr, String> {
+    // `Registry::register` ends each HELP text with a period itself.
     let mut registry = Registry::default();
     registry.register(
         "keyless_edge_full_handshakes",
-        "TLS handshakes that needed a remote signature.",
+        "TLS handshakes that needed a remote signature",
         metrics.full_handshakes.clone(),
     );
     registry.register(
         "keyless_edge_resumed_handshakes",
-        "TLS handshakes resumed from a session ticket (no key server).",
+        "TLS handshakes resumed from a session ticket (no key server)",
         metrics.resumed_handshakes.clone(),
     );
     registry.register(
         "keyless_edge_failed_handshakes",
-        "TLS handshakes that failed.",
+        "TLS handshakes that failed",
         metrics.failed_handshakes.clone(),
     );
     registry.register(
         "keyless_edge_remote_sign_failures",
-        "Remote signatures that failed (the handshake failed with them).",
+        "Remote signatures that failed (the handshake failed with them)",
         metrics.sign_failures.clone(),
     );
     registry.register(
         "keyless_edge_upstream_failures",
-        "Connections whose upstream could not be reached; the client got a 502.",
+        "Connections whose upstream could not be reached; the client got a 502",
         metrics.upstream_failures.clone(),
     );
     registry.register(
         "keyless_edge_remote_sign_seconds",
-        "Time a handshake waited for its remote signature.",
+        "Time a handshake waited for its remote signature",
         metrics.remote_sign.clone(),
     );
     registry.register_collector(Box::new(PoolCollector {

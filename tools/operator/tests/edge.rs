@@ -130,7 +130,10 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let e = edge(&[server.addr], &format!("upstream: \"{closed}\"\n"));
+    let e = edge(
+        &[server.addr],
+        &format!("upstream: \"{closed}\"\nmetrics_listen: 127.0.0.1:0\n"),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,6 +157,20 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
         assert!(answer.ends_with("upstream unreachable\n"), "{answer}");
     }
     assert_eq!(e.metrics.upstream_failures.get(), 2);
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(e.metrics_addr.unwrap()).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(
+        metrics.contains("\nkeyless_edge_upstream_failures_total 2\n"),
+        "{metrics}"
+    );
+    let help: Vec<&str> = metrics.lines().filter(|l| l.starts_with("# HELP")).collect();
+    assert!(!help.is_empty() && help.iter().all(|l| !l.ends_with("..")), "{help:#?}");
 }
 
 /// SIGTERM: an idle keep-alive connection is closed at once (with
