@@ -2,7 +2,7 @@
 
 /// Log to stderr (as gokeyless does) at gokeyless's `loglevel` (0 debug, 1
 /// info, 2 warning, 3+ error); `KEYLESS_LOG` (an `EnvFilter` string)
-/// overrides it.
+/// overrides it; `KEYLESS_LOG_FORMAT=json` writes one JSON object a line.
 pub fn init_logging(loglevel: u8) {
     use std::io::IsTerminal;
     let level = match loglevel {
@@ -25,12 +25,19 @@ pub fn init_logging(loglevel: u8) {
     // write for seconds, and the stderr lock would stop every core behind
     // it). If that thread falls 128k lines behind, lines are dropped.
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let installed = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(writer);
+    // One JSON object a line for log shippers (`KEYLESS_LOG_FORMAT=json`).
+    let installed = match std::env::var("KEYLESS_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(false).try_init(),
+        Ok("text") | Err(_) => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        Ok(other) => {
+            eprintln!("KEYLESS_LOG_FORMAT={other:?} is not a log format (text or json); logging text");
+            builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        }
+    };
     if installed.is_ok() {
         *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }

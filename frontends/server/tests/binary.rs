@@ -157,6 +157,22 @@ fn gokeyless_flags_work_or_say_why_not() {
     ] {
         assert!(text.contains(line), "{line:?} missing:\n{text}");
     }
+    // JSON lines for log shippers.
+    let out = server()
+        .arg("-c")
+        .arg(&pki.config)
+        .args(["--port", "0", "--metrics-port", "0", "-t"])
+        .env("KEYLESS_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log.lines().find(|l| l.contains("loading")).unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(parsed["level"], "INFO", "{line}");
+    assert!(
+        parsed["fields"]["message"].as_str().unwrap().starts_with("loading "),
+        "{line}"
+    );
     let (ok, text) = run(&["-d"]);
     assert!(
         ok && text.contains("ECDSA P-256") && text.contains("RSA-2048"),
