@@ -26,6 +26,18 @@ install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yam
 install -m 0640 packaging/debian/edge.yaml "$ROOT/etc/keyless/edge.yaml"
 install -m 0644 README.md "$ROOT/usr/share/doc/keyless/README.md"
 install -m 0644 docs/*.md "$ROOT/usr/share/doc/keyless/"
+# Manual pages and shell completions, from the binaries' own definitions.
+gen=$(mktemp -d)
+"target/$PROFILE/keyless-tool" man --out "$gen" >/dev/null
+install -d "$ROOT/usr/share/man/man1" "$ROOT/usr/share/bash-completion/completions" \
+  "$ROOT/usr/share/zsh/vendor-completions" "$ROOT/usr/share/fish/vendor_completions.d"
+for page in "$gen"/man1/*.1; do gzip -9n <"$page" >"$ROOT/usr/share/man/man1/$(basename "$page").gz"; done
+for f in "$gen"/completions/bash/*.bash; do
+  install -m 0644 "$f" "$ROOT/usr/share/bash-completion/completions/$(basename "$f" .bash)"
+done
+install -m 0644 "$gen"/completions/zsh/_* "$ROOT/usr/share/zsh/vendor-completions/"
+install -m 0644 "$gen"/completions/fish/*.fish "$ROOT/usr/share/fish/vendor_completions.d/"
+rm -rf "$gen"
 install -m 0755 packaging/debian/postinst packaging/debian/postrm packaging/debian/prerm "$ROOT/DEBIAN/"
 printf "%s\n" /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml >"$ROOT/DEBIAN/conffiles"
 cat >"$ROOT/DEBIAN/control" <<CONTROL

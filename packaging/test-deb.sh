@@ -11,9 +11,14 @@ trap 'dpkg --purge keyless >/dev/null 2>&1 || true; rm -rf /etc/keyless/keys; rm
 fail() { echo "package test: $*" >&2; exit 1; }
 for f in /usr/bin/keyless-server /usr/bin/keyless-edge /usr/bin/keyless-tool /usr/bin/keyless-bench \
          /lib/systemd/system/keyless-server.service /lib/systemd/system/keyless-edge.service \
-         /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml; do
+         /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml \
+         /usr/share/man/man1/keyless-server.1.gz /usr/share/man/man1/keyless-edge.1.gz \
+         /usr/share/man/man1/keyless-tool.1.gz /usr/share/man/man1/keyless-bench.1.gz \
+         /usr/share/bash-completion/completions/keyless-server /usr/share/zsh/vendor-completions/_keyless-edge \
+         /usr/share/fish/vendor_completions.d/keyless-tool.fish; do
   [ -e "$f" ] || fail "$f not installed"
 done
+zcat /usr/share/man/man1/keyless-server.1.gz | grep -q -- 'keystore\\-debug' || fail "the man page misses --keystore-debug"
 getent passwd keyless >/dev/null || fail "no keyless user"
 getent passwd keyless-edge >/dev/null || fail "no keyless-edge user"
 grep -q '^User=keyless-edge' /lib/systemd/system/keyless-edge.service || fail "the edge unit does not run as keyless-edge"

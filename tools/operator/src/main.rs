@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
 mod dev;
+mod manuals;
+
+/// `keyless-tool`'s command line (for its manual page).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
 
 #[derive(Parser)]
 #[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
@@ -37,6 +43,14 @@ enum Command {
         /// gokeyless's log levels: 0 debug, 1 info, 2 warning, 3 error.
         #[arg(short = 'l', long = "loglevel", default_value_t = 1)]
         loglevel: u8,
+    },
+    /// Write the manual pages (man1) and shell completions (bash, zsh,
+    /// fish) of keyless-server, keyless-edge, keyless-tool and keyless-bench
+    /// into a folder, from their command-line definitions (the package
+    /// installs them).
+    Man {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Create a throwaway development PKI: CA, server and client
     /// certificates, a P-256 and an RSA-2048 signing key, and a gokeyless.yaml.
@@ -135,6 +149,16 @@ fn main() -> ExitCode {
             keyless_service::flush_logs();
             code
         }
+        Command::Man { out } => match manuals::write(&out) {
+            Ok(written) => {
+                println!("{written} files written to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keyless-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenPki { out, port, force } if !force && keyless_pki::DevPki::at(&out).ca_cert.exists() => {
             let _ = port;
             eprintln!(

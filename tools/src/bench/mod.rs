@@ -9,6 +9,7 @@
 //! [`handshake`] drives TLS handshakes (full or resumed) against an edge.
 
 pub mod ceiling;
+pub mod cli;
 pub mod handshake;
 pub mod load;
 pub mod op;
