@@ -111,6 +111,7 @@ fn server_config(
     server.ticketer = ticketer.clone();
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server.send_tls13_tickets = 1;
+    server.alpn_protocols = config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok((Arc::new(server), all_local))
 }
 

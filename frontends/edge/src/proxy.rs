@@ -1,6 +1,7 @@
 //! Decrypted traffic to an upstream TCP service (as hitch or stunnel do),
 //! optionally announced with a PROXY protocol v2 header carrying the
-//! client's address.
+//! client's address and what it negotiated (ALPN, SNI, TLS version and
+//! cipher), as hitch sends it.
 //!
 //! Two tasks on the connection's core, one per direction, share the TLS
 //! state (borrowed only between awaits, never across one); a third writes
@@ -20,8 +21,50 @@ use crate::conn::Session;
 
 const CHUNK: usize = 16 * 1024;
 
-/// The PROXY protocol v2 header for a TCP connection from `client` to `local`.
-pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr) -> std::io::Result<Vec<u8>> {
+/// What the client negotiated, passed to the upstream in PROXY v2 TLVs as
+/// hitch passes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    pub alpn: Option<Vec<u8>>,
+    pub sni: Option<String>,
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: Option<String>,
+    /// The IANA name (`TLS13_AES_256_GCM_SHA384`).
+    pub cipher: Option<String>,
+}
+
+impl TlsFacts {
+    pub fn of(conn: &ServerConnection) -> TlsFacts {
+        TlsFacts {
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            sni: conn.server_name().map(str::to_owned),
+            version: conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+                other => format!("{other:?}"),
+            }),
+            cipher: conn.negotiated_cipher_suite().map(|s| {
+                s.suite()
+                    .as_str()
+                    .map_or_else(|| format!("{:?}", s.suite()), str::to_owned)
+            }),
+        }
+    }
+}
+
+/// PROXY v2 TLV types (the spec's PP2_TYPE_* / PP2_SUBTYPE_SSL_*).
+const PP2_TYPE_ALPN: u8 = 0x01;
+const PP2_TYPE_AUTHORITY: u8 = 0x02;
+const PP2_TYPE_SSL: u8 = 0x20;
+const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+/// `client` bit of PP2_TYPE_SSL: the client connected over TLS.
+const PP2_CLIENT_SSL: u8 = 0x01;
+
+/// The PROXY protocol v2 header for a TCP connection from `client` to
+/// `local` over TLS: addresses, then ALPN, SNI (authority) and the TLS
+/// version and cipher.
+pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr, tls: &TlsFacts) -> std::io::Result<Vec<u8>> {
     use ppp::v2::{Builder, Command, Protocol, Version};
     let client = SocketAddr::new(client.ip().to_canonical(), client.port());
     let local = SocketAddr::new(local.ip().to_canonical(), local.port());
@@ -30,7 +73,27 @@ pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr) -> std::io::Result
         // Mixed families: both as IPv6.
         _ => (to_v6(client), to_v6(local)),
     };
-    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses).build()
+    let mut builder = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses);
+    if let Some(alpn) = &tls.alpn {
+        builder = builder.write_tlv(PP2_TYPE_ALPN, alpn)?;
+    }
+    if let Some(sni) = &tls.sni {
+        builder = builder.write_tlv(PP2_TYPE_AUTHORITY, sni.as_bytes())?;
+    }
+    // struct pp2_tlv_ssl: client (u8), verify (u32, 0: no client
+    // certificate asked, so none failed), then sub-TLVs.
+    let mut ssl = vec![PP2_CLIENT_SSL, 0, 0, 0, 0];
+    for (kind, value) in [
+        (PP2_SUBTYPE_SSL_VERSION, &tls.version),
+        (PP2_SUBTYPE_SSL_CIPHER, &tls.cipher),
+    ] {
+        if let Some(value) = value {
+            ssl.push(kind);
+            ssl.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            ssl.extend_from_slice(value.as_bytes());
+        }
+    }
+    builder.write_tlv(PP2_TYPE_SSL, &ssl)?.build()
 }
 
 fn to_v6(a: SocketAddr) -> SocketAddr {
@@ -96,7 +159,8 @@ pub async fn run(
     };
     let _ = up.set_nodelay(true);
     if proxy_protocol {
-        up.write_all(&proxy_v2_header(client, local)?).await?;
+        up.write_all(&proxy_v2_header(client, local, &TlsFacts::of(&conn))?)
+            .await?;
     }
     let conn = Rc::new(RefCell::new(conn));
     let (mut client_r, mut client_w) = futures_lite::io::split(tcp);

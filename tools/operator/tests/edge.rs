@@ -108,15 +108,22 @@ fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
 
 /// A TLS client that trusts the development CA.
 fn tls_client() -> tokio_rustls::TlsConnector {
+    tls_client_with_alpn(&[])
+}
+
+/// The same, offering `alpn`.
+fn tls_client_with_alpn(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
         roots.add(c).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -502,8 +509,11 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
     let upstream_addr = upstream.local_addr().unwrap();
     let seen = std::thread::spawn(move || {
         let (mut s, _) = upstream.accept().unwrap();
-        let mut header = [0u8; 16 + 12];
+        let mut header = vec![0u8; 16];
         s.read_exact(&mut header).unwrap();
+        let rest = u16::from_be_bytes([header[14], header[15]]) as usize;
+        header.resize(16 + rest, 0);
+        s.read_exact(&mut header[16..]).unwrap();
         let mut echoed = 0;
         let mut buf = [0u8; 4096];
         loop {
@@ -519,7 +529,7 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
     });
     let e = edge(
         &[server.addr],
-        &format!("upstream: \"{upstream_addr}\"\nproxy_protocol: true\n"),
+        &format!("upstream: \"{upstream_addr}\"\nproxy_protocol: true\nalpn: [h2, http/1.1]\n"),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -529,7 +539,7 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
         let client_port = tcp.local_addr().unwrap().port();
-        let mut tls = tls_client()
+        let mut tls = tls_client_with_alpn(&[b"http/1.1"])
             .connect("localhost".try_into().unwrap(), tcp)
             .await
             .unwrap();
@@ -552,7 +562,6 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
     assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!(header[12], 0x21);
     assert_eq!(header[13], 0x11);
-    assert_eq!(u16::from_be_bytes([header[14], header[15]]), 12);
     assert_eq!(&header[16..20], &[127, 0, 0, 1], "source: the client's address");
     assert_eq!(&header[20..24], &[127, 0, 0, 1], "destination: the edge's address");
     assert_eq!(u16::from_be_bytes([header[24], header[25]]), client_port, "source port");
@@ -561,6 +570,60 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
         e.addr.port(),
         "destination port"
     );
+    // Then the TLVs, as hitch sends them: ALPN, authority (SNI), SSL.
+    let tlvs = tlvs(&header[28..]);
+    assert_eq!(tlvs[0], (0x01, b"http/1.1".to_vec()), "ALPN");
+    assert_eq!(tlvs[1], (0x02, b"localhost".to_vec()), "authority: the SNI");
+    let (kind, ssl) = &tlvs[2];
+    assert_eq!(
+        (*kind, ssl[0], &ssl[1..5]),
+        (0x20, 0x01, &[0u8; 4][..]),
+        "SSL: client over TLS, verify 0"
+    );
+    let subs = self::tlvs(&ssl[5..]);
+    assert_eq!(subs[0], (0x21, b"TLSv1.3".to_vec()), "SSL version");
+    assert_eq!(subs[1].0, 0x23);
+    assert!(
+        subs[1].1.starts_with(b"TLS13_"),
+        "SSL cipher: {:?}",
+        String::from_utf8_lossy(&subs[1].1)
+    );
+}
+
+/// Type-length-value items (PROXY v2), in order.
+fn tlvs(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let [kind, hi, lo, rest @ ..] = bytes {
+        let len = u16::from_be_bytes([*hi, *lo]) as usize;
+        out.push((*kind, rest[..len].to_vec()));
+        bytes = &rest[len..];
+    }
+    out
+}
+
+/// ALPN as configured: `curl --http2` gets h2.
+#[test]
+fn alpn_h2_is_negotiated_with_curl() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let e = edge(&[server.addr], "alpn: [h2, http/1.1]\n");
+    let port = e.addr.port();
+    let out = Command::new("curl")
+        .args([
+            "-sv",
+            "--http2",
+            "--max-time",
+            "5",
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+        ])
+        .arg("--cacert")
+        .arg(&fixture().pki.ca_cert)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("curl");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("ALPN: server accepted h2"), "{said}");
 }
 
 #[test]
