@@ -147,6 +147,11 @@ pub struct EdgeConfig {
     /// Prefix each upstream connection with a PROXY protocol v2 header.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// One log line per connection (target `access`): client, SNI, TLS
+    /// version, cipher, ALPN, full or resumed, the signing step's time,
+    /// bytes each way, duration. Default: off.
+    #[serde(default)]
+    pub access_log: bool,
     /// ALPN protocols offered to clients, in order of preference (`[h2,
     /// http/1.1]`); the one negotiated reaches the upstream in the PROXY
     /// header. Default: none (no ALPN).

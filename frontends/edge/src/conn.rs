@@ -21,6 +21,8 @@ use crate::signer::{with_context, HandshakeContext};
 pub struct CoreContext {
     /// This core's view of SIGTERM: idle keep-alive connections close at once.
     pub drain: Rc<keyless_engine::drain::Drain>,
+    /// Log one line per connection (`access_log: true`).
+    pub access_log: bool,
     /// When this core last logged an unreachable upstream.
     pub upstream_logged: std::cell::Cell<Option<std::time::Instant>>,
     /// This core's copy of the live TLS configuration.
@@ -85,7 +87,8 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         async move { Ok(handshake(tcp, &ctx, peer, local).await) }
     })
     .await;
-    let (tcp, conn, pending, scratch) = match handshake {
+    let started = std::time::Instant::now();
+    let (tcp, conn, pending, scratch, step_time) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
@@ -102,11 +105,15 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         Some(HandshakeKind::Resumed) => ctx.metrics.resumed_handshakes.inc(),
         _ => ctx.metrics.full_handshakes.inc(),
     };
+    let facts = ctx.access_log.then(|| crate::proxy::TlsFacts::of(&conn));
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let traffic = Rc::new(Traffic::default());
     let session = Session {
         tcp,
         conn,
         pending,
         scratch,
+        traffic: traffic.clone(),
     };
     let result = match ctx.upstream {
         Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
@@ -130,6 +137,23 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         Err(e) => tracing::debug!(%peer, "connection ended: {e}"),
         Ok(()) => {}
     }
+    if let Some(tls) = facts {
+        // One line a connection, key=value, on its own target so a filter
+        // (KEYLESS_LOG=access=info,warn) can keep just these.
+        tracing::info!(
+            target: "access",
+            "client={peer} sni={} tls={} cipher={} alpn={} handshake={} sign_ms={:.3} in={} out={} ms={}",
+            tls.sni.as_deref().unwrap_or("-"),
+            tls.version.as_deref().unwrap_or("-"),
+            tls.cipher.as_deref().unwrap_or("-"),
+            tls.alpn.as_deref().map_or("-".into(), String::from_utf8_lossy),
+            if resumed { "resumed" } else { "full" },
+            if resumed { 0.0 } else { step_time.as_secs_f64() * 1e3 },
+            traffic.from_client.get(),
+            traffic.to_client.get(),
+            started.elapsed().as_millis(),
+        );
+    }
 }
 
 /// Read the ClientHello, run the signing step on a handshake thread, then
@@ -139,7 +163,7 @@ async fn handshake(
     ctx: &CoreContext,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<(TcpStream, ServerConnection, Vec<u8>, Vec<u8>), String> {
+) -> Result<(TcpStream, ServerConnection, Vec<u8>, Vec<u8>, Duration), String> {
     let mut leftover = Vec::new();
     let mut acceptor = Acceptor::default();
     let mut buf = vec![0u8; CHUNK];
@@ -182,6 +206,7 @@ async fn handshake(
             })
         })
     };
+    let step_started = std::time::Instant::now();
     let processed = match ctx.mode {
         HandshakeMode::Inline => step(),
         HandshakeMode::Coroutine => {
@@ -190,6 +215,8 @@ async fn handshake(
         }
         HandshakeMode::Threads => ctx.pool.run(step).await.ok_or("the handshake threads have stopped")?,
     };
+    // The step that may sign: the signature's round trip, for a full handshake.
+    let step_time = step_started.elapsed();
     let mut conn = match processed {
         Ok(conn) => conn,
         Err((e, alert)) => {
@@ -222,7 +249,7 @@ async fn handshake(
         }
     }
     flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-    Ok((stream, conn, leftover, buf))
+    Ok((stream, conn, leftover, buf, step_time))
 }
 
 /// Write everything rustls has queued for the peer.
@@ -237,6 +264,19 @@ pub async fn flush(conn: &mut ServerConnection, tcp: &mut TcpStream) -> std::io:
     Ok(())
 }
 
+/// Plaintext bytes a connection carried, each way (for the access log).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub from_client: std::cell::Cell<u64>,
+    pub to_client: std::cell::Cell<u64>,
+}
+
+impl Traffic {
+    pub fn add(counter: &std::cell::Cell<u64>, n: usize) {
+        counter.set(counter.get() + n as u64);
+    }
+}
+
 /// An established TLS session over a socket of this core.
 pub struct Session {
     pub tcp: TcpStream,
@@ -245,6 +285,7 @@ pub struct Session {
     pub pending: Vec<u8>,
     /// The socket read buffer (the handshake's, reused).
     pub scratch: Vec<u8>,
+    pub traffic: Rc<Traffic>,
 }
 
 /// Give rustls as much of `pending` as it takes and process it.
@@ -262,7 +303,10 @@ impl Session {
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    Traffic::add(&self.traffic.from_client, n);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
@@ -284,6 +328,7 @@ impl Session {
 
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.conn.writer().write_all(data)?;
+        Traffic::add(&self.traffic.to_client, data.len());
         flush(&mut self.conn, &mut self.tcp).await
     }
 

@@ -270,6 +270,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let cores = runtime.cores;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let drain_timeout = config.drain_timeout();
+    let access_log = config.access_log;
     let key_client_settings = KeyClientSettings {
         tls: key_server_tls,
         connections_per_server: config.connections_per_server.unwrap_or(2).max(1),
@@ -312,6 +313,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let ctx = Rc::new(conn::CoreContext {
                         drain: drain.clone(),
                         upstream_logged: std::cell::Cell::new(None),
+                        access_log,
                         tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,

@@ -17,7 +17,7 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use rustls::ServerConnection;
 
-use crate::conn::Session;
+use crate::conn::{Session, Traffic};
 
 const CHUNK: usize = 16 * 1024;
 
@@ -141,6 +141,7 @@ pub async fn run(
         conn,
         pending,
         scratch,
+        traffic,
     } = session;
     let mut up = match TcpStream::connect(upstream).await {
         Ok(up) => up,
@@ -151,6 +152,7 @@ pub async fn run(
                 conn,
                 pending,
                 scratch,
+                traffic,
             };
             let _ = session.write_all(BAD_GATEWAY).await;
             session.close().await;
@@ -178,7 +180,7 @@ pub async fn run(
 
     // Upstream -> client.
     let downstream = glommio::spawn_local({
-        let (conn, records_tx) = (conn.clone(), records_tx.clone());
+        let (conn, records_tx, traffic) = (conn.clone(), records_tx.clone(), traffic.clone());
         async move {
             let mut buf = vec![0u8; CHUNK];
             loop {
@@ -189,6 +191,7 @@ pub async fn run(
                     return Ok::<(), std::io::Error>(());
                 }
                 conn.borrow_mut().writer().write_all(&buf[..n])?;
+                Traffic::add(&traffic.to_client, n);
                 let _ = records_tx.try_send(take_output(&conn)?);
             }
         }
@@ -222,7 +225,10 @@ pub async fn run(
                         up_w.close().await?;
                         return Ok(());
                     }
-                    Ok(m) => up_w.write_all(&plain[..m]).await?,
+                    Ok(m) => {
+                        Traffic::add(&traffic.from_client, m);
+                        up_w.write_all(&plain[..m]).await?
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         up_w.close().await?;

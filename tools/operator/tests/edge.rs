@@ -27,11 +27,38 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(AccessLines);
+        let _ = tracing::subscriber::set_global_default(subscriber);
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate(&dir.path().join("pki"), keyless_pki::DEFAULT_KEYS, 0).unwrap();
         Fixture { pki, dir }
     })
+}
+
+/// The edge's access log lines (target `access`), as logged.
+static ACCESS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct AccessLines;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        if event.metadata().target() == "access" {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            ACCESS.lock().unwrap_or_else(|e| e.into_inner()).push(message.0);
+        }
+    }
 }
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -178,6 +205,67 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
     );
     let help: Vec<&str> = metrics.lines().filter(|l| l.starts_with("# HELP")).collect();
     assert!(!help.is_empty() && help.iter().all(|l| !l.ends_with("..")), "{help:#?}");
+}
+
+/// `access_log: true`: one line per connection with what an operator
+/// greps for.
+#[test]
+fn the_access_log_has_a_line_per_connection() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let e = edge(&[server.addr], "access_log: true\nalpn: [http/1.1]\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
+        let mut tls = tls_client_with_alpn(&[b"http/1.1"])
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = Vec::new();
+        tls.read_to_end(&mut page).await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let found = ACCESS
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("sni=localhost") && l.contains("alpn=http/1.1"))
+            .cloned();
+        match found {
+            Some(line) => break line,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("no access line: {:?}", ACCESS.lock().unwrap()),
+        }
+    };
+    for part in [
+        "client=127.0.0.1:",
+        "tls=TLSv1.3",
+        "cipher=TLS13_",
+        "handshake=full",
+        "in=",
+        "out=",
+        "ms=",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+    let bytes_in: u64 = line
+        .split(" in=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes_in >= 40, "{line}");
 }
 
 /// SIGTERM: an idle keep-alive connection is closed at once (with
