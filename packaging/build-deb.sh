@@ -46,11 +46,13 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: keyless developers <keyless@localhost>
 Depends: adduser, libc6
+Conflicts: gokeyless
+Replaces: gokeyless
+Provides: gokeyless
 Recommends: openssl
 Suggests: softhsm2
 Section: net
 Priority: optional
-Homepage: https://github.com/cloudflare/gokeyless
 Description: Keyless SSL key server and edge (gokeyless-compatible)
  keyless-server answers gokeyless's binary protocol over mutual TLS with
  keys in files or in a PKCS#11 HSM; keyless-edge terminates TLS with keys

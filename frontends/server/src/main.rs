@@ -175,6 +175,10 @@ fn run() -> ExitCode {
         Err(shared) => shared.wait_by_ref(),
     };
     remove_pid_file(settings.pid_file.as_deref());
+    // The socket file of a server that stopped is no use to anyone.
+    if let Some(socket) = &settings.unix_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     // HSM sessions close before the process (and the PKCS#11 module) goes.
     keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
     match result {

@@ -566,6 +566,15 @@ fn restarts_after_kill_9_with_nothing_to_repair() {
     assert!(pid_file.exists() && socket.exists(), "kill -9 leaves both behind");
     let mut second = start();
     ping_both();
-    second.kill().unwrap();
-    second.wait().unwrap();
+    // A clean stop leaves neither behind.
+    assert!(Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(second.wait().unwrap().success());
+    assert!(
+        !pid_file.exists() && !socket.exists(),
+        "SIGTERM removes the pid file and the socket"
+    );
 }

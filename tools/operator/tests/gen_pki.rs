@@ -26,3 +26,19 @@ fn an_existing_pki_is_kept_unless_forced() {
     assert!(gen_pki(&out, &["--force"]).status.success());
     assert_ne!(std::fs::read(out.join("ca.pem")).unwrap(), ca, "--force makes a new CA");
 }
+
+/// The configuration it writes names its files by absolute paths, so it
+/// works from any working directory.
+#[test]
+fn the_written_configuration_uses_absolute_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
+        .current_dir(dir.path())
+        .args(["gen-pki", "--out", "dev-pki"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(dir.path().join("dev-pki/gokeyless.yaml")).unwrap();
+    let expected = format!("auth_cert: {}", dir.path().join("dev-pki/server.pem").display());
+    assert!(config.contains(&expected), "{config}");
+}

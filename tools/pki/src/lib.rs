@@ -269,6 +269,13 @@ impl DevPki {
     /// Generate a fresh PKI with the given signing keys (file stem, type),
     /// and a config that listens on `port`.
     pub fn generate(dir: &Path, keys: &[(&str, KeyType)], port: u16) -> Result<DevPki, PkiError> {
+        mkdir(dir)?;
+        // Absolute paths in the configuration it writes: it works from any
+        // working directory, as a unit file's would.
+        let dir = &std::path::absolute(dir).map_err(|source| PkiError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let pki = DevPki::at(dir);
         let ca = Ca::new("keyless development CA")?;
         let server = ca.issue("keyless server", &["localhost", "127.0.0.1", "::1"], Usage::Server)?;
