@@ -21,8 +21,18 @@ pub struct YamlError {
 /// Parse `text`, read from `path` (named in errors only). An empty file is
 /// the empty mapping.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, YamlError> {
+    parse_noting_unknown(path, text).map(|(value, _)| value)
+}
+
+/// [`parse`], and the keys the configuration does not know (`tickets.foo`),
+/// so the caller can say it ignores them — gokeyless ignores them silently.
+pub fn parse_noting_unknown<T: DeserializeOwned>(path: &Path, text: &str) -> Result<(T, Vec<String>), YamlError> {
     let text = if text.trim().is_empty() { "{}" } else { text };
-    serde_yaml_ng::from_str(text).map_err(|e| {
+    let mut unknown = Vec::new();
+    let value = serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(text), |key| {
+        unknown.push(key.to_string())
+    })
+    .map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         // serde_yaml_ng appends " at line L column C"; it goes in front instead.
         let message = e.to_string();
@@ -33,7 +43,8 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, YamlErro
             column,
             message,
         }
-    })
+    })?;
+    Ok((value, unknown))
 }
 
 /// serde's type names, as an operator would say them.
@@ -122,6 +133,12 @@ mod tests {
             e.to_string().starts_with("x.yaml:2:") && e.message.contains("wait"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_noted_not_refused() {
+        let (t, unknown) = parse_noting_unknown::<T>(Path::new("x.yaml"), "port: 1\ncolour: blue\n").unwrap();
+        assert_eq!((t.port, unknown), (Some(1), vec!["colour".to_string()]));
     }
 
     #[test]

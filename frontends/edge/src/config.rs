@@ -93,9 +93,11 @@ pub enum HandshakeMode {
     Threads,
 }
 
-/// The YAML file.
+/// The YAML file. A top-level key it does not know is ignored and said at
+/// start-up (the key server's rule, gokeyless's files' too); inside an
+/// entry (a certificate, `tickets`) it is an error, since a typo there
+/// would change what is served.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Where clients connect (every core listens, SO_REUSEPORT).
     pub listen: SocketAddr,
@@ -159,6 +161,9 @@ pub struct EdgeConfig {
     pub alpn: Vec<String>,
     #[serde(default)]
     pub tickets: TicketSettings,
+    /// Top-level keys this edge does not know, ignored.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
 }
 
 impl EdgeConfig {
@@ -253,7 +258,10 @@ pub fn load(path: &Path) -> Result<EdgeConfig, String> {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
-    let config: EdgeConfig = keyless_service::yaml::parse(path, text).map_err(|e| e.to_string())?;
+    let (mut config, unknown): (EdgeConfig, _) =
+        keyless_service::yaml::parse_noting_unknown(path, text).map_err(|e| e.to_string())?;
+    // Unknown keys inside entries are refused by the entries themselves.
+    config.unknown_keys = unknown;
     if config.certificates.is_empty() {
         return Err(format!("{}: certificates: at least one is needed", path.display()));
     }
@@ -316,6 +324,18 @@ mod tests {
         assert_eq!(before.restart_needed(&moved), ["listen"]);
         let slower = parse_with("request_timeout: 5s\n").unwrap();
         assert_eq!(before.restart_needed(&slower), ["timeouts"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_at_the_top_and_refused_inside_entries() {
+        let c = parse_with("colour: blue\n").unwrap();
+        assert_eq!(c.unknown_keys, ["colour"]);
+        let e = parse(
+            Path::new("edge.yaml"),
+            &BASE.replace("{cert: c.pem}", "{cert: c.pem, nmaes: [x]}"),
+        )
+        .unwrap_err();
+        assert!(e.contains("nmaes"), "{e}");
     }
 
     #[test]

@@ -41,7 +41,12 @@ fn run() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let config = match config::load(&path) {
-        Ok(c) => c,
+        Ok(c) => {
+            for key in &c.unknown_keys {
+                tracing::warn!("{}: unknown key `{key}` ignored", path.display());
+            }
+            c
+        }
         Err(e) => {
             eprintln!("keyless-edge: {e}");
             return ExitCode::FAILURE;

@@ -196,6 +196,11 @@ pub struct Options {
     #[arg(long = "dev-dir", default_value = "dev-pki")]
     #[serde(skip)]
     pub dev_dir: PathBuf,
+    /// Top-level keys of the file this server does not know (ignored, as
+    /// gokeyless ignores them, and said once each at start-up).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
 }
 
 /// gokeyless's log levels: 0 debug ... 5 fatal. Checked inside the
@@ -273,6 +278,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub unix_socket: Option<PathBuf>,
     pub key_sources: Vec<KeySource>,
+    /// Keys of the file this server ignores (to be said at start-up).
+    pub unknown_keys: Vec<String>,
     /// The cores: how many, and how they share work.
     pub runtime: RuntimeConfig,
     /// Each connection's bounds and timeouts.
@@ -380,7 +387,9 @@ pub enum ConfigError {
 
 /// Parse YAML text from `path` (the path is for messages only).
 pub fn parse_file(path: &Path, text: &str) -> Result<Options, ConfigError> {
-    Ok(keyless_service::yaml::parse(path, text)?)
+    let (mut options, unknown): (Options, _) = keyless_service::yaml::parse_noting_unknown(path, text)?;
+    options.unknown_keys = unknown;
+    Ok(options)
 }
 
 /// The configuration file to read: `-c` if given (it must exist), else the
@@ -456,6 +465,7 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         pid_file: pick!(pid_file),
         unix_socket: pick!(unix_socket),
         key_sources,
+        unknown_keys: file.unknown_keys.clone(),
         runtime,
         limits,
         pkcs11,

@@ -82,6 +82,11 @@ fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     keyless_service::init_logging(settings.loglevel);
+    if let Some(path) = &settings.config_file {
+        for key in &settings.unknown_keys {
+            tracing::warn!("{}: unknown key `{key}` ignored", path.display());
+        }
+    }
     if cli.keystore_debug {
         let (text, ok) = keyless_server::keystore::debug(&settings);
         print!("{text}");

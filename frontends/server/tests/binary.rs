@@ -124,7 +124,10 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     }
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(report.failed().count(), 0, "{:?}", report.failed().collect::<Vec<_>>());
-    assert!(log.contains("loading dev-pki/keys/p256.key..."), "{log}");
+    assert!(
+        log.contains("loading ") && log.contains("dev-pki/keys/p256.key..."),
+        "{log}"
+    );
     assert!(log.contains("fetch key with SKI: "), "{log}");
     assert!(
         log.contains("conformance --server"),
@@ -195,6 +198,9 @@ fn test_config_checks_everything_and_binds_nothing() {
     let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
+    let mut text = std::fs::read_to_string(&pki.config).unwrap();
+    text.push_str("colour: blue\n");
+    std::fs::write(&pki.config, text).unwrap();
     let out = server()
         .arg("-c")
         .arg(&pki.config)
@@ -210,7 +216,9 @@ fn test_config_checks_everything_and_binds_nothing() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}{log}");
+    assert_eq!(log.matches("unknown key `colour` ignored").count(), 1, "{log}");
     assert!(said.contains("configuration ok (2 keys, server certificate"), "{said}");
     std::fs::remove_file(&pki.server_cert).unwrap();
     let err = fails_with(server().arg("-c").arg(&pki.config).arg("-t"));

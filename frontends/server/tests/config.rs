@@ -56,6 +56,8 @@ fn a_gokeyless_file_is_read_with_its_keys() {
     // Empty zone_id/origin_ca_api_key strings still count as "set" in gokeyless's
     // file, so the server says once that activation is not supported.
     assert!(s.activation_requested);
+    // gokeyless ignores keys it does not know; so do we, and say so.
+    assert_eq!(s.unknown_keys, ["some_future_setting"]);
 }
 
 #[test]
