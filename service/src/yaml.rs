@@ -37,6 +37,9 @@ pub fn parse_noting_unknown<T: DeserializeOwned>(path: &Path, text: &str) -> Res
         // serde_yaml_ng appends " at line L column C"; it goes in front instead.
         let message = e.to_string();
         let message = plain(message.split(" at line ").next().unwrap_or(&message));
+        // serde reports a duplicate at the start of its mapping: point at the
+        // key's second appearance instead.
+        let (line, column) = duplicate_line(text, &message).map_or((line, column), |l| (l, 1));
         YamlError {
             path: path.to_owned(),
             line,
@@ -45,6 +48,21 @@ pub fn parse_noting_unknown<T: DeserializeOwned>(path: &Path, text: &str) -> Res
         }
     })?;
     Ok((value, unknown))
+}
+
+/// For "duplicate field `key`": the line of the key's second appearance at
+/// the start of a line (the top level, where serde's location is the
+/// mapping's first line).
+fn duplicate_line(text: &str, message: &str) -> Option<usize> {
+    let key = message.split("duplicate field `").nth(1)?.split('`').next()?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .nth(1)
+        .map(|(i, _)| i + 1)
 }
 
 /// serde's type names, as an operator would say them.
@@ -133,6 +151,13 @@ mod tests {
             e.to_string().starts_with("x.yaml:2:") && e.message.contains("wait"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_placed_on_its_second_line() {
+        let e = parse::<T>(Path::new("x.yaml"), "port: 1\nwait: 2\nport: 3\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("duplicate field `port`"), "{e}");
     }
 
     #[test]
