@@ -7,6 +7,7 @@
 //! What it does not do: anything about the keyless protocol, keys or
 //! connections.
 
+pub mod http;
 pub mod logging;
 pub mod ports;
 pub mod signals;

@@ -144,20 +144,21 @@ pub fn start(
         .name("keyless-edge-metrics".into())
         .spawn(move || {
             for request in server.incoming_requests() {
-                let (status, body) = match request.url() {
+                use keyless_service::http::{respond, OPENMETRICS, TEXT};
+                let (status, kind, body) = match request.url() {
                     "/metrics" => {
                         let mut text = String::new();
                         match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                            Ok(()) => (200, text),
-                            Err(e) => (500, format!("{e}\n")),
+                            Ok(()) => (200, OPENMETRICS, text),
+                            Err(e) => (500, TEXT, format!("{e}\n")),
                         }
                     }
-                    "/healthz" => (200, "ok\n".to_string()),
-                    "/readyz" if servers.iter().any(|s| s.healthy()) => (200, "ready\n".to_string()),
-                    "/readyz" => (503, "no key server reachable\n".to_string()),
-                    _ => (404, "not found\n".to_string()),
+                    "/healthz" => (200, TEXT, "ok\n".to_string()),
+                    "/readyz" if servers.iter().any(|s| s.healthy()) => (200, TEXT, "ready\n".to_string()),
+                    "/readyz" => (503, TEXT, "no key server reachable\n".to_string()),
+                    _ => (404, TEXT, "not found\n".to_string()),
                 };
-                let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+                respond(request, status, kind, body.into_bytes());
             }
         })
         .map_err(|e| e.to_string())?;

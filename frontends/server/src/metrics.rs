@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::profile;
+pub(crate) use keyless_service::http::{respond, OPENMETRICS, TEXT};
 
 /// A histogram read from the cores' atomics at scrape time.
 #[derive(Debug)]
@@ -384,15 +385,4 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, Str
         })
         .map_err(|e| e.to_string())?;
     Ok(MetricsServer { addr })
-}
-
-pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-pub(crate) fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
-    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-    let response = tiny_http::Response::from_data(body)
-        .with_status_code(status)
-        .with_header(header);
-    let _ = request.respond(response);
 }

@@ -203,6 +203,11 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
         metrics.contains("\nkeyless_edge_upstream_failures_total 2\n"),
         "{metrics}"
     );
+    // The key server's exposition format.
+    assert!(
+        metrics.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{metrics}"
+    );
     let help: Vec<&str> = metrics.lines().filter(|l| l.starts_with("# HELP")).collect();
     assert!(!help.is_empty() && help.iter().all(|l| !l.ends_with("..")), "{help:#?}");
 }
