@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use keyless_service::changed_settings;
 use keyless_service::yaml::{duration, millis};
 use serde::Deserialize;
 
@@ -170,42 +171,37 @@ impl EdgeConfig {
     /// Settings `next` changes that a reload (SIGHUP) cannot apply: they
     /// need a restart. Certificates and ticket keys reload.
     pub fn restart_needed(&self, next: &EdgeConfig) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        let mut check = |name, differs: bool| {
-            if differs {
-                changed.push(name);
-            }
-        };
-        check("listen", self.listen != next.listen);
-        check("metrics_listen", self.metrics_listen != next.metrics_listen);
-        check("workers", self.workers != next.workers);
-        check("key_servers", self.key_servers != next.key_servers);
-        check("key_server_name", self.key_server_name != next.key_server_name);
-        check(
-            "key_server_ca, client_cert or client_key",
-            (&self.key_server_ca, &self.client_cert, &self.client_key)
-                != (&next.key_server_ca, &next.client_cert, &next.client_key),
-        );
-        check("handshake_mode", self.handshake_mode != next.handshake_mode);
-        check(
-            "upstream or proxy_protocol",
-            (self.upstream, self.proxy_protocol) != (next.upstream, next.proxy_protocol),
-        );
-        check(
-            "timeouts",
+        changed_settings([
+            ("listen", self.listen != next.listen),
+            ("metrics_listen", self.metrics_listen != next.metrics_listen),
+            ("workers", self.workers != next.workers),
+            ("key_servers", self.key_servers != next.key_servers),
+            ("key_server_name", self.key_server_name != next.key_server_name),
             (
-                self.request_timeout(),
-                self.handshake_timeout(),
-                self.drain_timeout(),
-                self.health_interval(),
-            ) != (
-                next.request_timeout(),
-                next.handshake_timeout(),
-                next.drain_timeout(),
-                next.health_interval(),
+                "key_server_ca, client_cert or client_key",
+                (&self.key_server_ca, &self.client_cert, &self.client_key)
+                    != (&next.key_server_ca, &next.client_cert, &next.client_key),
             ),
-        );
-        changed
+            ("handshake_mode", self.handshake_mode != next.handshake_mode),
+            (
+                "upstream or proxy_protocol",
+                (self.upstream, self.proxy_protocol) != (next.upstream, next.proxy_protocol),
+            ),
+            (
+                "timeouts",
+                (
+                    self.request_timeout(),
+                    self.handshake_timeout(),
+                    self.drain_timeout(),
+                    self.health_interval(),
+                ) != (
+                    next.request_timeout(),
+                    next.handshake_timeout(),
+                    next.drain_timeout(),
+                    next.health_interval(),
+                ),
+            ),
+        ])
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use keyless_engine::runtime::RuntimeConfig;
 use keyless_keys::{KeySource, Pkcs11Source};
+use keyless_service::changed_settings;
 use serde::Deserialize;
 
 use crate::connection::Limits;
@@ -292,24 +293,19 @@ impl Settings {
     /// Settings `next` changes that a reload (SIGHUP) cannot apply: they
     /// need a restart. Keys, the server certificate and the client CA reload.
     pub fn restart_needed(&self, next: &Settings) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        let mut check = |name, differs: bool| {
-            if differs {
-                changed.push(name);
-            }
-        };
-        check("listen_host/port", self.listen != next.listen);
-        check("metrics_host/metrics_port", self.metrics != next.metrics);
-        check("unix_socket", self.unix_socket != next.unix_socket);
-        check("pid_file", self.pid_file != next.pid_file);
-        check("loglevel", self.loglevel != next.loglevel);
-        check(
-            "workers, spin_before_park_us or core_queue",
-            self.runtime != next.runtime,
-        );
-        check("connection limits and timeouts", self.limits != next.limits);
-        check("pkcs11 options", self.pkcs11 != next.pkcs11);
-        changed
+        changed_settings([
+            ("listen_host/port", self.listen != next.listen),
+            ("metrics_host/metrics_port", self.metrics != next.metrics),
+            ("unix_socket", self.unix_socket != next.unix_socket),
+            ("pid_file", self.pid_file != next.pid_file),
+            ("loglevel", self.loglevel != next.loglevel),
+            (
+                "workers, spin_before_park_us or core_queue",
+                self.runtime != next.runtime,
+            ),
+            ("connection limits and timeouts", self.limits != next.limits),
+            ("pkcs11 options", self.pkcs11 != next.pkcs11),
+        ])
     }
 
     /// The effective configuration as a file would write it, every default
