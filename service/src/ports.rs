@@ -15,30 +15,48 @@ use socket2::{Domain, Socket, Type};
 /// nginx and gokeyless refuse it.
 pub fn reserve(listen: SocketAddr) -> std::io::Result<Socket> {
     if listen.port() != 0 {
-        let probe = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
-        // Connections of a previous run still in TIME_WAIT do not count.
-        probe.set_reuse_address(true)?;
-        match probe.bind(&listen.into()) {
-            Ok(()) => {}
-            // Connections our previous run closed linger in TIME_WAIT, bound
-            // to the port without SO_REUSEADDR (glommio's listeners set only
-            // SO_REUSEPORT), and fail the probe too: only a socket that
-            // listens means another server.
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !listening_on(listen.port()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("address in use: another process is listening on port {}", listen.port()),
-                ))
-            }
-            Err(e) => return Err(e),
-        }
+        refuse_a_port_in_use(listen, RELEASE_GRACE)?;
     }
     let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&listen.into())?;
     Ok(socket)
+}
+
+/// How long a listening socket may linger after its process is gone: a
+/// process killed with io_uring accepts pending has its rings torn down by
+/// the kernel afterwards, and its listener goes with them (seen: a restart
+/// right after `kill -9` found the old listener still there).
+const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fail with "address in use" when something listens on `listen`'s port and
+/// still does after `grace`.
+fn refuse_a_port_in_use(listen: SocketAddr, grace: std::time::Duration) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        let probe = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
+        // Connections of a previous run still in TIME_WAIT do not count.
+        probe.set_reuse_address(true)?;
+        match probe.bind(&listen.into()) {
+            Ok(()) => return Ok(()),
+            // Connections our previous run closed linger in TIME_WAIT, bound
+            // to the port without SO_REUSEADDR (glommio's listeners set only
+            // SO_REUSEPORT), and fail the probe too: only a socket that
+            // listens means another server.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !listening_on(listen.port()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("address in use: another process is listening on port {}", listen.port()),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Whether a TCP socket of this network namespace listens on `port`
@@ -67,7 +85,7 @@ mod tests {
     fn a_port_another_socket_listens_on_is_refused() {
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = other.local_addr().unwrap();
-        let e = reserve(taken).unwrap_err();
+        let e = refuse_a_port_in_use(taken, std::time::Duration::ZERO).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
         assert!(
             e.to_string()

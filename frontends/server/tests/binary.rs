@@ -534,10 +534,11 @@ fn restarts_after_kill_9_with_nothing_to_repair() {
     let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
     let port = free_port();
     let socket = dir.path().join("keyless.sock");
+    let log = dir.path().join("server.log");
     let pid_file = dir.path().join("keyless.pid");
     let start = || {
         let _ = std::fs::remove_file(dir.path().join("started"));
-        let child = server()
+        let mut child = server()
             .arg("-c")
             .arg(&pki.config)
             .args(["--listen-host", "127.0.0.1", "--port", &port.to_string()])
@@ -547,12 +548,17 @@ fn restarts_after_kill_9_with_nothing_to_repair() {
             .arg("--pid-file")
             .arg(&pid_file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&pid_file).ok().as_deref() != Some(&child.id().to_string()) {
-            assert!(Instant::now() < deadline, "server did not start");
+            let exited = child.try_wait().unwrap();
+            assert!(
+                Instant::now() < deadline && exited.is_none(),
+                "server did not start ({exited:?}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child
