@@ -133,12 +133,24 @@ fn edge(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::RunningEdge {
     edge
 }
 
-/// A TLS client that trusts the development CA.
-fn tls_client() -> tokio_rustls::TlsConnector {
-    tls_client_with_alpn(&[])
+/// A runtime for a test's TLS client.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-/// The same, offering `alpn`.
+/// A TLS connection to `addr` as `localhost`, offering `alpn`.
+async fn connect(addr: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tls_client_with_alpn(alpn)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A TLS client that trusts the development CA, offering `alpn`.
 fn tls_client_with_alpn(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in keyless_server::tls::load_certs(&fixture().pki.ca_cert).unwrap() {
@@ -168,18 +180,11 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
         &[server.addr],
         &format!("upstream: \"{closed}\"\nmetrics_listen: 127.0.0.1:0\n"),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     for _ in 0..2 {
         let answer = rt.block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
-            let mut tls = tls_client()
-                .connect("localhost".try_into().unwrap(), tcp)
-                .await
-                .unwrap();
+            let mut tls = connect(e.addr, &[]).await;
             tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await
                 .unwrap();
@@ -219,17 +224,10 @@ fn the_access_log_has_a_line_per_connection() {
     let _serial = serial();
     let server = shared_key_server();
     let e = edge(&[server.addr], "access_log: true\nalpn: [http/1.1]\n");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
-        let mut tls = tls_client_with_alpn(&[b"http/1.1"])
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = connect(e.addr, &[b"http/1.1"]).await;
         tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
@@ -281,17 +279,10 @@ fn a_drain_closes_idle_keep_alive_connections_at_once() {
     let _serial = serial();
     let server = shared_key_server();
     let e = edge(&[server.addr], "drain_timeout: 30\n");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
-        let mut tls = tls_client()
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = connect(e.addr, &[]).await;
         tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
@@ -624,10 +615,7 @@ fn upstream_proxying_carries_bytes_both_ways_with_a_proxy_v2_header() {
         &[server.addr],
         &format!("upstream: \"{upstream_addr}\"\nproxy_protocol: true\nalpn: [h2, http/1.1]\n"),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (client_port, echoed_back) = rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tcp = tokio::net::TcpStream::connect(e.addr).await.unwrap();
