@@ -56,6 +56,12 @@ impl Shared {
         self.keys.publish(Arc::new(keys));
     }
 
+    /// How many times keys were published (start-up is 0): a key server
+    /// that dials out tells its edges, so they re-learn its keys.
+    pub fn key_version(&self) -> u64 {
+        self.keys.version()
+    }
+
     /// How many keys are published now.
     pub fn key_count(&self) -> usize {
         self.keys.load().1.len()

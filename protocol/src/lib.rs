@@ -12,6 +12,7 @@
 
 mod error;
 mod frame;
+mod hello;
 mod message;
 mod names;
 mod opcode;
@@ -20,6 +21,7 @@ pub use error::{DecodeError, ErrorCode};
 pub use frame::{
     split_frame, EncodeError, Frame, Header, RawFrame, HEADER_LEN, MAJOR_VERSION, MINOR_VERSION, PADDED_LEN,
 };
+pub use hello::PeerHello;
 pub use message::{Message, Ski, Tag, CERT_DIGEST_LEN, SKI_LEN};
 pub use names::{gokeyless_error, OpFamily};
 pub use opcode::{Hash, OpKind, Opcode};

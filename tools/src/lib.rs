@@ -8,3 +8,4 @@
 pub mod bench;
 pub mod conformance;
 pub mod flame;
+pub mod process;

@@ -107,8 +107,16 @@ pub struct EdgeConfig {
     /// Cores to serve on (default: all).
     pub workers: Option<usize>,
     pub certificates: Vec<CertEntry>,
-    /// Key servers, `HOST:PORT`; a name with several addresses counts as several.
+    /// Key servers to dial, `HOST:PORT`; a name with several addresses
+    /// counts as several. May be empty when key servers dial in.
+    #[serde(default)]
     pub key_servers: Vec<String>,
+    /// Where key servers that dial out (`dial` in their configuration)
+    /// connect to this edge (default: none). Mutual TLS: the edge presents
+    /// `client_cert` (it needs serverAuth and the name the key servers
+    /// dial) and accepts key servers whose certificates chain to
+    /// `key_server_ca`.
+    pub key_server_listen: Option<SocketAddr>,
     /// Name the key servers' certificates carry (default: each HOST).
     pub key_server_name: Option<String>,
     /// CA of the key servers' certificates.
@@ -176,6 +184,7 @@ impl EdgeConfig {
             ("metrics_listen", self.metrics_listen != next.metrics_listen),
             ("workers", self.workers != next.workers),
             ("key_servers", self.key_servers != next.key_servers),
+            ("key_server_listen", self.key_server_listen != next.key_server_listen),
             ("key_server_name", self.key_server_name != next.key_server_name),
             (
                 "key_server_ca, client_cert or client_key",
@@ -261,8 +270,18 @@ pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
     if config.certificates.is_empty() {
         return Err(format!("{}: certificates: at least one is needed", path.display()));
     }
-    if config.key_servers.is_empty() {
-        return Err(format!("{}: key_servers: at least one is needed", path.display()));
+    if config.key_servers.is_empty() && config.key_server_listen.is_none() {
+        return Err(format!(
+            "{}: key_servers: at least one is needed, or key_server_listen for key servers that dial in",
+            path.display()
+        ));
+    }
+    if config.key_server_listen.is_some() && config.handshake_mode == HandshakeMode::Threads {
+        return Err(format!(
+            "{}: key_server_listen: key servers that dial in serve the coroutine handshake mode only; \
+             remove handshake_mode: threads",
+            path.display()
+        ));
     }
     Ok(config)
 }
@@ -332,6 +351,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("nmaes"), "{e}");
+    }
+
+    #[test]
+    fn key_servers_may_dial_in_instead_of_being_dialed() {
+        let only_dialed_in = BASE.replace("key_servers: [\"k:1\"]\n", "key_server_listen: 127.0.0.1:0\n");
+        let c = parse(Path::new("edge.yaml"), &only_dialed_in).unwrap();
+        assert!(c.key_servers.is_empty() && c.key_server_listen.is_some());
+        let neither = BASE.replace("key_servers: [\"k:1\"]\n", "");
+        let e = parse(Path::new("edge.yaml"), &neither).unwrap_err();
+        assert!(e.contains("key_server_listen"), "{e}");
+        let e = parse_with("key_server_listen: 127.0.0.1:0\nhandshake_mode: threads\n").unwrap_err();
+        assert!(e.contains("coroutine"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod coroutine;
 pub mod dev;
 pub mod handshake;
+pub mod key_server_listener;
 pub mod metrics;
 pub mod proxy;
 pub mod signer;
@@ -26,7 +27,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use keyless_client::glommio::{KeyClient, Settings as KeyClientSettings};
+use keyless_client::glommio::{Directory, KeyClient, Settings as KeyClientSettings};
 use keyless_client::pool::{KeyServerPool, PoolConfig};
 use keyless_client::ServerState;
 use keyless_engine::drain::{Drain, DrainSignal};
@@ -122,8 +123,11 @@ pub type LiveConfig = keyless_engine::versioned::Versioned<rustls::ServerConfig>
 pub struct RunningEdge {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
-    /// Every key server, as all cores (or the threads mode's pool) see it.
-    pub key_servers: Vec<Arc<ServerState>>,
+    /// Every key server, dialed or dialed in, as all cores (or the threads
+    /// mode's pool) see it.
+    pub key_servers: Arc<Directory>,
+    /// Where key servers dial in, when they may.
+    pub key_server_listen: Option<SocketAddr>,
     pool: Option<Arc<KeyServerPool>>,
     pub metrics: Arc<EdgeMetrics>,
     pub ticketer: Arc<Ticketer>,
@@ -151,7 +155,7 @@ impl RunningEdge {
 
     /// Key servers with at least one connection up.
     pub fn healthy(&self) -> usize {
-        self.key_servers.iter().filter(|s| s.healthy()).count()
+        self.key_servers.states().iter().filter(|s| s.healthy()).count()
     }
 
     /// Wait until at least one key server is reachable, or `timeout` passes.
@@ -185,8 +189,10 @@ impl RunningEdge {
 pub fn check(config: &EdgeConfig) -> Result<String, String> {
     keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
-    let servers = keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref())
-        .map_err(|e| e.to_string())?;
+    let servers = resolve(config)?;
+    if config.key_server_listen.is_some() {
+        key_server_listener::tls_config(config)?;
+    }
     let source = match &config.tickets.key_file {
         Some(path) => KeySource::File(path.clone()),
         None => KeySource::Memory,
@@ -200,13 +206,40 @@ pub fn check(config: &EdgeConfig) -> Result<String, String> {
     ))
 }
 
+/// What each core's context is made from.
+#[derive(Clone)]
+struct CoreTemplate {
+    live: Arc<LiveConfig>,
+    drain: Arc<DrainSignal>,
+    handshakes: Arc<handshake::HandshakePool>,
+    metrics: Arc<EdgeMetrics>,
+    handshake_timeout: Duration,
+    upstream: Option<SocketAddr>,
+    proxy_protocol: bool,
+    mode: conn::HandshakeMode,
+    directory: Arc<Directory>,
+    listen_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The key servers the edge dials (none when all dial in).
+fn resolve(config: &EdgeConfig) -> Result<Vec<Arc<ServerState>>, String> {
+    if config.key_servers.is_empty() {
+        return Ok(Vec::new());
+    }
+    keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref()).map_err(|e| e.to_string())
+}
+
 /// Start an edge as `config` says.
 pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
     let key_server_tls = tls.clone();
-    let key_servers = keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref())
-        .map_err(|e| e.to_string())?;
+    let key_servers = resolve(config)?;
+    let directory = Directory::new(key_servers.clone());
+    let listen_tls = match config.key_server_listen {
+        Some(_) => Some(key_server_listener::tls_config(config)?),
+        None => None,
+    };
     let health_interval = config.health_interval();
     // The threads mode signs through a pool on its own tokio runtime; the
     // coroutine mode through each core's own connections (below).
@@ -247,7 +280,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         Some(addr) => Some(metrics::start(
             addr,
             metrics.clone(),
-            key_servers.clone(),
+            directory.clone(),
             ticketer.clone(),
         )?),
         None => None,
@@ -267,6 +300,16 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(config.listen);
+    let key_server_reservation = match config.key_server_listen {
+        Some(listen) => Some(
+            keyless_service::ports::reserve(listen)
+                .map_err(|e| format!("key_server_listen: cannot listen on {listen}: {e}"))?,
+        ),
+        None => None,
+    };
+    let key_server_addr = key_server_reservation
+        .as_ref()
+        .map(|r| r.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(config.listen));
     let cores = runtime.cores;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let drain_timeout = config.drain_timeout();
@@ -278,31 +321,46 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         health_interval,
         connect_timeout: Duration::from_secs(2),
     };
-    let core_template = (
-        live.clone(),
-        drain.clone(),
+    // What every core starts from (each core builds its own context).
+    let core_template = CoreTemplate {
+        live: live.clone(),
+        drain: drain.clone(),
         handshakes,
-        metrics.clone(),
-        config.handshake_timeout(),
-        config.upstream,
-        config.proxy_protocol,
+        metrics: metrics.clone(),
+        handshake_timeout: config.handshake_timeout(),
+        upstream: config.upstream,
+        proxy_protocol: config.proxy_protocol,
         mode,
-        key_servers.clone(),
-    );
+        directory: directory.clone(),
+        listen_tls,
+    };
     let thread = std::thread::Builder::new()
         .name("keyless-edge-main".into())
         .spawn(move || {
             run_per_core(&runtime, move |_index| {
-                let (live, drain, pool, metrics, handshake_timeout, upstream, proxy_protocol, mode, key_servers) =
-                    core_template.clone();
+                let CoreTemplate {
+                    live,
+                    drain,
+                    handshakes: pool,
+                    directory,
+                    listen_tls,
+                    ..
+                } = core_template.clone();
+                let t = core_template.clone();
                 let key_client_settings = key_client_settings.clone();
                 let ready = ready_tx.clone();
                 async move {
                     keyless_keys::warm_up_thread();
-                    let listener = match glommio::net::TcpListener::bind(addr) {
-                        Ok(l) => l,
+                    let bind = |at: SocketAddr, what: &str| {
+                        glommio::net::TcpListener::bind(at).map_err(|e| format!("{what}cannot listen on {at}: {e}"))
+                    };
+                    let bound = bind(addr, "").and_then(|listener| {
+                        let for_key_servers = key_server_addr.map(|at| bind(at, "key_server_listen: ")).transpose()?;
+                        Ok((listener, for_key_servers))
+                    });
+                    let (listener, key_server_listener) = match bound {
+                        Ok(bound) => bound,
                         Err(e) => {
-                            let e = format!("cannot listen on {addr}: {e}");
                             let _ = ready.send(Err(e.clone()));
                             return Err(e);
                         }
@@ -310,6 +368,18 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let _ = ready.send(Ok(()));
                     drop(ready);
                     let drain = Drain::watch(drain);
+                    let key_client = (mode == conn::HandshakeMode::Coroutine)
+                        .then(|| KeyClient::start(directory.clone(), key_client_settings.clone()));
+                    if let (Some(listener), Some(tls), Some(client)) = (key_server_listener, listen_tls, &key_client) {
+                        glommio::spawn_local(key_server_listener::accept(
+                            listener,
+                            tls,
+                            client.clone(),
+                            drain.clone(),
+                            t.handshake_timeout,
+                        ))
+                        .detach();
+                    }
                     let ctx = Rc::new(conn::CoreContext {
                         drain: drain.clone(),
                         upstream_logged: std::cell::Cell::new(None),
@@ -317,14 +387,13 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,
-                        metrics,
-                        handshake_timeout,
-                        upstream,
-                        proxy_protocol,
-                        mode,
+                        metrics: t.metrics,
+                        handshake_timeout: t.handshake_timeout,
+                        upstream: t.upstream,
+                        proxy_protocol: t.proxy_protocol,
+                        mode: t.mode,
                         stacks: coroutine::Stacks::default(),
-                        key_client: (mode == conn::HandshakeMode::Coroutine)
-                            .then(|| KeyClient::start(&key_servers, key_client_settings.clone())),
+                        key_client,
                     });
                     let open = conn::OpenCount::default();
                     loop {
@@ -365,15 +434,21 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         }
     }
     drop(reservation);
+    drop(key_server_reservation);
+    let mut sources = config.key_servers.clone();
+    if let Some(at) = key_server_addr {
+        sources.push(format!("those that dial in on {at}"));
+    }
     tracing::info!(
         "edge serving TLS on {addr} with {}; key servers: {}",
         keyless_service::count(cores, "core", "cores"),
-        config.key_servers.join(", ")
+        sources.join(", ")
     );
     Ok(RunningEdge {
         addr,
         metrics_addr,
-        key_servers,
+        key_servers: directory,
+        key_server_listen: key_server_addr,
         pool,
         metrics,
         ticketer,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use keyless_client::glommio::Directory;
 use keyless_client::ServerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -46,29 +47,65 @@ impl Default for EdgeMetrics {
 
 #[derive(Debug)]
 struct PoolCollector {
-    servers: Vec<Arc<ServerState>>,
+    servers: Arc<Directory>,
     ticketer: Arc<Ticketer>,
 }
 
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut healthy = encoder.encode_descriptor(
+        let servers = self.servers.states();
+        let per_server = |encoder: &mut DescriptorEncoder,
+                          name: &str,
+                          help: &str,
+                          kind: MetricType,
+                          value: &dyn Fn(&ServerState) -> u64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for s in &servers {
+                let labels = [("server", s.addr.to_string())];
+                let sample = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value(s)).encode(sample)?,
+                    _ => ConstGauge::new(value(s) as i64).encode(sample)?,
+                }
+            }
+            Ok(())
+        };
+        per_server(
+            &mut encoder,
             "keyless_edge_key_server_up",
             "Whether the edge has a live, health-checked connection to each key server.",
-            None,
             MetricType::Gauge,
+            &|s| s.healthy() as u64,
         )?;
-        for s in &self.servers {
-            let labels = [("server", s.addr.to_string())];
-            ConstGauge::new(s.healthy() as i64).encode(healthy.encode_family(&labels)?)?;
-        }
+        per_server(
+            &mut encoder,
+            "keyless_edge_key_server_links",
+            "Connections up to each key server (dialed by the edge or dialed in).",
+            MetricType::Gauge,
+            &|s| s.links_up() as u64,
+        )?;
+        per_server(
+            &mut encoder,
+            "keyless_edge_key_server_link_losses",
+            "Connections to each key server that were up and went down.",
+            MetricType::Counter,
+            &|s| s.reconnects.load(Ordering::Relaxed),
+        )?;
+        per_server(
+            &mut encoder,
+            "keyless_edge_key_server_answers",
+            "Requests each key server answered, errors included (health pings not counted).",
+            MetricType::Counter,
+            &|s| s.answered.load(Ordering::Relaxed),
+        )?;
         let mut errors = encoder.encode_descriptor(
             "keyless_edge_key_server_errors",
             "Key server answers that were errors, by server and error code; `lost` counts requests lost with their connection or timed out.",
             None,
             MetricType::Counter,
         )?;
-        for s in &self.servers {
+        for s in &servers {
             for (code, n) in s.errors.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
@@ -96,7 +133,7 @@ impl Collector for PoolCollector {
 pub fn start(
     addr: SocketAddr,
     metrics: Arc<EdgeMetrics>,
-    servers: Vec<Arc<ServerState>>,
+    servers: Arc<Directory>,
     ticketer: Arc<Ticketer>,
 ) -> Result<SocketAddr, String> {
     // `Registry::register` ends each HELP text with a period itself.
@@ -154,7 +191,7 @@ pub fn start(
                         }
                     }
                     "/healthz" => (200, TEXT, "ok\n".to_string()),
-                    "/readyz" if servers.iter().any(|s| s.healthy()) => (200, TEXT, "ready\n".to_string()),
+                    "/readyz" if servers.states().iter().any(|s| s.healthy()) => (200, TEXT, "ready\n".to_string()),
                     "/readyz" => (503, TEXT, "no key server reachable\n".to_string()),
                     _ => (404, TEXT, "not found\n".to_string()),
                 };

@@ -114,10 +114,25 @@ pub struct Options {
     /// CA that client certificates must chain to.
     #[arg(long = "cloudflare-ca-cert", env = "KEYLESS_CLOUDFLARE_CA_CERT")]
     pub cloudflare_ca_cert: Option<PathBuf>,
-    /// Port of the keyless listener.
+    /// Port of the keyless listener; 0 turns listening off (a key server
+    /// that only dials out).
     #[arg(long, env = "KEYLESS_PORT")]
     pub port: Option<u16>,
-    /// Port of the metrics listener.
+    /// Edges to connect out to and serve, `HOST:PORT` each (a name with
+    /// several addresses is several edges): no inbound port is needed.
+    #[arg(long, env = "KEYLESS_DIAL", value_delimiter = ',')]
+    pub dial: Option<Vec<String>>,
+    /// Connections to each edge, spread over the cores (default: one per core).
+    #[arg(long = "dial-connections", env = "KEYLESS_DIAL_CONNECTIONS")]
+    pub dial_connections: Option<NonZeroUsize>,
+    /// HTTP CONNECT proxy for dialing, `http://[user:password@]host:port`
+    /// (default: HTTPS_PROXY/https_proxy, minus NO_PROXY; `direct`: none).
+    #[arg(long = "dial-proxy", env = "KEYLESS_DIAL_PROXY")]
+    pub dial_proxy: Option<String>,
+    /// The name the edges' certificates must carry (default: each HOST dialed).
+    #[arg(long = "dial-server-name", env = "KEYLESS_DIAL_SERVER_NAME")]
+    pub dial_server_name: Option<String>,
+    /// Port of the metrics listener; 0 turns it off.
     #[arg(long = "metrics-port", env = "KEYLESS_METRICS_PORT")]
     pub metrics_port: Option<u16>,
     /// Address of the metrics listener (ours; default 127.0.0.1, local
@@ -273,7 +288,10 @@ pub struct Settings {
     pub auth_cert: PathBuf,
     pub auth_key: PathBuf,
     pub cloudflare_ca_cert: PathBuf,
+    /// Where the keyless listener listens (port 0: it does not).
     pub listen: SocketAddr,
+    /// Edges to connect out to (`dial`), with how.
+    pub dial: Option<crate::dial::DialSettings>,
     /// Where `/metrics`, `/healthz`, `/readyz` and profiles are served.
     pub metrics: SocketAddr,
     pub pid_file: Option<PathBuf>,
@@ -297,6 +315,7 @@ impl Settings {
             ("listen_host/port", self.listen != next.listen),
             ("metrics_host/metrics_port", self.metrics != next.metrics),
             ("unix_socket", self.unix_socket != next.unix_socket),
+            ("dial settings", self.dial != next.dial),
             ("pid_file", self.pid_file != next.pid_file),
             ("loglevel", self.loglevel != next.loglevel),
             (
@@ -335,6 +354,21 @@ impl Settings {
         }
         if let Some(p) = &self.unix_socket {
             line("unix_socket", path(p));
+        }
+        if let Some(d) = &self.dial {
+            line("dial", format!("[{}]", d.edges.join(", ")));
+            if let Some(n) = d.connections {
+                line("dial_connections", n.to_string());
+            }
+            if let Some(p) = &d.proxy {
+                // Credentials stay out of printed configurations.
+                let shown = crate::dial::Proxy::parse(p)
+                    .map_or_else(|_| p.clone(), |p| format!("http://{}:{}", p.host, p.port));
+                line("dial_proxy", shown);
+            }
+            if let Some(n) = &d.server_name {
+                line("dial_server_name", n.clone());
+            }
         }
         line("workers", self.runtime.cores.to_string());
         line(
@@ -460,6 +494,15 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         ),
         pid_file: pick!(pid_file),
         unix_socket: pick!(unix_socket),
+        dial: pick!(dial).filter(|edges| !edges.is_empty()).map(|edges| {
+            crate::dial::DialSettings {
+                edges,
+                connections: pick!(dial_connections).map(NonZeroUsize::get),
+                server_name: pick!(dial_server_name),
+                ..Default::default()
+            }
+            .with_proxy_from(pick!(dial_proxy), |name| std::env::var(name).ok())
+        }),
         key_sources,
         unknown_keys: file.unknown_keys.clone(),
         runtime,

@@ -77,8 +77,32 @@ pub enum Closed {
     Idle,
 }
 
+/// What a connection the key server opened to an edge (`dial`) does
+/// beyond serving requests: it pings the edge with the server's hello
+/// (instance and key-set version, [`keyless_protocol::PeerHello`]) at once
+/// and then every `interval`, drops the edge's pongs, and counts requests.
+#[derive(Clone)]
+pub struct Dialed {
+    pub interval: Duration,
+    pub instance: u64,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Serve one (already TLS-established) stream until the client leaves.
 pub async fn serve<S>(stream: S, core: Rc<Core>, limits: &Limits) -> std::io::Result<Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    serve_with(stream, core, limits, None).await
+}
+
+/// [`serve`], and for a connection the server dialed, what [`Dialed`] says.
+pub async fn serve_with<S>(
+    stream: S,
+    core: Rc<Core>,
+    limits: &Limits,
+    dialed: Option<Dialed>,
+) -> std::io::Result<Closed>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -89,7 +113,11 @@ where
     let cap = limits.max_in_flight.max(1) as u64;
     let permits = Rc::new(Semaphore::new(cap));
     let write_task = glommio::spawn_local(write_loop(writer, rx, permits.clone()));
-    let result = read_loop(&mut reader, &core, conn, &tx, &permits, limits).await;
+    let pinger = dialed
+        .as_ref()
+        .map(|d| glommio::spawn_local(ping_edge(Rc::downgrade(&tx), core.clone(), d.clone())));
+    let result = read_loop(&mut reader, &core, conn, &tx, &permits, limits, dialed.as_ref()).await;
+    drop(pinger);
     // Let answers still being signed (here or elsewhere) reach the client.
     let _ = glommio::timer::timeout(limits.drain_timeout, async {
         permits
@@ -107,6 +135,27 @@ where
     }
 }
 
+/// Ping the edge with this server's hello now and every interval, while
+/// the connection's writer is there.
+async fn ping_edge(tx: std::rc::Weak<LocalSender<Responses>>, core: Rc<Core>, dialed: Dialed) {
+    let mut id: u32 = 0;
+    loop {
+        let Some(tx) = tx.upgrade() else { return };
+        id = id.wrapping_add(1);
+        let hello = keyless_protocol::PeerHello {
+            instance: dialed.instance,
+            keys: core.shared().key_version(),
+        };
+        let ping = keyless_protocol::Message::request(keyless_protocol::Opcode::PING, None, hello.encode());
+        let mut frame = Vec::with_capacity(keyless_protocol::PADDED_LEN);
+        if keyless_protocol::Frame::new(id, ping).encode_into(&mut frame).is_ok() && tx.try_send((frame, 0)).is_err() {
+            return;
+        }
+        drop(tx);
+        glommio::timer::sleep(dialed.interval).await;
+    }
+}
+
 fn closed_permits() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
 }
@@ -118,8 +167,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     tx: &Rc<LocalSender<Responses>>,
     permits: &Semaphore,
     limits: &Limits,
+    dialed: Option<&Dialed>,
 ) -> std::io::Result<Closed> {
-    let idle_timeout = limits.idle_timeout;
+    // A dialed link hears the edge's health pings and its pongs to ours:
+    // silence for a few intervals means the edge is gone.
+    let idle_timeout = match dialed {
+        Some(d) => (d.interval * 5).max(Duration::from_secs(5)),
+        None => limits.idle_timeout,
+    };
     // Bytes of an over-long request still to be discarded as they arrive.
     let mut skip = 0usize;
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -209,13 +264,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let Some(raw) = split_frame(&inbuf[consumed..]) else {
                 break;
             };
+            consumed += raw.header.frame_len();
+            let request = Request::decode(raw, read_at);
+            if let Some(dialed) = dialed {
+                if request.opcode == Some(keyless_protocol::Opcode::PONG) {
+                    continue; // the edge answering our ping
+                }
+                dialed.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if !permits.try_acquire(1).map_err(|_| closed_permits())? {
                 // At the cap: answer what we hold, then wait for the writer.
                 answer_local(core, conn, &mut local, tx, limits.batch_flush).await;
                 permits.acquire(1).await.map_err(|_| closed_permits())?;
             }
-            consumed += raw.header.frame_len();
-            if let Some(request) = core.dispatch(conn, Request::decode(raw, read_at)).await {
+            if let Some(request) = core.dispatch(conn, request).await {
                 local.push(request);
             }
         }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod dial;
 pub mod keystore;
 pub mod listener;
 pub mod metrics;
@@ -53,7 +54,11 @@ pub enum ServerError {
 /// A server whose cores are all listening.
 pub struct RunningServer {
     thread: std::sync::Mutex<Option<JoinHandle<Result<(), RuntimeError>>>>,
+    /// The TCP listener's address (`0.0.0.0:0` when the server does not
+    /// listen: it only dials out).
     pub addr: SocketAddr,
+    /// The edges it dials, with their connections' counters.
+    pub dial: Vec<dial::Target>,
     pub key_count: usize,
     /// Per-core load and counters.
     pub shared: Arc<Shared>,
@@ -106,15 +111,37 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     if keys.is_empty() {
         tracing::warn!("no private keys configured: every signing request will get key-not-found");
     }
-    let listen = Listen {
-        tcp: settings.listen,
-        unix: settings.unix_socket.clone(),
+    let dial = match &settings.dial {
+        Some(d) => Some(dial::Dialer {
+            targets: dial::targets(d).map_err(ServerError::Startup)?,
+            connections: d.connections.unwrap_or(settings.runtime.cores.max(1)),
+            tls: dial_tls(settings)?,
+            instance: dial::new_instance(),
+        }),
+        None => None,
     };
+    // `port: 0` turns inbound listening off (a key server that only dials).
+    let listen = Listen {
+        tcp: (settings.listen.port() != 0).then_some(settings.listen),
+        unix: settings.unix_socket.clone(),
+        dial,
+    };
+    if listen.tcp.is_none() && listen.unix.is_none() && listen.dial.is_none() {
+        return Err(ServerError::Startup(
+            "port: 0 turns listening off, and neither unix_socket nor dial is set: nothing could reach this server"
+                .into(),
+        ));
+    }
     let mut running = start_with(&listen, tls, keys, settings.runtime.clone(), settings.limits.clone())?;
     running.shared.key_load.observe_duration(load_time);
-    let metrics = metrics::start(settings.metrics, running.shared.clone()).map_err(ServerError::Startup)?;
-    tracing::info!("metrics on http://{}/metrics", metrics.addr);
-    running.metrics_addr = Some(metrics.addr);
+    // `metrics_port: 0` turns the metrics listener off, as `port: 0` does the
+    // keyless one: a key server that only dials has no listening socket.
+    if settings.metrics.port() != 0 {
+        let metrics = metrics::start(settings.metrics, running.shared.clone(), running.dial.clone())
+            .map_err(ServerError::Startup)?;
+        tracing::info!("metrics on http://{}/metrics", metrics.addr);
+        running.metrics_addr = Some(metrics.addr);
+    }
     Ok(running)
 }
 
@@ -123,6 +150,10 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
 /// nothing. What is there, or what is wrong (`keyless-server --test-config`).
 pub fn check(settings: &Settings) -> Result<String, ServerError> {
     tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    if let Some(d) = &settings.dial {
+        dial_tls(settings)?;
+        dial::targets(d).map_err(ServerError::Startup)?;
+    }
     let keys = load_keys(settings)?;
     Ok(format!(
         "{} {}, server certificate {}",
@@ -130,6 +161,13 @@ pub fn check(settings: &Settings) -> Result<String, ServerError> {
         if keys.len() == 1 { "key" } else { "keys" },
         settings.auth_cert.display()
     ))
+}
+
+/// The TLS client a key server dials its edges with: `auth_cert` and
+/// `auth_key` prove it, `cloudflare_ca_cert` must have issued the edge's.
+fn dial_tls(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, ServerError> {
+    keyless_client::client_config_from_files(&settings.cloudflare_ca_cert, &settings.auth_cert, &settings.auth_key)
+        .map_err(|e| ServerError::Startup(format!("dial: {e}")))
 }
 
 /// Every configured key store: files and directories in memory, `uri:`
@@ -154,18 +192,25 @@ pub fn reload(settings: &Settings, running: &RunningServer) -> Result<usize, Ser
     Ok(count)
 }
 
-/// Where to listen.
-#[derive(Debug, Clone)]
+/// Where connections come from.
+#[derive(Clone)]
 pub struct Listen {
-    /// Every core listens here (SO_REUSEPORT). Port 0 picks a free port.
-    pub tcp: SocketAddr,
+    /// Every core listens here (SO_REUSEPORT). Port 0 picks a free port;
+    /// `None`: no TCP listener.
+    pub tcp: Option<SocketAddr>,
     /// Core 0 also listens on this Unix socket.
     pub unix: Option<PathBuf>,
+    /// Edges the cores connect out to.
+    pub dial: Option<dial::Dialer>,
 }
 
 impl From<SocketAddr> for Listen {
     fn from(tcp: SocketAddr) -> Listen {
-        Listen { tcp, unix: None }
+        Listen {
+            tcp: Some(tcp),
+            unix: None,
+            dial: None,
+        }
     }
 }
 
@@ -179,15 +224,19 @@ pub fn start_with(
 ) -> Result<RunningServer, ServerError> {
     // With port 0, reserve a port all cores can share: a SO_REUSEPORT socket
     // that is bound but never listens, held until every core has bound.
-    let reservation = keyless_service::ports::reserve(listen.tcp).map_err(|source| ServerError::Bind {
-        addr: listen.tcp,
-        source,
-    })?;
-    let bound = reservation.local_addr().map_err(|source| ServerError::Bind {
-        addr: listen.tcp,
-        source,
-    })?;
-    let addr = bound.as_socket().unwrap_or(listen.tcp);
+    let reservation = match listen.tcp {
+        Some(tcp) => {
+            let reservation =
+                keyless_service::ports::reserve(tcp).map_err(|source| ServerError::Bind { addr: tcp, source })?;
+            let bound = reservation
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr: tcp, source })?;
+            Some((reservation, bound.as_socket().unwrap_or(tcp)))
+        }
+        None => None,
+    };
+    let tcp = reservation.as_ref().map(|(_, addr)| *addr);
+    let dialer = listen.dial.clone();
     let unix = listen.unix.clone();
     if let Some(path) = &unix {
         remove_stale_socket(path)?;
@@ -213,8 +262,9 @@ pub fn start_with(
                 let limits = Rc::new(limits.clone());
                 let ready = ready_tx.clone();
                 let unix = unix.clone().filter(|_| index == 0);
+                let dialer = dialer.clone();
                 async move {
-                    let setup = core_setup(addr, unix.as_deref());
+                    let setup = core_setup(tcp, unix.as_deref());
                     let (listener, unix_listener) = match setup {
                         Ok(x) => x,
                         Err(e) => {
@@ -245,8 +295,14 @@ pub fn start_with(
                         ))
                         .detach();
                     }
+                    if let Some(dialer) = &dialer {
+                        dial::spawn_all(dialer, &core, &limits, cores);
+                    }
                     let drain_timeout = limits.drain_timeout;
-                    listener::accept_tcp(listener, tls, core.clone(), limits, open).await;
+                    match listener {
+                        Some(listener) => listener::accept_tcp(listener, tls, core.clone(), limits, open).await,
+                        None => core.drain().wait().await,
+                    }
                     // Draining: wait for this core's connections and for work
                     // other cores handed it, within the drain timeout.
                     let deadline = std::time::Instant::now() + drain_timeout + Duration::from_secs(1);
@@ -281,13 +337,25 @@ pub fn start_with(
         }
     }
     drop(reservation);
+    let mut places: Vec<String> = tcp.iter().map(|a| format!("on {a}")).collect();
+    places.extend(listen.unix.iter().map(|p| format!("on {}", p.display())));
+    if let Some(d) = &listen.dial {
+        let edges: Vec<&str> = d.targets.iter().map(|t| t.entry.as_str()).collect();
+        places.push(format!(
+            "dialing {} ({} each)",
+            edges.join(", "),
+            keyless_service::count(d.connections, "connection", "connections")
+        ));
+    }
     tracing::info!(
-        "serving {} on {addr} with {}",
+        "serving {} {} with {}",
         keyless_service::count(key_count, "key", "keys"),
+        places.join(", "),
         keyless_service::count(cores, "core", "cores")
     );
     Ok(RunningServer {
-        addr,
+        addr: tcp.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        dial: listen.dial.as_ref().map(|d| d.targets.clone()).unwrap_or_default(),
         key_count,
         shared,
         metrics_addr: None,
@@ -296,13 +364,16 @@ pub fn start_with(
     })
 }
 
-type CoreSetup = (glommio::net::TcpListener, Option<glommio::net::UnixListener>);
+type CoreSetup = (Option<glommio::net::TcpListener>, Option<glommio::net::UnixListener>);
 
-fn core_setup(addr: SocketAddr, unix: Option<&Path>) -> Result<CoreSetup, String> {
+fn core_setup(tcp: Option<SocketAddr>, unix: Option<&Path>) -> Result<CoreSetup, String> {
     let t = std::time::Instant::now();
     keyless_keys::warm_up_thread();
     tracing::debug!("core entropy seeded in {:?}", t.elapsed());
-    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = match tcp {
+        Some(addr) => Some(glommio::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?),
+        None => None,
+    };
     let unix_listener = match unix {
         Some(path) => Some(
             glommio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,

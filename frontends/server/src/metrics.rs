@@ -331,17 +331,59 @@ impl CoreCollector {
     }
 }
 
+/// The connections the server dialed, per edge (ours; gokeyless has none).
+#[derive(Debug)]
+struct DialCollector {
+    targets: Vec<crate::dial::Target>,
+}
+
+impl Collector for DialCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let edge = |t: &crate::dial::Target| -> Labels { vec![("edge", t.entry.clone())] };
+        family(
+            &mut encoder,
+            "keyless_dial_links_up",
+            "Connections this key server dialed to each edge that are up.",
+            MetricType::Gauge,
+            self.targets
+                .iter()
+                .map(|t| (edge(t), ConstGauge::new(t.stats.up.load(Ordering::Relaxed) as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_dial_link_losses",
+            "Dialed connections that were up and ended (each is re-dialed).",
+            MetricType::Counter,
+            self.targets
+                .iter()
+                .map(|t| (edge(t), ConstCounter::new(t.stats.lost.load(Ordering::Relaxed)))),
+        )?;
+        family(
+            &mut encoder,
+            "keyless_dial_requests",
+            "Requests each edge sent over the connections this key server dialed.",
+            MetricType::Counter,
+            self.targets
+                .iter()
+                .map(|t| (edge(t), ConstCounter::new(t.stats.requests.load(Ordering::Relaxed)))),
+        )
+    }
+}
+
 /// A running metrics listener.
 pub struct MetricsServer {
     pub addr: SocketAddr,
 }
 
 /// Serve metrics on `addr` from a thread of its own.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<MetricsServer, String> {
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, dial: Vec<crate::dial::Target>) -> Result<MetricsServer, String> {
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
     let addr = server.server_addr().to_ip().unwrap_or(addr);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(CoreCollector { shared }));
+    if !dial.is_empty() {
+        registry.register_collector(Box::new(DialCollector { targets: dial }));
+    }
     let profiling = Arc::new(AtomicBool::new(false));
     std::thread::Builder::new()
         .name("keyless-metrics".into())

@@ -223,7 +223,8 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flame_graph_of_the_live_server_names_the_signing_functions() {
     let server = common::server();
-    let metrics = keyless_server::metrics::start("127.0.0.1:0".parse().unwrap(), server.shared.clone()).unwrap();
+    let metrics =
+        keyless_server::metrics::start("127.0.0.1:0".parse().unwrap(), server.shared.clone(), Vec::new()).unwrap();
     let mut s = spec("ecdsa-p256", Mode::Closed { pause: Duration::ZERO }, 100);
     s.warmup = Duration::ZERO;
     // Load for longer than both profiles take, so each samples a busy server.

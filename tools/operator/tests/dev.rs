@@ -54,29 +54,7 @@ fn no_private_key_material_in_debug_logs() {
     }
 }
 
-/// A child process killed when dropped, so a failing test leaves nothing
-/// running after the test binary exits.
-struct KillOnDrop(std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use keyless_tools::process::KillOnDrop;
 
 /// `keyless-tool dev` in a fresh folder on free ports, logging to a file.
 struct Dev {

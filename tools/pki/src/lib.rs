@@ -278,8 +278,20 @@ impl DevPki {
         })?;
         let pki = DevPki::at(dir);
         let ca = Ca::new("keyless development CA")?;
-        let server = ca.issue("keyless server", &["localhost", "127.0.0.1", "::1"], Usage::Server)?;
-        let client = ca.issue("keyless client", &[], Usage::Client)?;
+        // Each side can take either TLS role: a key server that dials out
+        // is the TLS client, and the edge it dials is the TLS server.
+        let both = |name: &str| {
+            let now = OffsetDateTime::now_utc();
+            ca.issue_with(
+                name,
+                &["localhost", "127.0.0.1", "::1"],
+                &[Usage::Server, Usage::Client],
+                now - Duration::hours(1),
+                now + Duration::days(365),
+            )
+        };
+        let server = both("keyless server")?;
+        let client = both("keyless client")?;
         mkdir(&pki.keys_dir)?;
         mkdir(&pki.pubkeys_dir)?;
         mkdir(&pki.sites_dir)?;

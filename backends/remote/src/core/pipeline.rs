@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use futures_channel::oneshot;
-use keyless_protocol::{ErrorCode, Frame, Message};
+use keyless_protocol::{ErrorCode, Frame, Message, Opcode};
 
 use super::AnswerReader;
 use crate::ClientError;
@@ -22,6 +22,9 @@ pub struct Pipeline {
     waiting: HashMap<u32, oneshot::Sender<Message>>,
     answers: AnswerReader,
     closed: Option<String>,
+    /// The payload of the last ping the peer sent us, and how many it sent.
+    peer_ping: Option<Vec<u8>>,
+    peer_pings: u64,
 }
 
 impl Pipeline {
@@ -32,6 +35,8 @@ impl Pipeline {
             waiting: HashMap::new(),
             answers: AnswerReader::new(),
             closed: None,
+            peer_ping: None,
+            peer_pings: 0,
         }
     }
 
@@ -77,14 +82,28 @@ impl Pipeline {
     }
 
     /// Bytes read from the connection: hand every complete answer to its
-    /// waiter.
-    pub fn receive(&mut self, bytes: &[u8]) {
+    /// waiter. A ping from the peer (a key server that dialed in pings the
+    /// edge) is answered: the bytes returned are the pongs to write back.
+    pub fn receive(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut replies = Vec::new();
         self.answers.feed(bytes);
         while let Some((id, message)) = self.answers.next_answer() {
             let message = message.unwrap_or_else(|e| {
                 tracing::warn!("key server {}: undecodable answer {id}: {e}", self.peer);
                 Message::error(ErrorCode::Format)
             });
+            if message.opcode == Some(Opcode::PING) {
+                let payload = message.payload.unwrap_or_default();
+                let pong = Message {
+                    opcode: Some(Opcode::PONG),
+                    payload: Some(payload.clone()),
+                    ..Message::default()
+                };
+                let _ = Frame::new(id, pong).encode_into(&mut replies);
+                self.peer_ping = Some(payload);
+                self.peer_pings += 1;
+                continue;
+            }
             match self.waiting.remove(&id) {
                 // A waiter that gave up (timed out) dropped its receiver.
                 Some(tx) => {
@@ -93,6 +112,12 @@ impl Pipeline {
                 None => tracing::warn!("key server {}: answer {id} matches no request", self.peer),
             }
         }
+        replies
+    }
+
+    /// The last ping the peer sent (its payload), and how many it has sent.
+    pub fn peer_ping(&self) -> (Option<&[u8]>, u64) {
+        (self.peer_ping.as_deref(), self.peer_pings)
     }
 
     /// The connection is gone: every request in flight fails with `reason`.
@@ -168,6 +193,30 @@ mod tests {
         let err = answered(block_on(rx), p.closed().map(str::to_owned)).unwrap_err();
         assert_eq!(err.to_string(), "connection closed: read failed");
         assert!(matches!(p.request(Message::default()), Err(ClientError::Closed(r)) if r == "read failed"));
+    }
+
+    #[test]
+    fn a_ping_from_the_peer_is_answered_with_a_pong_and_remembered() {
+        let mut p = Pipeline::new("test");
+        let (id, _, rx) = p.request(Message::default()).unwrap();
+        let mut wire = Frame::new(77, Message::request(Opcode::PING, None, b"hi".to_vec()))
+            .encode()
+            .unwrap();
+        wire.extend(answer_bytes(id, b"mine"));
+        let replies = p.receive(&wire);
+        let pong = split_frame(&replies).unwrap();
+        assert_eq!(pong.header.id, 77);
+        let pong = pong.decode().unwrap().message;
+        assert_eq!(
+            (pong.opcode, pong.payload.as_deref()),
+            (Some(Opcode::PONG), Some(&b"hi"[..]))
+        );
+        assert_eq!(p.peer_ping(), (Some(&b"hi"[..]), 1));
+        assert_eq!(
+            block_on(rx).unwrap().payload.unwrap(),
+            b"mine",
+            "answers still reach their waiters"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use keyless_protocol::{ErrorCode, Message, Ski};
+
 use crate::ClientError;
 
 /// How long a reconnect waits: 100 ms, doubling to 5 s while the server
@@ -35,49 +37,70 @@ impl Default for Backoff {
     }
 }
 
-/// Which servers one request tries: the healthy ones take turns (request
-/// `n` starts at server `n`), and a request whose connection fails is tried
-/// once more on another server. The server's own answer, even an error, is
-/// final: a signature is never asked twice for a reason the server gave.
+/// Which servers one request tries, and when it stops.
+///
+/// - Healthy servers take turns (request `n` starts at server `n`).
+/// - A server known to lack the request's key ([`ServerState::lacks`]) is
+///   passed over while another can be asked; when every one lacks it, one
+///   is asked anyway (keys come and go with reloads) and its answer stands.
+/// - A key-not-found answer moves the request on to a server not yet asked
+///   that may hold the key (key servers may hold different keys); the last
+///   such answer is the request's when none has it.
+/// - A request whose connection fails is tried once more elsewhere.
+/// - Any other answer from the server, even an error, is final: a
+///   signature is never asked twice for a reason the server gave.
+///
+/// [`ServerState::lacks`]: super::ServerState::lacks
 #[derive(Debug)]
 pub struct Retry {
     n: usize,
-    servers: usize,
-    attempt: usize,
-    tried: Option<usize>,
+    tried: Vec<bool>,
+    connection_failures: usize,
+    /// A server answered key-not-found.
+    not_found: bool,
     last_error: Option<ClientError>,
 }
 
 impl Retry {
-    /// Tries allowed per request.
+    /// Connection failures a request survives, plus one.
     pub const ATTEMPTS: usize = 2;
 
     pub fn new(n: usize, servers: usize) -> Retry {
         Retry {
             n,
-            servers,
-            attempt: 0,
-            tried: None,
+            tried: vec![false; servers],
+            connection_failures: 0,
+            not_found: false,
             last_error: None,
         }
     }
 
-    /// The next server to try, among those `usable` says can take a request
-    /// now; `None` when the request has had its tries or none is usable.
-    pub fn next_server(&mut self, usable: impl Fn(usize) -> bool) -> Option<usize> {
-        if self.attempt >= Self::ATTEMPTS || self.servers == 0 {
+    /// The next server to ask: `healthy(i)` says server `i` can take a
+    /// request now, `lacks(i)` that it is known not to hold the key. `None`
+    /// when the request has had its tries or no server is left.
+    pub fn next_server(&mut self, healthy: impl Fn(usize) -> bool, lacks: impl Fn(usize) -> bool) -> Option<usize> {
+        if self.connection_failures >= Self::ATTEMPTS {
             return None;
         }
-        let pick = (0..self.servers)
-            .map(|i| (self.n + i + self.attempt) % self.servers)
-            .find(|&i| Some(i) != self.tried && usable(i));
-        self.attempt += 1;
-        self.tried = pick.or(self.tried);
-        pick
+        let servers = self.tried.len();
+        let order = (0..servers).map(|i| (self.n + i + self.connection_failures) % servers);
+        let untried: Vec<usize> = order.filter(|&i| !self.tried[i] && healthy(i)).collect();
+        let pick = untried.iter().copied().find(|&i| !lacks(i)).or_else(|| {
+            // Every server left lacks the key: ask one, unless one said so.
+            (!self.not_found).then(|| untried.first().copied()).flatten()
+        })?;
+        self.tried[pick] = true;
+        Some(pick)
+    }
+
+    /// The last server asked does not hold the key.
+    pub fn key_not_found(&mut self) {
+        self.not_found = true;
     }
 
     /// The try on the last server returned failed with `error`.
     pub fn failed(&mut self, error: ClientError) {
+        self.connection_failures += 1;
         self.last_error = Some(error);
     }
 
@@ -104,44 +127,80 @@ mod tests {
     #[test]
     fn requests_take_turns_and_a_failed_one_moves_to_another_server() {
         let all = |_| true;
-        assert_eq!(Retry::new(0, 3).next_server(all), Some(0));
-        assert_eq!(Retry::new(4, 3).next_server(all), Some(1));
+        let none = |_| false;
+        assert_eq!(Retry::new(0, 3).next_server(all, none), Some(0));
+        assert_eq!(Retry::new(4, 3).next_server(all, none), Some(1));
         let mut r = Retry::new(0, 3);
-        assert_eq!(r.next_server(all), Some(0));
+        assert_eq!(r.next_server(all, none), Some(0));
         r.failed(ClientError::Closed("reset".into()));
-        assert_eq!(r.next_server(all), Some(1), "the next one, not the server that failed");
-        assert_eq!(r.next_server(all), None, "two tries at most");
+        assert_eq!(
+            r.next_server(all, none),
+            Some(1),
+            "the next one, not the server that failed"
+        );
+        r.failed(ClientError::Closed("reset".into()));
+        assert_eq!(r.next_server(all, none), None, "two connection failures at most");
         assert_eq!(r.error().to_string(), "connection closed: reset");
     }
 
     #[test]
     fn only_usable_servers_are_tried() {
+        let none = |_| false;
         let mut r = Retry::new(0, 3);
-        assert_eq!(r.next_server(|i| i == 1), Some(1));
-        assert_eq!(r.next_server(|i| i == 1), None, "the only usable one failed already");
-        let mut none = Retry::new(5, 2);
-        assert_eq!(none.next_server(|_| false), None);
+        assert_eq!(r.next_server(|i| i == 1, none), Some(1));
         assert_eq!(
-            none.error().to_string(),
+            r.next_server(|i| i == 1, none),
+            None,
+            "the only usable one was asked already"
+        );
+        let mut down = Retry::new(5, 2);
+        assert_eq!(down.next_server(|_| false, none), None);
+        assert_eq!(
+            down.error().to_string(),
             "connection closed: no key server is reachable"
         );
+    }
+
+    #[test]
+    fn servers_known_to_lack_the_key_are_passed_over_but_one_is_asked_when_all_lack_it() {
+        let all = |_| true;
+        let mut r = Retry::new(0, 3);
+        assert_eq!(r.next_server(all, |i| i != 2), Some(2), "the one that may hold it");
+        let mut r = Retry::new(1, 3);
+        assert_eq!(r.next_server(all, |_| true), Some(1), "all lack it: the turn's server");
+        r.key_not_found();
+        assert_eq!(r.next_server(all, |_| true), None, "and its answer stands");
+        // Key-not-found from the first moves on to those not known to lack it.
+        let mut r = Retry::new(0, 3);
+        assert_eq!(r.next_server(all, |_| false), Some(0));
+        r.key_not_found();
+        assert_eq!(r.next_server(all, |i| i == 0), Some(1));
+        r.key_not_found();
+        assert_eq!(r.next_server(all, |i| i <= 1), Some(2));
+        r.key_not_found();
+        assert_eq!(r.next_server(all, |_| true), None, "every server was asked");
     }
 }
 
 impl Retry {
     /// Run one request under this policy. `call(server)` tries it on that
     /// server (the driver picks a connection and bounds the wait), or gives
-    /// `None` when the server has no connection up. Runtime-free: the
-    /// drivers' futures do the waiting.
+    /// `None` when the server has no connection up. `ski` is the request's
+    /// key, if it names one. Runtime-free: the drivers' futures do the
+    /// waiting.
     pub async fn run<F>(
         mut self,
+        ski: Option<&Ski>,
         servers: &[std::sync::Arc<super::ServerState>],
         mut call: impl FnMut(usize) -> Option<F>,
-    ) -> Result<keyless_protocol::Message, ClientError>
+    ) -> Result<Message, ClientError>
     where
-        F: std::future::Future<Output = Result<keyless_protocol::Message, ClientError>>,
+        F: std::future::Future<Output = Result<Message, ClientError>>,
     {
-        while let Some(index) = self.next_server(|i| servers[i].healthy()) {
+        let now = std::time::Instant::now();
+        let lacks = |i: usize| ski.is_some_and(|k| servers[i].lacks(k, now));
+        let mut not_found: Option<Message> = None;
+        while let Some(index) = self.next_server(|i| servers[i].healthy(), lacks) {
             let server = &servers[index];
             let Some(answer) = call(index) else {
                 self.failed(ClientError::Closed(format!("{}: no connection up", server.addr)));
@@ -150,7 +209,14 @@ impl Retry {
             match answer.await {
                 Ok(message) => {
                     server.record_answer(&message);
-                    return Ok(message);
+                    match (ski, message.error_code()) {
+                        (Some(ski), Some(Ok(ErrorCode::KeyNotFound))) => {
+                            server.learned_missing(*ski, now);
+                            self.key_not_found();
+                            not_found = Some(message);
+                        }
+                        _ => return Ok(message),
+                    }
                 }
                 Err(e) => {
                     server.record_failure(&e);
@@ -158,7 +224,10 @@ impl Retry {
                 }
             }
         }
-        Err(self.error())
+        match not_found {
+            Some(message) => Ok(message),
+            None => Err(self.error()),
+        }
     }
 }
 

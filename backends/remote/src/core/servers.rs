@@ -1,8 +1,10 @@
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use keyless_protocol::Message;
+use keyless_protocol::{Message, Ski};
 
 use crate::ClientError;
 
@@ -20,7 +22,17 @@ pub struct ServerState {
     /// Requests lost with their connection or timed out.
     pub failures: AtomicU64,
     pub answered: AtomicU64,
+    /// Keys this server answered key-not-found for, and when: requests for
+    /// them go to other servers until the mark is [`MISSING_FOR`] old, the
+    /// server reconnects, or it announces a key reload.
+    missing: Mutex<HashMap<Ski, Instant>>,
+    /// Connections that ended after being up, counted for metrics.
+    pub reconnects: AtomicU64,
 }
+
+/// How long a key-not-found answer keeps requests for that key away from
+/// the server that gave it (when another server is usable).
+pub const MISSING_FOR: Duration = Duration::from_secs(60);
 
 impl ServerState {
     pub fn new(addr: SocketAddr, name: String) -> ServerState {
@@ -31,7 +43,36 @@ impl ServerState {
             errors: (0..256).map(|_| AtomicU64::new(0)).collect(),
             failures: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            missing: Mutex::new(HashMap::new()),
+            reconnects: AtomicU64::new(0),
         }
+    }
+
+    /// Connections up now.
+    pub fn links_up(&self) -> usize {
+        self.links_up.load(Ordering::Relaxed)
+    }
+
+    /// Whether this server said, recently, that it does not hold `ski`.
+    pub fn lacks(&self, ski: &Ski, now: Instant) -> bool {
+        let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        missing.get(ski).is_some_and(|at| now.duration_since(*at) < MISSING_FOR)
+    }
+
+    /// The server answered key-not-found for `ski`.
+    pub fn learned_missing(&self, ski: Ski, now: Instant) {
+        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        // Old marks go when new ones come: the map holds recent ones only.
+        if missing.len() >= 4096 {
+            missing.retain(|_, at| now.duration_since(*at) < MISSING_FOR);
+        }
+        missing.insert(ski, now);
+    }
+
+    /// Forget what this server was found to lack (it reconnected or
+    /// reloaded its keys).
+    pub fn forget_missing(&self) {
+        self.missing.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// At least one connection is up (and passed its last health check).
@@ -43,11 +84,14 @@ impl ServerState {
     pub fn link_up(&self) {
         if self.links_up.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::info!("key server {}: connected", self.addr);
+            // A server back from an outage may hold other keys now.
+            self.forget_missing();
         }
     }
 
     /// A connection that was up is gone.
     pub fn link_down(&self, reason: &str) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
         if self.links_up.fetch_sub(1, Ordering::Relaxed) == 1 {
             tracing::warn!("key server {}: no connection left ({reason}); reconnecting", self.addr);
         }
@@ -115,6 +159,23 @@ mod tests {
             .to_string()
             .contains("HOST:PORT"));
         assert!(resolve(&[], None).is_err());
+    }
+
+    #[test]
+    fn a_missing_key_is_remembered_for_a_while_and_forgotten_on_reconnect() {
+        let s = ServerState::new("127.0.0.1:1".parse().unwrap(), "x".into());
+        let t = Instant::now();
+        let ski = [7u8; 20];
+        assert!(!s.lacks(&ski, t));
+        s.learned_missing(ski, t);
+        assert!(s.lacks(&ski, t + Duration::from_secs(1)));
+        assert!(!s.lacks(&[8u8; 20], t), "other keys are not affected");
+        assert!(!s.lacks(&ski, t + MISSING_FOR), "the mark expires");
+        s.link_up();
+        s.link_down("gone");
+        s.learned_missing(ski, t);
+        s.link_up();
+        assert!(!s.lacks(&ski, t), "a reconnected server is asked again");
     }
 
     #[test]

@@ -105,12 +105,21 @@ async fn write_loop<S: AsyncWrite>(
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop<S: AsyncRead>(mut reader: ReadHalf<S>, pipeline: Arc<Mutex<Pipeline>>) {
+async fn read_loop<S: AsyncRead>(
+    mut reader: ReadHalf<S>,
+    pipeline: Arc<Mutex<Pipeline>>,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+) {
     let mut chunk = vec![0u8; 64 * 1024];
     let reason = loop {
         match reader.read(&mut chunk).await {
             Ok(0) => break "closed by the key server".to_string(),
-            Ok(n) => lock(&pipeline).receive(&chunk[..n]),
+            Ok(n) => {
+                let pongs = lock(&pipeline).receive(&chunk[..n]);
+                if !pongs.is_empty() {
+                    let _ = writer.send(pongs);
+                }
+            }
             Err(e) => break format!("read failed: {e}"),
         }
     };
@@ -128,7 +137,7 @@ impl Connection {
         let pipeline = Arc::new(Mutex::new(Pipeline::new(peer.clone())));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx, pipeline.clone()));
-        tokio::spawn(read_loop(reader, pipeline.clone()));
+        tokio::spawn(read_loop(reader, pipeline.clone(), tx.clone()));
         Connection {
             pipeline,
             writer: tx,

@@ -132,7 +132,7 @@ impl KeyServerPool {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let timeout = self.request_timeout;
         let answer = Retry::new(n, self.servers.len())
-            .run(&self.servers, |i| {
+            .run(request.ski.as_ref(), &self.servers, |i| {
                 let conn = self.links[i].pick(n)?;
                 let request = request.clone();
                 let addr = self.servers[i].addr;

@@ -45,8 +45,9 @@ pub fn server() -> &'static Fixture {
         };
         let running = keyless_server::start_with(
             &keyless_server::Listen {
-                tcp: "127.0.0.1:0".parse().unwrap(),
+                tcp: Some("127.0.0.1:0".parse().unwrap()),
                 unix: Some(dir.path().join("keyless.sock")),
+                dial: None,
             },
             tls,
             keys,

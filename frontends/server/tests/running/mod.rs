@@ -148,3 +148,18 @@ pub fn take_rsa_answers(buf: &mut Vec<u8>, rsa: &keyless_tools::conformance::Exp
     }
     n
 }
+
+#[allow(unused_imports)]
+pub use keyless_tools::process::KillOnDrop;
+
+/// Wait until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
