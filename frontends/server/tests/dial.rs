@@ -225,7 +225,13 @@ fn listening_sockets(pid: u32) -> Vec<String> {
 
 #[test]
 fn the_walkthrough_works_through_a_key_server_with_no_listening_socket() {
-    let Setup { pki, edge, dial, .. } = setup();
+    let Setup {
+        pki,
+        edge,
+        dial,
+        dir: _dir,
+        _serial,
+    } = setup();
     let ks = KeyServer::start(&pki, "ks", &["p256", "rsa2048"], dial, "", &[]);
     wait_for_key_servers(&edge, 1, Duration::from_secs(10));
     assert_eq!(
@@ -243,7 +249,11 @@ fn the_walkthrough_works_through_a_key_server_with_no_listening_socket() {
 #[test]
 fn the_walkthrough_works_through_an_http_connect_proxy() {
     let Setup {
-        pki, edge, dial, dir, ..
+        pki,
+        edge,
+        dial,
+        dir,
+        _serial,
     } = setup();
     let proxy_port = free_port();
     let proxy_log = dir.path().join("tinyproxy.log");
@@ -378,7 +388,13 @@ fn keys_are_served_by_the_key_servers_holding_them_through_failover_and_an_edge_
 
 #[test]
 fn a_key_server_that_reloads_its_keys_is_asked_for_the_new_ones() {
-    let Setup { pki, edge, dial, .. } = setup();
+    let Setup {
+        pki,
+        edge,
+        dial,
+        dir: _dir,
+        _serial,
+    } = setup();
     let a = KeyServer::start(&pki, "a", &["p256"], dial, "", &[]);
     let b = KeyServer::start(&pki, "b", &["rsa2048"], dial, "", &[]);
     wait_for_key_servers(&edge, 2, Duration::from_secs(10));
@@ -428,7 +444,11 @@ fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Duration 
 #[test]
 fn foreign_peers_are_refused_both_ways_and_silent_or_garbage_peers_are_dropped() {
     let Setup {
-        pki, edge, dial, dir, ..
+        pki,
+        edge,
+        dial,
+        dir,
+        _serial,
     } = setup();
     let foreign = DevPki::generate(&dir.path().join("foreign"), keyless_pki::DEFAULT_KEYS, 0).unwrap();
 
