@@ -265,3 +265,33 @@ fn a_pkcs11_uri_store_is_kept_and_its_pin_never_printed() {
     assert!(printed.contains("pin-value=***"), "{printed}");
     assert!(!printed.contains("s3cret"), "the PIN leaked into: {printed}");
 }
+
+#[test]
+fn a_key_server_that_only_dials_out() {
+    let path = Path::new("gokeyless.yaml");
+    let yaml = "port: 0\ndial: [\"edge.example:2408\"]\ndial_connections: 4\n\
+                dial_proxy: \"http://user:secret@proxy.corp:3128\"\ndial_server_name: edge.example\n";
+    let s = config::resolve(&cli(&[]), Some(path), config::parse_file(path, yaml).unwrap()).unwrap();
+    assert_eq!(s.listen.port(), 0, "no inbound listener");
+    let dial = s.dial.clone().unwrap();
+    assert_eq!(dial.edges, ["edge.example:2408"]);
+    assert_eq!(dial.connections, Some(4));
+    assert_eq!(dial.server_name.as_deref(), Some("edge.example"));
+    let printed = s.to_yaml();
+    assert!(printed.contains("dial: [edge.example:2408]"), "{printed}");
+    assert!(printed.contains("dial_proxy: http://proxy.corp:3128"), "{printed}");
+    assert!(
+        !printed.contains("secret"),
+        "proxy credentials are not printed: {printed}"
+    );
+    let plain = config::resolve(&cli(&[]), Some(path), config::parse_file(path, "port: 2407\n").unwrap()).unwrap();
+    assert!(plain.dial.is_none());
+    assert_eq!(plain.restart_needed(&s), ["listen_host/port", "dial settings"]);
+    let e = config::parse_file(path, "dial_connections: 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("gokeyless.yaml:1:") && e.contains("dial_connections"),
+        "{e}"
+    );
+}

@@ -24,4 +24,19 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
 
     let c = Cli::try_parse_from(["keyless-server", "--port", "5000"]).unwrap();
     assert_eq!(config::resolve(&c, Some(path), file()).unwrap().listen.port(), 5000);
+
+    // Dialing out: KEYLESS_DIAL over the file's `dial`, the proxy from
+    // HTTPS_PROXY minus NO_PROXY unless `dial_proxy` says otherwise.
+    std::env::set_var("KEYLESS_DIAL", "edge1.example:2408,edge2.example:2408");
+    std::env::set_var("HTTPS_PROXY", "http://proxy.corp:3128");
+    std::env::set_var("NO_PROXY", ".internal");
+    let dialing = || config::parse_file(path, "port: 0\ndial: [\"file.example:1\"]\n").unwrap();
+    let s = config::resolve(&Cli::try_parse_from(["keyless-server"]).unwrap(), Some(path), dialing()).unwrap();
+    let dial = s.dial.unwrap();
+    assert_eq!(dial.edges, ["edge1.example:2408", "edge2.example:2408"]);
+    assert_eq!(dial.proxy.as_deref(), Some("http://proxy.corp:3128"));
+    assert_eq!(dial.no_proxy, [".internal"]);
+    let c = Cli::try_parse_from(["keyless-server", "--dial", "flag.example:9", "--dial-proxy", "direct"]).unwrap();
+    let dial = config::resolve(&c, Some(path), dialing()).unwrap().dial.unwrap();
+    assert_eq!((dial.edges, dial.proxy), (vec!["flag.example:9".to_string()], None));
 }

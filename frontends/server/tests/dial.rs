@@ -336,12 +336,14 @@ fn keys_are_served_by_the_key_servers_holding_them_through_failover_and_an_edge_
     let b = KeyServer::start(&pki, "b", &["rsa2048"], ks_listen, "", &[]);
     let c = KeyServer::start(&pki, "c", &["p256"], ks_listen, "", &[]);
     wait_for_key_servers(&edge, 3, Duration::from_secs(10));
-    for _ in 0..6 {
+    for _ in 0..16 {
         assert!(full_handshake_ok(listen, &pki.ca_cert, "localhost"));
         assert!(full_handshake_ok(listen, &pki.ca_cert, "rsa.localhost"));
     }
-    assert_eq!(b.signatures(), 6, "B signs every RSA handshake and nothing else");
-    assert_eq!(a.signatures() + c.signatures(), 6, "A and C share the P-256 ones");
+    assert_eq!(b.signatures(), 16, "B signs every RSA handshake and nothing else");
+    assert_eq!(a.signatures() + c.signatures(), 16, "A and C share the P-256 ones");
+    // Each takes about half (turns among those that hold the key): both
+    // get some, but for a chance of 2 in 65536.
     assert!(a.signatures() > 0 && c.signatures() > 0, "both of the pair are used");
 
     // Kill A under load: at most 1% of handshakes fail.

@@ -83,11 +83,14 @@ impl Retry {
             return None;
         }
         let servers = self.tried.len();
-        let order = (0..servers).map(|i| (self.n + i + self.connection_failures) % servers);
-        let untried: Vec<usize> = order.filter(|&i| !self.tried[i] && healthy(i)).collect();
-        let pick = untried.iter().copied().find(|&i| !lacks(i)).or_else(|| {
+        let untried: Vec<usize> = (0..servers).filter(|&i| !self.tried[i] && healthy(i)).collect();
+        // Turns among the servers that may hold the key, so that those
+        // which do share its requests evenly.
+        let candidates: Vec<usize> = untried.iter().copied().filter(|&i| !lacks(i)).collect();
+        let turn = |among: &[usize]| (!among.is_empty()).then(|| among[self.n % among.len()]);
+        let pick = turn(&candidates).or_else(|| {
             // Every server left lacks the key: ask one, unless one said so.
-            (!self.not_found).then(|| untried.first().copied()).flatten()
+            (!self.not_found).then(|| turn(&untried)).flatten()
         })?;
         self.tried[pick] = true;
         Some(pick)
@@ -166,6 +169,11 @@ mod tests {
         let all = |_| true;
         let mut r = Retry::new(0, 3);
         assert_eq!(r.next_server(all, |i| i != 2), Some(2), "the one that may hold it");
+        // Those that hold it take turns evenly, whoever lacks it.
+        let turns: Vec<usize> = (0..6)
+            .map(|n| Retry::new(n, 3).next_server(all, |i| i == 1).unwrap())
+            .collect();
+        assert_eq!(turns, [0, 2, 0, 2, 0, 2]);
         let mut r = Retry::new(1, 3);
         assert_eq!(r.next_server(all, |_| true), Some(1), "all lack it: the turn's server");
         r.key_not_found();
