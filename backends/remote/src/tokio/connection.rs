@@ -108,7 +108,8 @@ async fn write_loop<S: AsyncWrite>(
 async fn read_loop<S: AsyncRead>(
     mut reader: ReadHalf<S>,
     pipeline: Arc<Mutex<Pipeline>>,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
+    // Weak: dropping the Connection (its sender) must still close the writer.
+    writer: mpsc::WeakUnboundedSender<Vec<u8>>,
 ) {
     let mut chunk = vec![0u8; 64 * 1024];
     let reason = loop {
@@ -116,7 +117,7 @@ async fn read_loop<S: AsyncRead>(
             Ok(0) => break "closed by the key server".to_string(),
             Ok(n) => {
                 let pongs = lock(&pipeline).receive(&chunk[..n]);
-                if !pongs.is_empty() {
+                if let Some(writer) = writer.upgrade().filter(|_| !pongs.is_empty()) {
                     let _ = writer.send(pongs);
                 }
             }
@@ -137,7 +138,7 @@ impl Connection {
         let pipeline = Arc::new(Mutex::new(Pipeline::new(peer.clone())));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx, pipeline.clone()));
-        tokio::spawn(read_loop(reader, pipeline.clone(), tx.clone()));
+        tokio::spawn(read_loop(reader, pipeline.clone(), tx.downgrade()));
         Connection {
             pipeline,
             writer: tx,
