@@ -318,14 +318,7 @@ async fn dial(target: &Target, dialer: &Dialer) -> std::io::Result<Stream> {
         Route::Proxied { proxy, host, port } => {
             let tcp = glommio::net::TcpStream::connect((proxy.host.as_str(), proxy.port))
                 .await
-                .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "proxy {}:{}: {}",
-                        proxy.host,
-                        proxy.port,
-                        std::io::Error::from(e)
-                    ))
-                })?;
+                .map_err(|e| std::io::Error::other(format!("proxy: {}", std::io::Error::from(e))))?;
             let mut compat = tcp.compat();
             let connected = match &proxy.credentials {
                 Some((user, password)) => {
@@ -333,7 +326,7 @@ async fn dial(target: &Target, dialer: &Dialer) -> std::io::Result<Stream> {
                 }
                 None => async_http_proxy::http_connect_tokio(&mut compat, host, *port).await,
             };
-            connected.map_err(|e| std::io::Error::other(format!("proxy {}:{}: {e}", proxy.host, proxy.port)))?;
+            connected.map_err(|e| std::io::Error::other(format!("proxy: {e}")))?;
             compat.into_inner()
         }
     };

@@ -262,7 +262,7 @@ fn the_walkthrough_works_through_an_http_connect_proxy() {
         &proxy_conf,
         format!(
             "Port {proxy_port}\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nConnectPort {}\n\
-             LogFile \"{}\"\nLogLevel Connect\nMaxClients 64\n",
+             BasicAuth keyless s3cret\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 64\n",
             dial.port(),
             proxy_log.display()
         ),
@@ -279,7 +279,8 @@ fn the_walkthrough_works_through_an_http_connect_proxy() {
             .expect("tinyproxy (.ci/run installs it: apt-get install tinyproxy)"),
     );
     running::wait_for_port(proxy_port, Duration::from_secs(5));
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    // Credentials in the URL, as HTTPS_PROXY carries them.
+    let proxy = format!("http://keyless:s3cret@127.0.0.1:{proxy_port}");
     let ks = KeyServer::start(&pki, "ks", &["p256", "rsa2048"], dial, "", &[("HTTPS_PROXY", &proxy)]);
     wait_for_key_servers(&edge, 1, Duration::from_secs(10));
     walkthrough(edge.addr, &pki.ca_cert);
@@ -291,6 +292,23 @@ fn the_walkthrough_works_through_an_http_connect_proxy() {
         "{}",
         ks.log()
     );
+    assert!(!ks.log().contains("s3cret"), "proxy credentials stay out of the log");
+    // The wrong password: the proxy refuses, the key server says so and
+    // keeps trying; the edge still has just the one key server.
+    let wrong = format!("http://keyless:wrong@127.0.0.1:{proxy_port}");
+    let refused = KeyServer::start(&pki, "refused", &["p256"], dial, "", &[("HTTPS_PROXY", &wrong)]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refused.log().contains("retrying") {
+        assert!(Instant::now() < deadline, "{}", refused.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // tinyproxy answers 401 where RFC 9110 says 407.
+    let said = refused.log();
+    assert!(
+        said.contains("proxy: ") && (said.contains("407") || said.contains("401")),
+        "{said}"
+    );
+    assert_eq!(edge.healthy(), 1);
     stop(edge);
 }
 
