@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use keyless_tools::process::free_port;
 
 #[test]
 fn dev_mode_runs_the_keyless_ssl_walkthrough() {

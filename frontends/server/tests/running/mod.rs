@@ -26,14 +26,7 @@ pub fn client_tls(pki: &keyless_pki::DevPki) -> std::sync::Arc<rustls::ClientCon
     keyless_client::client_config_from_files(&pki.ca_cert, &pki.client_cert, &pki.client_key).unwrap()
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use keyless_tools::process::free_port;
 
 /// A `keyless-server` process on a fresh development PKI, logging to a file.
 pub struct Running {
