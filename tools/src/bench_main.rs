@@ -71,13 +71,7 @@ fn real_main() -> Result<bool, String> {
                 "1.3" => &rustls::version::TLS13,
                 other => return Err(format!("--tls {other}: 1.2 or 1.3")),
             };
-            let mut roots = rustls::RootCertStore::empty();
-            let pem = std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                roots
-                    .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
-                    .map_err(|e| e.to_string())?;
-            }
+            let roots = roots(&ca)?;
             let client_auth = match (cert, key) {
                 (Some(c), Some(k)) => {
                     let pem = std::fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?;
@@ -92,11 +86,7 @@ fn real_main() -> Result<bool, String> {
                 _ => return Err("--cert and --key go together".into()),
             };
             let rt = runtime(threads)?;
-            let addr = rt
-                .block_on(tokio::net::lookup_host(server.as_str()))
-                .map_err(|e| format!("{server}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{server}: no address"))?;
+            let addr = lookup(&rt, &server)?;
             let spec = handshake::HandshakeSpec {
                 server: addr,
                 server_name,
@@ -120,6 +110,65 @@ fn real_main() -> Result<bool, String> {
                 }
             }
             Ok(r.failures == 0)
+        }
+        Command::Hold {
+            server,
+            kind,
+            server_name,
+            ca,
+            cert,
+            key,
+            connections,
+            parallel,
+            hold,
+            threads,
+            json,
+        } => {
+            use keyless_tools::bench::hold;
+            let rt = runtime(threads)?;
+            let addr = lookup(&rt, &server)?;
+            let (kind, tls) = match kind.as_str() {
+                "edge" => {
+                    let tls = keyless_tools::bench::handshake::client_config(
+                        roots(&ca)?,
+                        &rustls::version::TLS13,
+                        false,
+                        None,
+                    )?;
+                    (hold::Kind::Edge, tls)
+                }
+                "key-server" => (
+                    hold::Kind::KeyServer,
+                    keyless_client::client_config_from_files(&ca, &cert, &key).map_err(|e| e.to_string())?,
+                ),
+                other => return Err(format!("--kind {other}: edge or key-server")),
+            };
+            let spec = hold::HoldSpec {
+                server: addr,
+                server_name,
+                tls,
+                kind,
+                connections,
+                parallel,
+                hold: Duration::from_secs_f64(hold),
+            };
+            let r = rt.block_on(hold::run(spec));
+            if json {
+                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "{} opened in {:.1} s, {} failed, {} still open after the hold{}",
+                    r.opened,
+                    r.open_seconds,
+                    r.failed,
+                    r.still_open,
+                    r.first_error
+                        .as_deref()
+                        .map(|e| format!("; first error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(r.failed == 0)
         }
         Command::DelayProxy { listen, to, delay_ms } => {
             let rt = runtime(1)?;
@@ -302,4 +351,24 @@ async fn run_with_progress(spec: LoadSpec, show: bool) -> Result<keyless_tools::
     ticker.abort();
     bar.finish_and_clear();
     result
+}
+
+/// The CA certificates in `ca` (PEM), as rustls's trust roots.
+fn roots(ca: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(roots)
+}
+
+/// The first address of `server` (HOST:PORT).
+fn lookup(rt: &tokio::runtime::Runtime, server: &str) -> Result<std::net::SocketAddr, String> {
+    rt.block_on(tokio::net::lookup_host(server))
+        .map_err(|e| format!("{server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server}: no address"))
 }

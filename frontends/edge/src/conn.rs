@@ -52,7 +52,13 @@ pub enum HandshakeMode {
     Inline,
 }
 
-const CHUNK: usize = 16 * 1024;
+/// Bytes asked for per socket read once data flows (a TLS record's worth).
+pub const CHUNK: usize = 16 * 1024;
+/// What a connection waits for its next bytes with; the rest of what
+/// arrived is read with a buffer the core lends ([`read_some`]).
+pub const FIRST_READ: usize = 1024;
+/// A connection's pending input buffer grown past this is let go once empty.
+const KEEP_PENDING: usize = 4 * 1024;
 
 /// Connections a core holds now (what a drain waits for).
 pub type OpenCount = Rc<std::cell::Cell<usize>>;
@@ -88,7 +94,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
     })
     .await;
     let started = std::time::Instant::now();
-    let (tcp, conn, pending, scratch, step_time) = match handshake {
+    let (tcp, conn, pending, step_time) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
@@ -112,7 +118,6 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         tcp,
         conn,
         pending,
-        scratch,
         traffic: traffic.clone(),
     };
     let result = match ctx.upstream {
@@ -163,10 +168,10 @@ async fn handshake(
     ctx: &CoreContext,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<(TcpStream, ServerConnection, Vec<u8>, Vec<u8>, Duration), String> {
+) -> Result<(TcpStream, ServerConnection, Vec<u8>, Duration), String> {
     let mut leftover = Vec::new();
     let mut acceptor = Acceptor::default();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = keyless_engine::buffers::lend(CHUNK);
     let accepted = loop {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
@@ -249,7 +254,7 @@ async fn handshake(
         }
     }
     flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-    Ok((stream, conn, leftover, buf, step_time))
+    Ok((stream, conn, leftover, step_time))
 }
 
 /// Write everything rustls has queued for the peer.
@@ -283,9 +288,35 @@ pub struct Session {
     pub conn: ServerConnection,
     /// Bytes from the client not yet given to rustls (it takes what fits).
     pub pending: Vec<u8>,
-    /// The socket read buffer (the handshake's, reused).
-    pub scratch: Vec<u8>,
     pub traffic: Rc<Traffic>,
+}
+
+/// Wait for bytes on `tcp` with a small buffer, then take what else has
+/// arrived with a buffer the core lends, appending all to `pending`. An
+/// idle connection so holds no big buffer. `Ok(0)`: the peer closed.
+pub async fn read_some<R: futures_lite::AsyncRead + Unpin>(
+    tcp: &mut R,
+    pending: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut first = [0u8; FIRST_READ];
+    let n = tcp.read(&mut first).await?;
+    pending.extend_from_slice(&first[..n]);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut chunk = keyless_engine::buffers::lend(CHUNK);
+    let mut total = n;
+    while total < CHUNK {
+        match futures_lite::future::poll_once(tcp.read(&mut chunk)).await {
+            Some(Ok(m)) if m > 0 => {
+                pending.extend_from_slice(&chunk[..m]);
+                total += m;
+            }
+            // Closed or an error: the next read says so.
+            _ => break,
+        }
+    }
+    Ok(total)
 }
 
 /// Give rustls as much of `pending` as it takes and process it.
@@ -312,11 +343,10 @@ impl Session {
                 Err(e) => return Err(e),
             }
             if self.pending.is_empty() {
-                let n = self.tcp.read(&mut self.scratch).await?;
-                if n == 0 {
+                keyless_engine::buffers::release_if_empty(&mut self.pending, KEEP_PENDING);
+                if read_some(&mut self.tcp, &mut self.pending).await? == 0 {
                     return Ok(0);
                 }
-                self.pending.extend_from_slice(&self.scratch[..n]);
             }
             if let Err(e) = feed(&mut self.conn, &mut self.pending) {
                 let _ = flush(&mut self.conn, &mut self.tcp).await;
@@ -346,7 +376,8 @@ impl Session {
 async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain) -> std::io::Result<()> {
     const BODY: &str = "hello from keyless-edge\n";
     let mut request = Vec::new();
-    let mut buf = vec![0u8; 4096];
+    // Small: it is what a keep-alive connection waits with.
+    let mut buf = [0u8; 1024];
     loop {
         let idle = request.is_empty();
         let read = futures_lite::future::or(async { Some(session.read(&mut buf).await) }, async {
@@ -365,6 +396,7 @@ async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain)
             session.close().await;
             return Ok(());
         }
+        keyless_engine::buffers::release_if_empty(&mut request, KEEP_PENDING);
         request.extend_from_slice(&buf[..n]);
         while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use rustls::ServerConnection;
@@ -140,7 +140,6 @@ pub async fn run(
         tcp,
         conn,
         pending,
-        scratch,
         traffic,
     } = session;
     let mut up = match TcpStream::connect(upstream).await {
@@ -151,7 +150,6 @@ pub async fn run(
                 tcp,
                 conn,
                 pending,
-                scratch,
                 traffic,
             };
             let _ = session.write_all(BAD_GATEWAY).await;
@@ -182,16 +180,19 @@ pub async fn run(
     let downstream = glommio::spawn_local({
         let (conn, records_tx, traffic) = (conn.clone(), records_tx.clone(), traffic.clone());
         async move {
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = Vec::new();
             loop {
-                let n = up_r.read(&mut buf).await?;
+                // An idle upstream is waited for with a small buffer.
+                let n = crate::conn::read_some(&mut up_r, &mut buf).await?;
                 if n == 0 {
                     conn.borrow_mut().send_close_notify();
                     let _ = records_tx.try_send(take_output(&conn)?);
                     return Ok::<(), std::io::Error>(());
                 }
-                conn.borrow_mut().writer().write_all(&buf[..n])?;
+                conn.borrow_mut().writer().write_all(&buf)?;
                 Traffic::add(&traffic.to_client, n);
+                buf.clear();
+                keyless_engine::buffers::release_if_empty(&mut buf, 4096);
                 let _ = records_tx.try_send(take_output(&conn)?);
             }
         }
@@ -199,16 +200,15 @@ pub async fn run(
 
     // Client -> upstream, here.
     let upstream_result: std::io::Result<()> = async {
-        let mut buf = scratch;
-        let mut plain = vec![0u8; CHUNK];
         let mut pending = pending;
         let mut closed = false;
         loop {
             if pending.is_empty() && !closed {
-                let n = client_r.read(&mut buf).await?;
-                closed = n == 0;
-                pending.extend_from_slice(&buf[..n]);
+                keyless_engine::buffers::release_if_empty(&mut pending, 4096);
+                closed = crate::conn::read_some(&mut client_r, &mut pending).await? == 0;
             }
+            // Lent while plaintext flows; given back before the next wait.
+            let mut plain = keyless_engine::buffers::lend(CHUNK);
             // rustls takes what fits; drain its plaintext between feeds.
             if !pending.is_empty() {
                 let fed = crate::conn::feed(&mut conn.borrow_mut(), &mut pending);

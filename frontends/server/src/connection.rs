@@ -18,8 +18,14 @@ use keyless_engine::core::{Core, Responses};
 use keyless_engine::request::Request;
 use keyless_protocol::split_frame;
 
-/// Bytes asked for per read.
+/// Bytes asked for per read once data flows.
 const READ_CHUNK: usize = 64 * 1024;
+/// What an idle connection waits with: about one padded request. The big
+/// chunk is lent by the core ([`keyless_engine::buffers`]) only while data
+/// flows, so a connection that waits holds no read buffer of its own.
+const FIRST_READ: usize = 2 * 1024;
+/// A connection's input buffer grown past this is let go once empty.
+const KEEP_INBUF: usize = 4 * 1024;
 /// Input gathered (from reads that complete at once) before answering.
 const READ_AHEAD: usize = 256 * 1024;
 /// A batch of local answers is handed to the writer once this large.
@@ -177,18 +183,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
     };
     // Bytes of an over-long request still to be discarded as they arrive.
     let mut skip = 0usize;
-    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut first = [0u8; FIRST_READ];
     let mut local: Vec<Request> = Vec::new();
     loop {
+        keyless_engine::buffers::release_if_empty(&mut inbuf, KEEP_INBUF);
         // Draining (SIGTERM): read nothing new, but still answer what this
         // socket has already received, below.
         let read = async {
             if idle_timeout.is_zero() {
-                return Some(reader.read(&mut chunk).await);
+                return Some(reader.read(&mut first).await);
             }
             let timed = glommio::timer::timeout(idle_timeout, async {
-                reader.read(&mut chunk).await.map_err(glommio::GlommioError::from)
+                reader.read(&mut first).await.map_err(glommio::GlommioError::from)
             });
             match timed.await {
                 Ok(n) => Some(Ok(n)),
@@ -207,7 +214,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         Closed::MidFrame { buffered: inbuf.len() }
                     });
                 }
-                inbuf.extend_from_slice(&chunk[..n]);
+                inbuf.extend_from_slice(&first[..n]);
                 false
             }
             None => true,
@@ -216,6 +223,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // Take everything already received before signing any of it, so a
         // ping at the end of a large write is seen (and answered) first.
         let mut eof = false;
+        let mut chunk = keyless_engine::buffers::lend(READ_CHUNK);
         while inbuf.len() < READ_AHEAD {
             match futures_lite::future::poll_once(reader.read(&mut chunk)).await {
                 Some(Ok(0)) => {
@@ -227,6 +235,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 None => break,
             }
         }
+        drop(chunk);
         let read_at = std::time::Instant::now();
         skip_over_long(&mut inbuf, &mut skip);
         let mut consumed = 0;

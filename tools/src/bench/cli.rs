@@ -110,6 +110,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open N connections, one exchange each, and hold them idle: TLS to an
+    /// edge (one keep-alive GET) or mutual TLS to a key server (one ping).
+    /// Prints `held N` once all are open, then holds them for --hold seconds.
+    Hold {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// edge or key-server.
+        #[arg(long, default_value = "edge")]
+        kind: String,
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        #[arg(long, default_value = "dev-pki/ca.pem")]
+        ca: PathBuf,
+        /// Client certificate and key (key-server).
+        #[arg(long, default_value = "dev-pki/client.pem")]
+        cert: PathBuf,
+        #[arg(long, default_value = "dev-pki/client-key.pem")]
+        key: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Handshakes in progress at once while opening.
+        #[arg(long, default_value_t = 64)]
+        parallel: usize,
+        /// Seconds to hold them once all are open.
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// A TCP proxy adding a delay each way (a key server "far away").
     DelayProxy {
         #[arg(long)]
