@@ -36,6 +36,9 @@ pub struct CoreCounters {
     /// Connections that failed before serving (TLS handshake refused or
     /// timed out): gokeyless's `keyless_failed_connection`.
     pub failed_connections: AtomicU64,
+    /// Connections turned away before TLS: accept() failed (out of file
+    /// descriptors) or the core was at `max_connections_per_core`.
+    pub refused_connections: AtomicU64,
     /// gokeyless's `keyless_request_exec_duration_per_opcode`: by opcode
     /// family and answer error ([`ByFamilyAndError`]), gokeyless's buckets.
     pub exec_by_family: ByFamilyAndError,
@@ -99,6 +102,7 @@ impl Default for CoreCounters {
             total_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
             batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
             failed_connections: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
             exec_by_family: ByFamilyAndError::new(),
             total_by_family: ByFamilyAndError::new(),
         }

@@ -11,6 +11,7 @@
 //! What it does not do: parse configuration, accept connections or speak
 //! TLS (that is `keyless-server`), or load keys (that is `keyless-keys`).
 
+pub mod accept;
 pub mod buffers;
 pub mod core;
 pub mod counters;

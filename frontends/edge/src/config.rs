@@ -143,6 +143,14 @@ pub struct EdgeConfig {
     /// On SIGTERM, how long open connections may take to finish (default 30s).
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+    /// A keep-alive connection with no request (built-in answer) or no
+    /// traffic either way (proxy) for this long is closed (default 60s;
+    /// 0: never).
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Connections one core holds at most, handshakes included; more are
+    /// closed at once (default 16384, as the key server's).
+    pub max_connections_per_core: Option<std::num::NonZeroUsize>,
     /// Old spellings of the durations above, with their unit in the name;
     /// still accepted.
     #[serde(default, deserialize_with = "millis")]
@@ -197,17 +205,21 @@ impl EdgeConfig {
                 (self.upstream, self.proxy_protocol) != (next.upstream, next.proxy_protocol),
             ),
             (
-                "timeouts",
+                "timeouts or max_connections_per_core",
                 (
                     self.request_timeout(),
                     self.handshake_timeout(),
                     self.drain_timeout(),
                     self.health_interval(),
+                    self.idle_timeout(),
+                    self.max_connections_per_core(),
                 ) != (
                     next.request_timeout(),
                     next.handshake_timeout(),
                     next.drain_timeout(),
                     next.health_interval(),
+                    next.idle_timeout(),
+                    next.max_connections_per_core(),
                 ),
             ),
         ])
@@ -231,6 +243,14 @@ impl EdgeConfig {
             .or(self.handshake_timeout_s)
             .unwrap_or(Duration::from_secs(10))
             .max(Duration::from_secs(1))
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn max_connections_per_core(&self) -> usize {
+        self.max_connections_per_core.map_or(16384, std::num::NonZeroUsize::get)
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -338,7 +358,7 @@ mod tests {
         let moved = parse(Path::new("edge.yaml"), &BASE.replace("127.0.0.1:0", "0.0.0.0:443")).unwrap();
         assert_eq!(before.restart_needed(&moved), ["listen"]);
         let slower = parse_with("request_timeout: 5s\n").unwrap();
-        assert_eq!(before.restart_needed(&slower), ["timeouts"]);
+        assert_eq!(before.restart_needed(&slower), ["timeouts or max_connections_per_core"]);
     }
 
     #[test]

@@ -25,12 +25,17 @@ pub struct CoreContext {
     pub access_log: bool,
     /// When this core last logged an unreachable upstream.
     pub upstream_logged: std::cell::Cell<Option<std::time::Instant>>,
+    /// Failed handshakes, logged at most once a second per core (a flood
+    /// of them is one line a second; the metric counts every one).
+    pub failures_logged: keyless_engine::accept::LogLimit,
     /// This core's copy of the live TLS configuration.
     pub tls: keyless_engine::versioned::Cached<Arc<ServerConfig>>,
     pub live: Arc<crate::LiveConfig>,
     pub pool: Arc<HandshakePool>,
     pub metrics: Arc<EdgeMetrics>,
     pub handshake_timeout: Duration,
+    /// A keep-alive connection idle this long is closed (zero: never).
+    pub idle_timeout: Duration,
     pub upstream: Option<SocketAddr>,
     pub proxy_protocol: bool,
     pub mode: HandshakeMode,
@@ -59,6 +64,8 @@ pub const CHUNK: usize = 16 * 1024;
 pub const FIRST_READ: usize = 1024;
 /// A connection's pending input buffer grown past this is let go once empty.
 const KEEP_PENDING: usize = 4 * 1024;
+
+const CLOSED_BEFORE_HELLO: &str = "closed before the ClientHello";
 
 /// Connections a core holds now (what a drain waits for).
 pub type OpenCount = Rc<std::cell::Cell<usize>>;
@@ -98,12 +105,20 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
-            tracing::info!(%peer, "TLS handshake failed: {reason}");
+            // A bare TCP connect and close (a health check, a port scan, a
+            // flood) is not worth a line at the default level.
+            if reason == CLOSED_BEFORE_HELLO {
+                tracing::debug!(%peer, "TLS handshake failed: {reason}");
+            } else if let Some(more) = ctx.failures_logged.allow() {
+                tracing::info!(%peer, "TLS handshake failed: {reason}{more}");
+            }
             return;
         }
         Err(_) => {
             ctx.metrics.failed_handshakes.inc();
-            tracing::info!(%peer, "TLS handshake not finished within {:?}; closed", ctx.handshake_timeout);
+            if let Some(more) = ctx.failures_logged.allow() {
+                tracing::info!(%peer, "TLS handshake not finished within {:?}; closed{more}", ctx.handshake_timeout);
+            }
             return;
         }
     };
@@ -121,8 +136,8 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         traffic: traffic.clone(),
     };
     let result = match ctx.upstream {
-        Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local).await,
-        None => answer_http(session, &ctx.drain).await,
+        Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local, ctx.idle_timeout).await,
+        None => answer_http(session, &ctx.drain, ctx.idle_timeout).await,
     };
     match result {
         Err(e) if e.get_ref().is_some_and(|e| e.is::<crate::proxy::UpstreamDown>()) => {
@@ -175,7 +190,7 @@ async fn handshake(
     let accepted = loop {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("closed before the ClientHello".to_string());
+            return Err(CLOSED_BEFORE_HELLO.to_string());
         }
         let mut rd = &buf[..n];
         while !rd.is_empty() {
@@ -373,7 +388,11 @@ impl Session {
 /// (demos and benchmarks), keeping the connection alive — until SIGTERM:
 /// then a connection waiting for its next request closes at once, and one
 /// in the middle of a request gets its answer with `connection: close`.
-async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain) -> std::io::Result<()> {
+async fn answer_http(
+    mut session: Session,
+    drain: &keyless_engine::drain::Drain,
+    idle_timeout: Duration,
+) -> std::io::Result<()> {
     const BODY: &str = "hello from keyless-edge\n";
     let mut request = Vec::new();
     // Small: it is what a keep-alive connection waits with.
@@ -382,7 +401,15 @@ async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain)
         let idle = request.is_empty();
         let read = futures_lite::future::or(async { Some(session.read(&mut buf).await) }, async {
             if idle {
-                drain.wait().await;
+                // Waiting for the next request: SIGTERM or the idle
+                // timeout ends it.
+                futures_lite::future::or(drain.wait(), async {
+                    if idle_timeout.is_zero() {
+                        std::future::pending::<()>().await;
+                    }
+                    glommio::timer::sleep(idle_timeout).await;
+                })
+                .await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -390,7 +417,7 @@ async fn answer_http(mut session: Session, drain: &keyless_engine::drain::Drain)
         });
         let n = match read.await {
             Some(n) => n?,
-            None => 0, // draining, and nothing half-read: close
+            None => 0, // draining or idle, and nothing half-read: close
         };
         if n == 0 {
             session.close().await;

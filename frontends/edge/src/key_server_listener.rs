@@ -39,6 +39,7 @@ pub async fn accept(
 ) {
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let open = Rc::new(std::cell::Cell::new(0usize));
+    let mut admission = keyless_engine::accept::Admission::new("key_server_listen");
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             drain.wait().await;
@@ -48,16 +49,16 @@ pub async fn accept(
             None => return,
             Some(Ok(tcp)) => tcp,
             Some(Err(e)) => {
-                tracing::warn!("key_server_listen: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let pause = admission.accept_failed(&format_args!("accept failed: {e}"));
+                glommio::timer::sleep(pause).await;
                 continue;
             }
         };
         let Ok(addr) = tcp.peer_addr() else { continue };
-        if open.get() >= MAX_PER_CORE {
-            tracing::warn!("key_server_listen: {MAX_PER_CORE} key server connections on this core; closing {addr}");
+        if admission.over_capacity(open.get(), MAX_PER_CORE) {
             continue;
         }
+        admission.accepted();
         let _ = tcp.set_nodelay(true);
         let (acceptor, client, open) = (acceptor.clone(), client.clone(), open.clone());
         open.set(open.get() + 1);

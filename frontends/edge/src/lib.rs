@@ -30,6 +30,7 @@ use std::time::Duration;
 use keyless_client::glommio::{Directory, KeyClient, Settings as KeyClientSettings};
 use keyless_client::pool::{KeyServerPool, PoolConfig};
 use keyless_client::ServerState;
+use keyless_engine::accept::Admission;
 use keyless_engine::drain::{Drain, DrainSignal};
 use keyless_engine::runtime::{run_per_core, RuntimeConfig};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -214,6 +215,8 @@ struct CoreTemplate {
     handshakes: Arc<handshake::HandshakePool>,
     metrics: Arc<EdgeMetrics>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
     upstream: Option<SocketAddr>,
     proxy_protocol: bool,
     mode: conn::HandshakeMode,
@@ -328,6 +331,8 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         handshakes,
         metrics: metrics.clone(),
         handshake_timeout: config.handshake_timeout(),
+        idle_timeout: config.idle_timeout(),
+        max_connections: config.max_connections_per_core(),
         upstream: config.upstream,
         proxy_protocol: config.proxy_protocol,
         mode,
@@ -337,7 +342,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let thread = std::thread::Builder::new()
         .name("keyless-edge-main".into())
         .spawn(move || {
-            run_per_core(&runtime, move |_index| {
+            run_per_core(&runtime, move |index| {
                 let CoreTemplate {
                     live,
                     drain,
@@ -383,12 +388,14 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     let ctx = Rc::new(conn::CoreContext {
                         drain: drain.clone(),
                         upstream_logged: std::cell::Cell::new(None),
+                        failures_logged: keyless_engine::accept::LogLimit::default(),
                         access_log,
                         tls: keyless_engine::versioned::Cached::new(&live, Arc::clone),
                         live,
                         pool,
                         metrics: t.metrics,
                         handshake_timeout: t.handshake_timeout,
+                        idle_timeout: t.idle_timeout,
                         upstream: t.upstream,
                         proxy_protocol: t.proxy_protocol,
                         mode: t.mode,
@@ -396,6 +403,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         key_client,
                     });
                     let open = conn::OpenCount::default();
+                    let mut admission = Admission::new(format!("core {index}"));
                     loop {
                         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
                             drain.wait().await;
@@ -404,11 +412,17 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                         match accepted.await {
                             None => break,
                             Some(Ok(tcp)) => {
+                                if admission.over_capacity(open.get(), t.max_connections) {
+                                    ctx.metrics.refused_connections.inc();
+                                    continue;
+                                }
+                                admission.accepted();
                                 glommio::spawn_local(conn::serve(tcp, ctx.clone(), open.clone())).detach();
                             }
                             Some(Err(e)) => {
-                                tracing::warn!("accept failed: {e}");
-                                glommio::timer::sleep(Duration::from_millis(10)).await;
+                                ctx.metrics.refused_connections.inc();
+                                let pause = admission.accept_failed(&format_args!("accept failed: {e}"));
+                                glommio::timer::sleep(pause).await;
                             }
                         }
                     }

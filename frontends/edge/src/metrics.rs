@@ -28,6 +28,9 @@ pub struct EdgeMetrics {
     pub sign_failures: Counter,
     /// Connections whose upstream could not be reached (answered 502).
     pub upstream_failures: Counter,
+    /// Connections turned away before TLS: accept() failed (out of file
+    /// descriptors) or the core was at max_connections_per_core.
+    pub refused_connections: Counter,
     /// Seconds per remote signature, as the handshake thread waited for it.
     pub remote_sign: Histogram,
 }
@@ -40,6 +43,7 @@ impl Default for EdgeMetrics {
             failed_handshakes: Counter::default(),
             sign_failures: Counter::default(),
             upstream_failures: Counter::default(),
+            refused_connections: Counter::default(),
             remote_sign: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         }
     }
@@ -157,6 +161,11 @@ pub fn start(
         "keyless_edge_remote_sign_failures",
         "Remote signatures that failed (the handshake failed with them)",
         metrics.sign_failures.clone(),
+    );
+    registry.register(
+        "keyless_edge_refused_connections",
+        "Connections turned away before TLS: accept() failed (out of file descriptors) or the core was at max_connections_per_core",
+        metrics.refused_connections.clone(),
     );
     registry.register(
         "keyless_edge_upstream_failures",

@@ -135,6 +135,7 @@ pub async fn run(
     proxy_protocol: bool,
     client: SocketAddr,
     local: SocketAddr,
+    idle_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     let Session {
         tcp,
@@ -167,6 +168,9 @@ pub async fn run(
     let (mut up_r, mut up_w) = futures_lite::io::split(up);
     let (records_tx, records_rx) = local_channel::new_unbounded::<Vec<u8>>();
     let records_tx = Rc::new(records_tx);
+    // When bytes last went either way: a connection idle for the idle
+    // timeout is closed.
+    let last_traffic = Rc::new(std::cell::Cell::new(std::time::Instant::now()));
 
     // Records to the client, in order.
     let writer = glommio::spawn_local(async move {
@@ -178,7 +182,8 @@ pub async fn run(
 
     // Upstream -> client.
     let downstream = glommio::spawn_local({
-        let (conn, records_tx, traffic) = (conn.clone(), records_tx.clone(), traffic.clone());
+        let (conn, records_tx, traffic, last_traffic) =
+            (conn.clone(), records_tx.clone(), traffic.clone(), last_traffic.clone());
         async move {
             let mut buf = Vec::new();
             loop {
@@ -191,6 +196,7 @@ pub async fn run(
                 }
                 conn.borrow_mut().writer().write_all(&buf)?;
                 Traffic::add(&traffic.to_client, n);
+                last_traffic.set(std::time::Instant::now());
                 buf.clear();
                 keyless_engine::buffers::release_if_empty(&mut buf, 4096);
                 let _ = records_tx.try_send(take_output(&conn)?);
@@ -205,7 +211,32 @@ pub async fn run(
         loop {
             if pending.is_empty() && !closed {
                 keyless_engine::buffers::release_if_empty(&mut pending, 4096);
-                closed = crate::conn::read_some(&mut client_r, &mut pending).await? == 0;
+                let read = crate::conn::read_some(&mut client_r, &mut pending);
+                let idle = async {
+                    if idle_timeout.is_zero() {
+                        std::future::pending::<()>().await;
+                    }
+                    // Traffic the other way keeps the connection open.
+                    while last_traffic.get().elapsed() < idle_timeout {
+                        glommio::timer::sleep(idle_timeout.saturating_sub(last_traffic.get().elapsed())).await;
+                    }
+                };
+                match futures_lite::future::or(async { Some(read.await) }, async {
+                    idle.await;
+                    None
+                })
+                .await
+                {
+                    Some(n) => closed = n? == 0,
+                    None => {
+                        // Idle both ways: close both.
+                        conn.borrow_mut().send_close_notify();
+                        let _ = records_tx.try_send(take_output(&conn)?);
+                        up_w.close().await?;
+                        return Ok(());
+                    }
+                }
+                last_traffic.set(std::time::Instant::now());
             }
             // Lent while plaintext flows; given back before the next wait.
             let mut plain = keyless_engine::buffers::lend(CHUNK);

@@ -5,13 +5,13 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, UnixListener};
 
+use keyless_engine::accept::Admission;
 use keyless_engine::core::Core;
 use keyless_engine::versioned::{Cached, Versioned};
 
@@ -50,34 +50,9 @@ impl Drop for Open {
     }
 }
 
-/// At the cap: close the new connection at once (counted as failed; logged
-/// at most once a second), so memory stays bounded whatever arrives.
-fn over_capacity(
-    core: &Core,
-    limits: &Limits,
-    open: &OpenCount,
-    last_log: &std::cell::Cell<Option<std::time::Instant>>,
-) -> bool {
-    if open.get() < limits.max_connections {
-        return false;
-    }
-    core.shared().counters[core.id()]
-        .failed_connections
-        .fetch_add(1, Ordering::Relaxed);
-    if last_log.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-        last_log.set(Some(std::time::Instant::now()));
-        tracing::warn!(
-            "core {}: {} connections open (max_connections_per_core); closing new ones",
-            core.id(),
-            open.get()
-        );
-    }
-    true
-}
-
 /// Accept TCP connections forever, serving each on this core.
 pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>, open: OpenCount) {
-    let last_log = std::cell::Cell::new(None);
+    let mut admission = Admission::new(format!("core {}", core.id()));
     let mut acceptor = Acceptor::new(&tls);
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
@@ -85,7 +60,7 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>
         };
         match accepted {
             Ok(tcp) => {
-                if over_capacity(&core, &limits, &open, &last_log) {
+                if refuse(&core, &mut admission, &limits, &open) {
                     drop(tcp);
                     continue;
                 }
@@ -95,7 +70,7 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>
                 let _ = tcp.set_nodelay(true);
                 spawn_connection(acceptor.get(), tcp, core.clone(), limits.clone(), peer, &open);
             }
-            Err(e) => accept_failed(e).await,
+            Err(e) => accept_failed(&core, &mut admission, e).await,
         }
     }
 }
@@ -109,14 +84,14 @@ pub async fn accept_unix(
     open: OpenCount,
 ) {
     let mut acceptor = Acceptor::new(&tls);
-    let last_log = std::cell::Cell::new(None);
+    let mut admission = Admission::new(format!("core {} (unix socket)", core.id()));
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
             return;
         };
         match accepted {
             Ok(stream) => {
-                if over_capacity(&core, &limits, &open, &last_log) {
+                if refuse(&core, &mut admission, &limits, &open) {
                     drop(stream);
                     continue;
                 }
@@ -129,7 +104,7 @@ pub async fn accept_unix(
                     &open,
                 )
             }
-            Err(e) => accept_failed(e).await,
+            Err(e) => accept_failed(&core, &mut admission, e).await,
         }
     }
 }
@@ -143,10 +118,29 @@ pub async fn until_drain<T>(core: &Core, fut: impl std::future::Future<Output = 
     .await
 }
 
-/// EMFILE and friends: log, back off briefly, keep serving.
-async fn accept_failed(e: glommio::GlommioError<()>) {
-    tracing::warn!("accept failed: {e}");
-    glommio::timer::sleep(Duration::from_millis(10)).await;
+/// At the cap: close the new connection at once (counted; said once per
+/// episode), so memory stays bounded whatever arrives.
+fn refuse(core: &Core, admission: &mut Admission, limits: &Limits, open: &OpenCount) -> bool {
+    if admission.over_capacity(open.get(), limits.max_connections) {
+        core.counters().refused_connections.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    admission.accepted();
+    false
+}
+
+/// EMFILE and friends: stop accepting for a while (said once per
+/// episode), keep serving what the core holds.
+async fn accept_failed(core: &Core, admission: &mut Admission, e: glommio::GlommioError<()>) {
+    core.counters().refused_connections.fetch_add(1, Ordering::Relaxed);
+    let pause = admission.accept_failed(&format_args!("accept failed: {e}"));
+    glommio::timer::sleep(pause).await;
+}
+
+thread_local! {
+    /// Failed handshakes on this core, logged at most once a second (the
+    /// metric counts every one).
+    static FAILURES_LOGGED: keyless_engine::accept::LogLimit = keyless_engine::accept::LogLimit::default();
 }
 
 /// TLS handshake, then the keyless protocol, on a task of this core.
@@ -173,14 +167,18 @@ fn spawn_connection<S>(
                 core.shared().counters[core.id()]
                     .failed_connections
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, "TLS handshake not finished within {:?}; closed", limits.handshake_timeout);
+                if let Some(more) = FAILURES_LOGGED.with(|l| l.allow()) {
+                    tracing::info!(%peer, "TLS handshake not finished within {:?}; closed{more}", limits.handshake_timeout);
+                }
                 return;
             }
             Err(e) => {
                 core.shared().counters[core.id()]
                     .failed_connections
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, "TLS handshake failed: {e}");
+                if let Some(more) = FAILURES_LOGGED.with(|l| l.allow()) {
+                    tracing::info!(%peer, "TLS handshake failed: {e}{more}");
+                }
                 return;
             }
         };

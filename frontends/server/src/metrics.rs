@@ -234,6 +234,22 @@ impl CoreCollector {
                 ),
             )],
         )?;
+        family(
+            encoder,
+            "keyless_refused_connections",
+            "Connections turned away before TLS: accept() failed (out of file descriptors) or the core was at max_connections_per_core.",
+            MetricType::Counter,
+            [(
+                Vec::new(),
+                ConstCounter::new(
+                    self.shared
+                        .counters
+                        .iter()
+                        .map(|c| c.refused_connections.load(Ordering::Relaxed))
+                        .sum::<u64>(),
+                ),
+            )],
+        )?;
         // All cores merged, one series per family and error.
         let by_family = |pick: fn(&keyless_engine::counters::CoreCounters) -> &ByFamilyAndError| {
             let mut merged: Vec<(Labels, keyless_engine::stats::HistogramSnapshot)> = Vec::new();
