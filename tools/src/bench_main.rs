@@ -121,6 +121,7 @@ fn real_main() -> Result<bool, String> {
             connections,
             parallel,
             hold,
+            bind,
             threads,
             json,
         } => {
@@ -151,6 +152,7 @@ fn real_main() -> Result<bool, String> {
                 connections,
                 parallel,
                 hold: Duration::from_secs_f64(hold),
+                bind,
             };
             let r = rt.block_on(hold::run(spec));
             if json {

@@ -61,7 +61,7 @@ pub enum HandshakeMode {
 pub const CHUNK: usize = 16 * 1024;
 /// What a connection waits for its next bytes with; the rest of what
 /// arrived is read with a buffer the core lends ([`read_some`]).
-pub const FIRST_READ: usize = 1024;
+pub const FIRST_READ: usize = 512;
 /// A connection's pending input buffer grown past this is let go once empty.
 const KEEP_PENDING: usize = 4 * 1024;
 
@@ -95,10 +95,13 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
     let (Some(peer), Some(local)) = (peer, local) else {
         return;
     };
-    let handshake = glommio::timer::timeout(ctx.handshake_timeout, {
+    // Each phase's state lives in a box of its own, freed when the phase
+    // ends: the task itself would be as large as its largest phase (the
+    // handshake's, about 20 KB) for the connection's whole life.
+    let handshake = Box::pin(glommio::timer::timeout(ctx.handshake_timeout, {
         let ctx = ctx.clone();
         async move { Ok(handshake(tcp, &ctx, peer, local).await) }
-    })
+    }))
     .await;
     let started = std::time::Instant::now();
     let (tcp, conn, pending, step_time) = match handshake {
@@ -136,8 +139,18 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         traffic: traffic.clone(),
     };
     let result = match ctx.upstream {
-        Some(upstream) => crate::proxy::run(session, upstream, ctx.proxy_protocol, peer, local, ctx.idle_timeout).await,
-        None => answer_http(session, &ctx.drain, ctx.idle_timeout).await,
+        Some(upstream) => {
+            Box::pin(crate::proxy::run(
+                session,
+                upstream,
+                ctx.proxy_protocol,
+                peer,
+                local,
+                ctx.idle_timeout,
+            ))
+            .await
+        }
+        None => Box::pin(answer_http(session, &ctx.drain, ctx.idle_timeout)).await,
     };
     match result {
         Err(e) if e.get_ref().is_some_and(|e| e.is::<crate::proxy::UpstreamDown>()) => {
@@ -396,7 +409,7 @@ async fn answer_http(
     const BODY: &str = "hello from keyless-edge\n";
     let mut request = Vec::new();
     // Small: it is what a keep-alive connection waits with.
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 512];
     loop {
         let idle = request.is_empty();
         let read = futures_lite::future::or(async { Some(session.read(&mut buf).await) }, async {

@@ -137,6 +137,9 @@ pub enum Command {
         /// Seconds to hold them once all are open.
         #[arg(long, default_value_t = 10.0)]
         hold: f64,
+        /// Connect from this local address, e.g. 127.0.0.2.
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[arg(long)]

@@ -32,6 +32,11 @@ pub struct HoldSpec {
     pub parallel: usize,
     /// How long to hold them once all are open.
     pub hold: Duration,
+    /// Connect from this local address: connections held from
+    /// another loopback address leave the kernel's port search for a new
+    /// client's connection as it was (on one address, each connect scans
+    /// past every port held to the same server).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,16 +75,17 @@ async fn open_one(spec: &HoldSpec) -> Result<Held, String> {
     let name = rustls_pki_types::ServerName::try_from(spec.server_name.clone()).map_err(|e| e.to_string())?;
     match spec.kind {
         Kind::KeyServer => {
-            let conn = keyless_client::connect(spec.server, &spec.server_name, spec.tls.clone())
+            let tcp = tcp(spec).await?;
+            let tls = tokio_rustls::TlsConnector::from(spec.tls.clone())
+                .connect(name, tcp)
                 .await
                 .map_err(|e| e.to_string())?;
+            let conn = keyless_client::Connection::start(tls, spec.server.to_string());
             conn.ping(b"hold").await.map_err(|e| e.to_string())?;
             Ok(Held::KeyServer(conn))
         }
         Kind::Edge => {
-            let tcp = tokio::net::TcpStream::connect(spec.server)
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = tcp(spec).await?;
             let mut tls = tokio_rustls::TlsConnector::from(spec.tls.clone())
                 .connect(name, tcp)
                 .await
@@ -91,6 +97,23 @@ async fn open_one(spec: &HoldSpec) -> Result<Held, String> {
             Ok(Held::Edge(Box::new(tls)))
         }
     }
+}
+
+/// A TCP connection to the server, from `spec.bind` if given.
+async fn tcp(spec: &HoldSpec) -> Result<tokio::net::TcpStream, String> {
+    match spec.bind {
+        Some(ip) => {
+            let socket = match ip {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|e| e.to_string())?;
+            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| e.to_string())?;
+            socket.connect(spec.server).await
+        }
+        None => tokio::net::TcpStream::connect(spec.server).await,
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Read one HTTP/1.1 response with a content-length body.
