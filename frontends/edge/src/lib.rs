@@ -291,6 +291,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
 
     let mut runtime = RuntimeConfig {
         name: "keyless-edge".into(),
+        ring_depth: 4096,
         ..RuntimeConfig::default()
     };
     if let Some(w) = config.workers {
