@@ -196,6 +196,33 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[test]
+fn an_idle_proxied_connection_is_closed_after_the_idle_timeout() {
+    // An upstream that takes the request and never answers.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in upstream.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let edge = Edge::start(&format!("idle_timeout: 1s\nupstream: {upstream_addr}\n"), None);
+    let client = edge.client();
+    let started = Instant::now();
+    let mut client = client;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still open after 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
 fn out_of_descriptors_the_edge_pauses_accepting_says_so_briefly_and_recovers() {
     let edge = Edge::start("handshake_timeout: 2s\n", Some(64));
     // A flood of connections that never send a ClientHello, well past the
