@@ -120,6 +120,11 @@ impl Edge {
 
 /// Read `client`'s stdout until it has the page (or the edge closed).
 fn got_page(client: &mut KillOnDrop, within: Duration) -> bool {
+    got_pages(client, 1, within)
+}
+
+/// Read `client`'s stdout until it has `pages` answers.
+fn got_pages(client: &mut KillOnDrop, pages: usize, within: Duration) -> bool {
     let mut stdout = client.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -130,7 +135,7 @@ fn got_page(client: &mut KillOnDrop, within: Duration) -> bool {
                 break;
             }
             got.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&got).contains("hello from keyless-edge") {
+            if String::from_utf8_lossy(&got).matches("hello from keyless-edge").count() >= pages {
                 let _ = tx.send(true);
                 return;
             }
@@ -218,18 +223,32 @@ fn closed_after_about_a_second(client: &mut KillOnDrop, since: Instant) {
 #[test]
 fn out_of_descriptors_the_edge_pauses_accepting_says_so_briefly_and_recovers() {
     let edge = Edge::start("handshake_timeout: 2s\n", Some(64));
+    // A keep-alive client from before the flood asks again in the middle
+    // of it: the edge keeps serving the connections it has.
+    let mut kept = edge.client();
+    std::thread::sleep(Duration::from_millis(500));
     // A flood of connections that never send a ClientHello, well past the
     // descriptor limit, for three seconds.
     let mut flood = Vec::new();
     let started = Instant::now();
+    let mut asked_again = false;
     while started.elapsed() < Duration::from_secs(3) {
         if flood.len() < 300 {
             if let Ok(s) = TcpStream::connect(edge.addr) {
                 flood.push(s);
             }
         }
+        if !asked_again && started.elapsed() > Duration::from_millis(1500) {
+            let again = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+            kept.0.stdin.as_mut().unwrap().write_all(again).unwrap();
+            asked_again = true;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(
+        got_pages(&mut kept, 2, Duration::from_secs(3)),
+        "a connection held from before the flood is answered during it"
+    );
     let log = edge.log();
     let lines = log.matches("accept failed").count();
     assert!(lines >= 1, "the condition is said:\n{log}");
