@@ -94,6 +94,7 @@ where
                 async move {
                     if detect_stalls {
                         glommio::spawn_local(beats.clone().beat(core)).detach();
+                        glommio::spawn_local(beats.clone().kickable(core)).detach();
                     }
                     let result = task(core).await.map_err(|e| (core, e.to_string()));
                     beats.finished(core);

@@ -4,7 +4,10 @@
 //! watchdog thread logs a core whose heartbeat is older than the threshold,
 //! and logs again when it runs again. That catches a task that does not
 //! yield, a blocking call, and a core that sleeps through its wake-ups
-//! alike. (glommio's own detector resolves a backtrace on the stalled core
+//! alike. A core found stalled is also kicked: a task of its own is woken
+//! from the watchdog thread, which wakes a parked executor through its
+//! eventfd (glommio can sleep through its own timers: Known issues).
+//! (glommio's own detector resolves a backtrace on the stalled core
 //! itself, reading the binary's debug information: in a debug build that
 //! took up to seconds and 300 MB the first time, on the core.)
 
@@ -25,6 +28,8 @@ pub struct Heartbeats {
     epoch: Instant,
     beats: Vec<AtomicU64>,
     stop: AtomicBool,
+    /// A waker of a task on each core, for the watchdog to wake it.
+    kicks: Vec<std::sync::Mutex<Option<std::task::Waker>>>,
 }
 
 impl Heartbeats {
@@ -33,6 +38,7 @@ impl Heartbeats {
             epoch: Instant::now(),
             beats: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
+            kicks: (0..cores).map(|_| std::sync::Mutex::new(None)).collect(),
         })
     }
 
@@ -45,6 +51,23 @@ impl Heartbeats {
         while !self.stop.load(Ordering::Relaxed) && self.beats[core].load(Ordering::Relaxed) != FINISHED {
             self.beats[core].store(self.now_ms(), Ordering::Relaxed);
             glommio::timer::sleep(BEAT).await;
+        }
+    }
+
+    /// Wait to be kicked by the watchdog, forever (run on `core`): each
+    /// kick wakes the core's executor from another thread.
+    pub async fn kickable(self: Arc<Self>, core: usize) {
+        std::future::poll_fn(|cx| {
+            *self.kicks[core].lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            std::task::Poll::<()>::Pending
+        })
+        .await
+    }
+
+    fn kick(&self, core: usize) {
+        let waker = self.kicks[core].lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
@@ -71,6 +94,11 @@ impl Heartbeats {
                             continue;
                         }
                         let age = now.saturating_sub(last);
+                        if age > threshold_ms {
+                            // A parked core that missed its wake-up runs
+                            // again; a busy one is not disturbed by this.
+                            beats.kick(core);
+                        }
                         if age > threshold_ms && stalled_since[core] == 0 {
                             stalled_since[core] = last;
                             tracing::warn!(
