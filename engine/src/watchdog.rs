@@ -74,6 +74,8 @@ impl Heartbeats {
     /// `core`'s task has ended: no more heartbeats are expected from it.
     pub fn finished(&self, core: usize) {
         self.beats[core].store(FINISHED, Ordering::Relaxed);
+        // No kick may reach a core whose executor is going away.
+        drop(self.kicks[core].lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// Watch the heartbeats on a thread of its own until [`Heartbeats::stop`].
