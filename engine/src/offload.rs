@@ -14,6 +14,8 @@ pub struct Offloaded {
     timeout: Duration,
     ski: Ski,
     op: Operation,
+    /// The backend logs its failures itself (once per cause).
+    quiet: bool,
 }
 
 impl Offloaded {
@@ -24,6 +26,7 @@ impl Offloaded {
             timeout: offload.timeout(),
             ski,
             op,
+            quiet: offload.reports_failures(),
         }
     }
 
@@ -33,6 +36,7 @@ impl Offloaded {
         let (ski, op, timeout) = (self.ski, self.op, self.timeout);
         let pending = self.pending;
         match glommio::timer::timeout(timeout, async { Ok(pending.await) }).await {
+            Ok(Err(_)) if self.quiet => Message::error(ErrorCode::Crypto),
             Ok(result) => handler::finish(&ski, op, result),
             Err(_) => {
                 tracing::warn!(

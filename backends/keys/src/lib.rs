@@ -13,6 +13,7 @@ pub mod memory;
 mod operation;
 mod public;
 mod source;
+pub mod spki;
 mod store;
 
 pub use error::{CryptoError, LoadError};

@@ -18,6 +18,22 @@ pub enum KeySource {
     File(PathBuf),
     /// Keys in a PKCS#11 token (loaded by the `keyless-pkcs11` backend).
     Pkcs11(Pkcs11Source),
+    /// A key version in a cloud key store: an AWS KMS ARN, a Google Cloud
+    /// KMS `projects/...` name or an Azure Key Vault URL (loaded by the
+    /// `keyless-cloud` backend). It names a key; it holds no secret.
+    Cloud(String),
+}
+
+impl KeySource {
+    /// The entry as an operator wrote it, secrets left out.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Dir(d) => format!("dir: {}", d.display()),
+            KeySource::File(f) => format!("file: {}", f.display()),
+            KeySource::Pkcs11(uri) => format!("uri: {}", uri.redacted()),
+            KeySource::Cloud(uri) => format!("uri: {uri}"),
+        }
+    }
 }
 
 /// An RFC 7512 `pkcs11:` URI as configured. It may carry a PIN
@@ -63,23 +79,23 @@ pub fn redact_pin(uri: &str) -> String {
 }
 
 /// Load every key of every `dir:` and `file:` source; a `uri:` source is an
-/// error (use [`load_sources_with`] and a PKCS#11 loader).
+/// error (use [`load_sources_with`] and the PKCS#11 and cloud loaders).
 pub fn load_sources(sources: &[KeySource]) -> Result<Vec<SharedKey>, LoadError> {
-    load_sources_with(sources, &|source: &Pkcs11Source| {
+    load_sources_with(sources, &|source: &KeySource| {
         Err(LoadError::Invalid {
-            path: PathBuf::from(source.redacted()),
-            reason: "PKCS#11 key stores need the keyless-pkcs11 backend".into(),
+            path: PathBuf::from(source.describe()),
+            reason: "PKCS#11 and cloud key stores need their backends".into(),
         })
     })
 }
 
 /// Load every key of every source in order, logging `loading <path>...`
-/// for each file as gokeyless does; `pkcs11` loads `uri:` sources. The
-/// first key that fails stops the load. A key seen twice (same SKI) is
-/// served from its first source.
+/// for each file as gokeyless does; `external` loads `uri:` sources
+/// (PKCS#11 and cloud). The first key that fails stops the load. A key
+/// seen twice (same SKI) is served from its first source.
 pub fn load_sources_with(
     sources: &[KeySource],
-    pkcs11: &dyn Fn(&Pkcs11Source) -> Result<Vec<SharedKey>, LoadError>,
+    external: &dyn Fn(&KeySource) -> Result<Vec<SharedKey>, LoadError>,
 ) -> Result<Vec<SharedKey>, LoadError> {
     let mut keys: Vec<SharedKey> = Vec::new();
     for source in sources {
@@ -91,9 +107,9 @@ pub fn load_sources_with(
                 files.sort();
                 files.iter().map(|p| load_file(p)).collect::<Result<_, _>>()?
             }
-            KeySource::Pkcs11(uri) => {
-                tracing::info!("loading {}...", uri.redacted());
-                pkcs11(uri)?
+            KeySource::Pkcs11(_) | KeySource::Cloud(_) => {
+                tracing::info!("loading {}...", source.describe().trim_start_matches("uri: "));
+                external(source)?
             }
         };
         for key in loaded {

@@ -32,6 +32,17 @@ pub trait Offload {
     fn submit(&self, op: Operation, input: Vec<u8>) -> PendingOperation;
     /// How long a request may wait in all (queue and operation) before it fails.
     fn timeout(&self) -> Duration;
+    /// Whether the key can perform `op` at all. A cloud key version is made
+    /// for one algorithm: a request for another is refused with a protocol
+    /// error (bad opcode) instead of a call that is bound to fail.
+    fn supports(&self, _op: Operation) -> bool {
+        true
+    }
+    /// Whether the backend logs its own failures (once per cause), so the
+    /// core need not log each failed request again.
+    fn reports_failures(&self) -> bool {
+        false
+    }
 }
 
 /// A key as loaded, shared by every core; each core makes its own instance

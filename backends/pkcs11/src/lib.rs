@@ -13,7 +13,6 @@
 pub mod ceiling;
 mod exit;
 pub mod pool;
-mod public;
 mod token;
 pub mod uri;
 
@@ -23,13 +22,14 @@ use std::time::Duration;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keyless_keys::memory::PublicKey;
+use keyless_keys::spki;
 use keyless_keys::{
     CryptoError, KeyAlgorithm, LoadError, LoadedKey, Offload, Operation, PendingOperation, Pkcs11Source, PrivateKey,
     PublicKeyInfo, SharedKey,
 };
 
+pub use keyless_keys::spki::ecdsa_der;
 pub use pool::{shutdown, snapshots, PoolSnapshot};
-pub use public::ecdsa_der;
 pub use uri::{Pkcs11Uri, UriError};
 
 /// Pool settings that are not part of the URI.
@@ -149,15 +149,15 @@ fn find_keys(session: &Session, uri: &Pkcs11Uri) -> Result<Vec<(pool::ObjectRef,
         let spki = match key_type {
             Some(KeyType::RSA) => {
                 let (n, e) = rsa_public(session, handle)?;
-                public::rsa_spki(&n, &e)
+                spki::rsa_spki(&n, &e)
             }
             Some(KeyType::EC) => {
                 let (params, point) = ec_public(session, handle, &object, KeyType::EC)?;
-                public::ec_spki(&params, &point)
+                spki::ec_spki(&params, &point)
             }
             Some(KeyType::EC_EDWARDS) => {
                 let (params, point) = ec_public(session, handle, &object, KeyType::EC_EDWARDS)?;
-                public::ed25519_spki(&params, &point)
+                spki::ed25519_spki(&params, &point)
             }
             other => Err(format!("key type {other:?} is not supported")),
         }

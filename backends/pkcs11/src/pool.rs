@@ -487,7 +487,7 @@ pub(crate) fn perform_once(
     match op {
         Operation::Ecdsa(_) => {
             let raw = session.sign(&Mechanism::Ecdsa, handle, input).map_err(pkcs11)?;
-            crate::public::ecdsa_der(&raw).map_err(Performed::Invalid)
+            keyless_keys::spki::ecdsa_der(&raw).map_err(Performed::Invalid)
         }
         Operation::RsaPkcs1(hash) => {
             let mut data = digest_info(hash).to_vec();

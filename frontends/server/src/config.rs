@@ -198,6 +198,15 @@ pub struct Options {
     /// Requests queued per HSM token at most (ours; default 1024).
     #[arg(long = "pkcs11-queue", env = "KEYLESS_PKCS11_QUEUE")]
     pub pkcs11_queue: Option<NonZeroUsize>,
+    /// Milliseconds a cloud key store request may take in all (waiting for a
+    /// slot, every attempt, the pauses between retries) before it fails
+    /// (ours; default 3000).
+    #[arg(long = "cloud-timeout-ms", env = "KEYLESS_CLOUD_TIMEOUT_MS")]
+    pub cloud_timeout_ms: Option<NonZeroU64>,
+    /// Calls in flight per cloud key store at most; more wait their turn
+    /// (ours; default 64).
+    #[arg(long = "cloud-concurrency", env = "KEYLESS_CLOUD_CONCURRENCY")]
+    pub cloud_concurrency: Option<NonZeroUsize>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
     #[arg(short = 't', long = "test-config")]
@@ -269,6 +278,12 @@ impl TryFrom<RawStoreEntry> for StoreEntry {
         match (raw.dir, raw.file, raw.uri) {
             (Some(d), None, None) => Ok(StoreEntry(KeySource::Dir(d))),
             (None, Some(f), None) => Ok(StoreEntry(KeySource::File(f))),
+            (None, None, Some(uri)) if keyless_cloud::CloudUri::looks_like(&uri) => {
+                match keyless_cloud::CloudUri::parse(&uri) {
+                    Ok(_) => Ok(StoreEntry(KeySource::Cloud(uri))),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             (None, None, Some(uri)) => match keyless_pkcs11::Pkcs11Uri::parse(&uri) {
                 Ok(_) => Ok(StoreEntry(KeySource::Pkcs11(Pkcs11Source::new(uri)))),
                 Err(e) => Err(format!("bad PKCS#11 URI: {e}")),
@@ -305,6 +320,8 @@ pub struct Settings {
     pub limits: Limits,
     /// How HSM (PKCS#11) key stores are served.
     pub pkcs11: keyless_pkcs11::Options,
+    /// How cloud key stores are called (applies on reload).
+    pub cloud: keyless_cloud::Options,
 }
 
 impl Settings {
@@ -384,6 +401,8 @@ impl Settings {
         line("batch_flush_us", self.limits.batch_flush.as_micros().to_string());
         line("pkcs11_timeout_ms", self.pkcs11.timeout.as_millis().to_string());
         line("pkcs11_sessions", self.pkcs11.sessions.to_string());
+        line("cloud_timeout_ms", self.cloud.timeout.as_millis().to_string());
+        line("cloud_concurrency", self.cloud.concurrency.to_string());
         line("pkcs11_queue", self.pkcs11.queue.to_string());
         out.push_str("private_key_stores:");
         if self.key_sources.is_empty() {
@@ -395,6 +414,7 @@ impl Settings {
                 KeySource::Dir(d) => format!("  - dir: {}\n", d.display()),
                 KeySource::File(f) => format!("  - file: {}\n", f.display()),
                 KeySource::Pkcs11(uri) => format!("  - uri: \"{}\"\n", uri.redacted()),
+                KeySource::Cloud(uri) => format!("  - uri: \"{uri}\"\n"),
             });
         }
         out
@@ -472,6 +492,11 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         queue: pick!(pkcs11_queue).map_or(pkcs11.queue, NonZeroUsize::get),
         timeout: pick!(pkcs11_timeout_ms).map_or(pkcs11.timeout, |ms| Duration::from_millis(ms.get())),
     };
+    let cloud = keyless_cloud::Options::default();
+    let cloud = keyless_cloud::Options {
+        timeout: pick!(cloud_timeout_ms).map_or(cloud.timeout, |ms| Duration::from_millis(ms.get())),
+        concurrency: pick!(cloud_concurrency).map_or(cloud.concurrency, NonZeroUsize::get),
+    };
     Ok(Settings {
         config_file: file_path.map(Path::to_owned),
         loglevel: pick!(loglevel).unwrap_or(DEFAULTS.loglevel),
@@ -508,6 +533,7 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         runtime,
         limits,
         pkcs11,
+        cloud,
     })
 }
 

@@ -4,7 +4,7 @@
 //! does not hide the others).
 
 use crate::config::Settings;
-use keyless_keys::{KeySource, SharedKey};
+use keyless_keys::SharedKey;
 
 /// One store's result.
 pub struct StoreReport {
@@ -19,15 +19,10 @@ pub fn inspect(settings: &Settings) -> Vec<StoreReport> {
         .key_sources
         .iter()
         .map(|source| {
-            let store = match source {
-                KeySource::Dir(d) => format!("dir: {}", d.display()),
-                KeySource::File(f) => format!("file: {}", f.display()),
-                KeySource::Pkcs11(uri) => format!("uri: {}", uri.redacted()),
-            };
-            let keys = keyless_keys::load_sources_with(std::slice::from_ref(source), &|s| {
-                keyless_pkcs11::load(s, &settings.pkcs11)
-            })
-            .map_err(|e| e.to_string());
+            let store = source.describe();
+            let keys =
+                keyless_keys::load_sources_with(std::slice::from_ref(source), &|s| crate::load_external(settings, s))
+                    .map_err(|e| e.to_string());
             StoreReport { store, keys }
         })
         .collect()

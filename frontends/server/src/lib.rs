@@ -171,11 +171,23 @@ fn dial_tls(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, ServerErro
 }
 
 /// Every configured key store: files and directories in memory, `uri:`
-/// stores through PKCS#11.
+/// stores through PKCS#11 or a cloud provider.
 pub fn load_keys(settings: &Settings) -> Result<Vec<SharedKey>, keyless_keys::LoadError> {
-    keyless_keys::load_sources_with(&settings.key_sources, &|source| {
-        keyless_pkcs11::load(source, &settings.pkcs11)
-    })
+    keyless_keys::load_sources_with(&settings.key_sources, &|source| load_external(settings, source))
+}
+
+/// One `uri:` store, by the backend its URI names.
+pub fn load_external(
+    settings: &Settings,
+    source: &keyless_keys::KeySource,
+) -> Result<Vec<SharedKey>, keyless_keys::LoadError> {
+    match source {
+        keyless_keys::KeySource::Pkcs11(uri) => keyless_pkcs11::load(uri, &settings.pkcs11),
+        keyless_keys::KeySource::Cloud(uri) => keyless_cloud::load(uri, &settings.cloud),
+        keyless_keys::KeySource::Dir(_) | keyless_keys::KeySource::File(_) => {
+            keyless_keys::load_sources(std::slice::from_ref(source))
+        }
+    }
 }
 
 /// SIGHUP: load the key stores, server certificate and client CA again

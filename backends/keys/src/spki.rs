@@ -1,6 +1,7 @@
-//! The public half of an HSM key, rebuilt as a DER SubjectPublicKeyInfo from
-//! its PKCS#11 attributes, so HSM keys get the same SKI (and certificate
-//! digest) as the same key loaded from a file.
+//! Public keys rebuilt as DER SubjectPublicKeyInfo from the parts an HSM or
+//! a cloud key store hands out (modulus and exponent, curve and point), so
+//! such keys get the same SKI (and certificate digest) as the same key
+//! loaded from a file; and raw `r || s` ECDSA signatures encoded as DER.
 
 use der::asn1::{AnyRef, BitString, ObjectIdentifier, OctetString, UintRef};
 use der::{Decode, Encode, Sequence};
@@ -66,6 +67,25 @@ pub fn ec_spki(ec_params: &[u8], ec_point: &[u8]) -> Result<Vec<u8>, String> {
     spki(EC_PUBLIC_KEY, Some(params), &point)
 }
 
+/// SPKI of an ECDSA key on `curve` from its uncompressed point (`04 || x || y`).
+pub fn ec_spki_on(curve: crate::KeyAlgorithm, point: &[u8]) -> Result<Vec<u8>, String> {
+    let (oid, len) = match curve {
+        crate::KeyAlgorithm::EcdsaP256 => (P256, 65),
+        crate::KeyAlgorithm::EcdsaP384 => (P384, 97),
+        crate::KeyAlgorithm::EcdsaP521 => (P521, 133),
+        other => return Err(format!("{other} is not an ECDSA curve")),
+    };
+    if point.len() != len || point[0] != 4 {
+        return Err(format!(
+            "a {curve} point is 04 || x || y, {len} bytes; got {} bytes",
+            point.len()
+        ));
+    }
+    let params = oid.to_der().map_err(|e| e.to_string())?;
+    let params = AnyRef::from_der(&params).map_err(|e| e.to_string())?;
+    spki(EC_PUBLIC_KEY, Some(params), point)
+}
+
 /// SPKI of an Ed25519 key from CKA_EC_PARAMS and CKA_EC_POINT.
 pub fn ed25519_spki(ec_params: &[u8], ec_point: &[u8]) -> Result<Vec<u8>, String> {
     // PKCS#11 3.0 names the curve by OID or by the printable string "edwards25519".
@@ -101,10 +121,11 @@ struct EcdsaSignature<'a> {
     s: UintRef<'a>,
 }
 
-/// DER-encode the raw `r || s` CKM_ECDSA returns, as TLS wants it.
+/// DER-encode a raw `r || s` ECDSA signature (what CKM_ECDSA and Azure Key
+/// Vault return), as TLS wants it.
 pub fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.is_empty() || !raw.len().is_multiple_of(2) {
-        return Err("the HSM returned an ECDSA signature of odd length");
+        return Err("an ECDSA signature of odd length");
     }
     let (r, s) = raw.split_at(raw.len() / 2);
     EcdsaSignature {
