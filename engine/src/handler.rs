@@ -84,7 +84,11 @@ fn prepare_message<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a
     tracing::info!("fetch key with SKI: {}", hex::encode(key.public().ski));
     let input = request.payload.as_deref().unwrap_or_default();
     match key.offload() {
-        Some(offload) if !offload.supports(op) => Prepared::Answer(Message::error(ErrorCode::BadOpcode)),
+        // A key of the right type whose (cloud) key version was made for
+        // another algorithm: refused without a call.
+        Some(offload) if op.applies_to(key.public().algorithm) && !offload.supports(op) => {
+            Prepared::Answer(Message::error(ErrorCode::BadOpcode))
+        }
         Some(offload) => Prepared::Offloaded {
             offload,
             ski: key.public().ski,

@@ -19,6 +19,10 @@ pub struct ExpectedKey {
     pub name: String,
     pub info: PublicKeyInfo,
     pub verifier: PublicKey,
+    /// The operations the key serves when it serves fewer than its type
+    /// allows (a cloud key version is made for one algorithm): the rest
+    /// must be refused as bad opcodes. `None`: every one its type allows.
+    pub serves: Option<Vec<Operation>>,
 }
 
 impl ExpectedKey {
@@ -30,7 +34,18 @@ impl ExpectedKey {
             name: name.to_owned(),
             info,
             verifier,
+            serves: None,
         })
+    }
+
+    /// The key serves only `operations`.
+    pub fn serving(mut self, operations: Vec<Operation>) -> ExpectedKey {
+        self.serves = Some(operations);
+        self
+    }
+
+    fn serves(&self, op: Operation) -> bool {
+        op.applies_to(self.info.algorithm) && self.serves.as_ref().is_none_or(|s| s.contains(&op))
     }
 }
 
@@ -131,7 +146,13 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
         for opcode in Opcode::SIGNING {
             let op = Operation::from_kind(opcode.kind()).expect("signing opcode");
             let name = format!("{} ({alg}): opcode 0x{:02x} {op:?}", key.name, opcode.0);
-            if op.applies_to(alg) {
+            if op.applies_to(alg) && !key.serves(op) {
+                let r = conn.perform(opcode, key.info.ski, &input_for(op)).await;
+                report.record(
+                    format!("{name}: not served by this key"),
+                    expect_error(r, ErrorCode::BadOpcode),
+                );
+            } else if op.applies_to(alg) {
                 report.record(name.clone(), sign_and_verify(conn, key, opcode, op).await);
                 if let Some(h) = op.digest() {
                     let short = random(h.len() - 1);
@@ -150,10 +171,18 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
             }
         }
         if let KeyAlgorithm::Rsa { bits } = alg {
-            report.record(
-                format!("{} ({alg}): raw RSA decrypt", key.name),
-                rsa_decrypt(conn, key, bits as usize).await,
-            );
+            if key.serves(Operation::RsaRawDecrypt) {
+                report.record(
+                    format!("{} ({alg}): raw RSA decrypt", key.name),
+                    rsa_decrypt(conn, key, bits as usize).await,
+                );
+            } else {
+                let r = conn.perform(Opcode::RSA_DECRYPT, key.info.ski, &random(bits as usize / 8)).await;
+                report.record(
+                    format!("{} ({alg}): raw RSA decrypt not served", key.name),
+                    expect_error(r, ErrorCode::BadOpcode),
+                );
+            }
             report.record(
                 format!("{} ({alg}): found by certificate digest", key.name),
                 by_digest(conn, key).await,
@@ -224,7 +253,15 @@ fn keyless_client_response(answer: Message) -> Result<Vec<u8>, String> {
 }
 
 async fn pipelined(conn: &Connection, key: &ExpectedKey, n: usize) -> Result<(), String> {
+    let served = Opcode::SIGNING
+        .into_iter()
+        .filter_map(|opcode| Some((opcode, Operation::from_kind(opcode.kind())?)))
+        .find(|(_, op)| key.serves(*op));
     let (opcode, op) = match key.info.algorithm {
+        _ if key.serves.is_some() => match served {
+            Some(pair) => pair,
+            None => return Err("the key serves no signing operation".into()),
+        },
         KeyAlgorithm::Rsa { .. } => (
             Opcode::RSA_PSS_SIGN_SHA256,
             Operation::RsaPss(keyless_protocol::Hash::Sha256),

@@ -191,7 +191,8 @@ impl Store {
                 self.stats.signed.fetch_add(1, Ordering::Relaxed);
                 self.log.succeeded(&self.name);
             }
-            Err(failure) => self.log.failed(&self.name, failure),
+            // Each attempt's failure was logged (once per cause) as it came.
+            Err(_) => {}
         }
         result
     }
@@ -207,8 +208,7 @@ impl Store {
         let permit = tokio::time::timeout_at(deadline, self.limit.acquire()).await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let Ok(Ok(_permit)) = permit else {
-            self.count(Cause::Timeout);
-            return Err(timed_out());
+            return Err(self.failed(timed_out()));
         };
         let _flight = InFlight::enter(&self.stats.in_flight);
         let mut pause = FIRST_PAUSE;
@@ -216,12 +216,9 @@ impl Store {
             let failure = match tokio::time::timeout_at(deadline, self.signer.sign(op, digest.clone())).await {
                 Ok(Ok(signature)) => return Ok(signature),
                 Ok(Err(failure)) => failure,
-                Err(_) => {
-                    self.count(Cause::Timeout);
-                    return Err(timed_out());
-                }
+                Err(_) => return Err(self.failed(timed_out())),
             };
-            self.count(failure.cause);
+            let failure = self.failed(failure);
             // Full jitter: many cores throttled together must not retry together.
             let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
             if !failure.cause.transient() || tokio::time::Instant::now() + wait >= deadline {
@@ -232,12 +229,15 @@ impl Store {
         }
     }
 
-    fn count(&self, cause: Cause) {
+    /// Count and log (once per cause) a failed attempt.
+    fn failed(&self, failure: Failure) -> Failure {
         let index = Cause::ALL
             .iter()
-            .position(|c| *c == cause)
+            .position(|c| *c == failure.cause)
             .unwrap_or(Cause::ALL.len() - 1);
         self.stats.errors[index].fetch_add(1, Ordering::Relaxed);
+        self.log.failed(&self.name, &failure);
+        failure
     }
 }
 

@@ -155,7 +155,8 @@ impl Collector for CoreCollector {
             [(Vec::new(), ConstGauge::new(self.shared.key_count() as i64))],
         )?;
         self.encode_histograms(&mut encoder)?;
-        self.encode_hsm(&mut encoder)
+        self.encode_hsm(&mut encoder)?;
+        self.encode_cloud(&mut encoder)
     }
 }
 
@@ -342,6 +343,60 @@ impl CoreCollector {
             "PKCS#11 sessions reopened after a failure (logged out, closed, token removed).",
             MetricType::Counter,
             pools.iter().map(|p| (token(p), ConstCounter::new(p.reopened))),
+        )?;
+        Ok(())
+    }
+
+    /// Cloud key stores, one series per configured `uri:`.
+    fn encode_cloud(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stores = keyless_cloud::snapshots();
+        let store = |s: &keyless_cloud::StoreSnapshot| -> Labels { vec![("store", s.store.clone())] };
+        family(
+            encoder,
+            "keyless_cloud_in_flight",
+            "Calls to a cloud key store in flight now (at most cloud_concurrency).",
+            MetricType::Gauge,
+            stores.iter().map(|s| (store(s), ConstGauge::new(s.in_flight as i64))),
+        )?;
+        family(
+            encoder,
+            "keyless_cloud_waiting",
+            "Requests waiting for a free slot to call their cloud key store.",
+            MetricType::Gauge,
+            stores.iter().map(|s| (store(s), ConstGauge::new(s.waiting as i64))),
+        )?;
+        family(
+            encoder,
+            "keyless_cloud_signatures",
+            "Signatures a cloud key store made.",
+            MetricType::Counter,
+            stores.iter().map(|s| (store(s), ConstCounter::new(s.signed))),
+        )?;
+        let mut errors = Vec::new();
+        for s in &stores {
+            for (cause, n) in &s.errors {
+                errors.push((
+                    vec![("store", s.store.clone()), ("cause", cause.label().to_string())],
+                    ConstCounter::new(*n),
+                ));
+            }
+        }
+        family(
+            encoder,
+            "keyless_cloud_errors",
+            "Failed cloud key store calls by cause (a retried call counts each attempt).",
+            MetricType::Counter,
+            errors,
+        )?;
+        family(
+            encoder,
+            "keyless_cloud_duration_seconds",
+            "Time from a request reaching its cloud key store to its answer, retries included.",
+            MetricType::Histogram,
+            stores
+                .iter()
+                .map(|s| (store(s), ConstHistogram(s.latency.clone())))
+                .collect::<Vec<_>>(),
         )?;
         Ok(())
     }

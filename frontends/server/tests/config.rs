@@ -295,3 +295,44 @@ fn a_key_server_that_only_dials_out() {
         "{e}"
     );
 }
+
+/// gokeyless's cloud `uri:` forms (Google, Azure) and ours (AWS) parse into
+/// cloud stores beside file and PKCS#11 stores; a malformed one names its
+/// line and what is wrong.
+#[test]
+fn cloud_key_uris_of_all_three_kinds_parse() {
+    let text = "private_key_stores:\n\
+        \x20 - dir: /keys\n\
+        \x20 - uri: projects/site/locations/global/keyRings/tls/cryptoKeys/ecdsa/cryptoKeyVersions/1\n\
+        \x20 - uri: https://site.vault.azure.net/keys/tls/0123456789abcdef\n\
+        \x20 - uri: https://site-hsm.managedhsm.azure.net/keys/tls/fedcba\n\
+        \x20 - uri: arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\n\
+        \x20 - uri: arn:aws:kms:eu-west-1:123456789012:alias/site\n\
+        cloud_timeout_ms: 1500\ncloud_concurrency: 16\n";
+    let path = Path::new("/etc/keyless/gokeyless.yaml");
+    let file = config::parse_file(path, text).unwrap();
+    let s = config::resolve(&Options::default(), Some(path), file).unwrap();
+    let clouds: Vec<&str> = s
+        .key_sources
+        .iter()
+        .filter_map(|k| match k {
+            KeySource::Cloud(uri) => Some(uri.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(clouds.len(), 5, "{:?}", s.key_sources);
+    assert!(clouds[0].starts_with("projects/site/") && clouds[4].ends_with("alias/site"));
+    assert_eq!(s.cloud.timeout, Duration::from_millis(1500));
+    assert_eq!(s.cloud.concurrency, 16);
+
+    for (entry, says) in [
+        ("projects/p/locations/l/keyRings/r/cryptoKeys/k", "cryptoKeyVersions/N"),
+        ("https://site.vault.azure.net/keys/tls", "no key version"),
+        ("https://example.com/keys/tls/1", "not a Key Vault"),
+        ("arn:aws:kms:eu-west-1:123:key/x", "12 digits"),
+    ] {
+        let (line, msg) = syntax_error(&format!("port: 2407\nprivate_key_stores:\n  - uri: {entry}\n"));
+        assert_eq!(line, 3, "{msg}");
+        assert!(msg.contains("private_key_stores") && msg.contains(says), "{entry}: {msg}");
+    }
+}
