@@ -177,7 +177,9 @@ pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
                     rsa_decrypt(conn, key, bits as usize).await,
                 );
             } else {
-                let r = conn.perform(Opcode::RSA_DECRYPT, key.info.ski, &random(bits as usize / 8)).await;
+                let r = conn
+                    .perform(Opcode::RSA_DECRYPT, key.info.ski, &random(bits as usize / 8))
+                    .await;
                 report.record(
                     format!("{} ({alg}): raw RSA decrypt not served", key.name),
                     expect_error(r, ErrorCode::BadOpcode),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use keyless_engine::stats::{AtomicHistogram, HistogramSnapshot, LATENCY_BOUNDS};
+use keyless_keys::stats::{AtomicHistogram, HistogramSnapshot, LATENCY_BOUNDS};
 use keyless_keys::{CryptoError, LoadedKey, Offload, Operation, PendingOperation, PrivateKey, PublicKeyInfo};
 use tokio::sync::Semaphore;
 
@@ -186,13 +186,10 @@ impl Store {
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let result = self.sign_by(deadline, op, digest).await;
         self.stats.latency.observe_duration(started.elapsed());
-        match &result {
-            Ok(_) => {
-                self.stats.signed.fetch_add(1, Ordering::Relaxed);
-                self.log.succeeded(&self.name);
-            }
-            // Each attempt's failure was logged (once per cause) as it came.
-            Err(_) => {}
+        // Each failed attempt was counted and logged (once per cause) as it came.
+        if result.is_ok() {
+            self.stats.signed.fetch_add(1, Ordering::Relaxed);
+            self.log.succeeded(&self.name);
         }
         result
     }

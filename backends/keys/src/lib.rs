@@ -14,6 +14,7 @@ mod operation;
 mod public;
 mod source;
 pub mod spki;
+pub mod stats;
 mod store;
 
 pub use error::{CryptoError, LoadError};

@@ -19,9 +19,12 @@ use keyless_tools::conformance::{self, ExpectedKey};
 use keyless_tools::process::KillOnDrop;
 use running::*;
 
-/// The Python that has moto (CI installs it in a virtual environment).
+/// The Python that has moto: `$KEYLESS_TEST_PYTHON`, else the virtual
+/// environment `.ci/run` makes, else `python3`.
 fn python() -> String {
-    std::env::var("KEYLESS_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+    const VENV: &str = "/opt/keyless-moto/bin/python";
+    std::env::var("KEYLESS_TEST_PYTHON")
+        .unwrap_or_else(|_| if Path::new(VENV).exists() { VENV } else { "python3" }.into())
 }
 
 /// A moto KMS server on a free port, stopped when dropped.
@@ -68,7 +71,9 @@ impl Moto {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_kms::config::Credentials::new("AKID", "secret", None, None, "test"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "AKID", "secret", None, None, "test",
+            ))
             .load()
             .await;
         aws_sdk_kms::Client::new(&config)
@@ -259,7 +264,10 @@ fn a_cloud_key_that_cannot_load_stops_start_up_with_its_entry_and_cause() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{arn} loaded:\n{stderr}");
-        assert!(stderr.contains(arn.as_str()) && stderr.contains(says), "{arn}: want {says:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(arn.as_str()) && stderr.contains(says),
+            "{arn}: want {says:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -283,14 +291,24 @@ fn file_keys_are_served_while_cloud_calls_are_slow() {
     let running = start(dir, pki, &moto.env());
     block_on(async {
         let tls = client_tls(&running.pki);
-        let slow_conn = keyless_client::connect(running.addr, "localhost", tls.clone()).await.unwrap();
-        let file_conn = keyless_client::connect(running.addr, "localhost", tls.clone()).await.unwrap();
+        let slow_conn = keyless_client::connect(running.addr, "localhost", tls.clone())
+            .await
+            .unwrap();
+        let file_conn = keyless_client::connect(running.addr, "localhost", tls.clone())
+            .await
+            .unwrap();
         let op = Operation::Ecdsa(Hash::Sha256);
 
         let started = Instant::now();
         let slow_calls = join_all((0..64u8).map(|i| {
             let conn = &slow_conn;
-            async move { ([i; 32], conn.perform(Opcode::ECDSA_SIGN_SHA256, slow.expected.info.ski, &[i; 32]).await) }
+            async move {
+                (
+                    [i; 32],
+                    conn.perform(Opcode::ECDSA_SIGN_SHA256, slow.expected.info.ski, &[i; 32])
+                        .await,
+                )
+            }
         }));
         let file_calls = async {
             let mut answered = Vec::new();
@@ -333,7 +351,13 @@ fn file_keys_are_served_while_cloud_calls_are_slow() {
                 let wave = join_all((0..in_flight).map(|i| {
                     let conn = &slow_conn;
                     let digest = [(done + i) as u8; 32];
-                    async move { (digest, conn.perform(Opcode::ECDSA_SIGN_SHA256, quick.expected.info.ski, &digest).await) }
+                    async move {
+                        (
+                            digest,
+                            conn.perform(Opcode::ECDSA_SIGN_SHA256, quick.expected.info.ski, &digest)
+                                .await,
+                        )
+                    }
                 }))
                 .await;
                 for (digest, result) in wave {

@@ -333,6 +333,9 @@ fn cloud_key_uris_of_all_three_kinds_parse() {
     ] {
         let (line, msg) = syntax_error(&format!("port: 2407\nprivate_key_stores:\n  - uri: {entry}\n"));
         assert_eq!(line, 3, "{msg}");
-        assert!(msg.contains("private_key_stores") && msg.contains(says), "{entry}: {msg}");
+        assert!(
+            msg.contains("private_key_stores") && msg.contains(says),
+            "{entry}: {msg}"
+        );
     }
 }
