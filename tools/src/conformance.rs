@@ -138,6 +138,35 @@ async fn sign_and_verify(conn: &Connection, key: &ExpectedKey, opcode: Opcode, o
         .map_err(|e| format!("{e} ({} byte signature)", sig.len()))
 }
 
+/// Which signing operations `key` serves, asked of the server: for cloud
+/// key versions, each made for one algorithm. An operation answered with a
+/// signature that verifies is served; one answered bad-opcode is not;
+/// anything else is an error.
+pub async fn served_operations(conn: &Connection, key: &ExpectedKey) -> Result<Vec<Operation>, String> {
+    let mut served = Vec::new();
+    for opcode in Opcode::SIGNING {
+        let op = Operation::from_kind(opcode.kind()).expect("signing opcode");
+        if !op.applies_to(key.info.algorithm) {
+            continue;
+        }
+        let input = input_for(op);
+        match conn.perform(opcode, key.info.ski, &input).await {
+            Ok(signature) => {
+                key.verifier
+                    .verify(op, &input, &signature)
+                    .map_err(|e| format!("{}: {op:?}: {e}", key.name))?;
+                served.push(op);
+            }
+            Err(ClientError::Remote(ErrorCode::BadOpcode)) => {}
+            Err(e) => return Err(format!("{}: {op:?}: {e}", key.name)),
+        }
+    }
+    if served.is_empty() {
+        return Err(format!("{}: the server makes no signature with this key", key.name));
+    }
+    Ok(served)
+}
+
 /// Run the whole suite on one connection.
 pub async fn run(conn: &Connection, keys: &[ExpectedKey]) -> Report {
     let mut report = Report::default();

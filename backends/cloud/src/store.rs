@@ -292,11 +292,6 @@ impl PrivateKey for CloudKey {
         &self.0.public
     }
 
-    /// Blocking: for tools and tests, not for the cores (they use [`Offload`]).
-    fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        futures_lite::future::block_on(self.submit(op, input.to_vec()))
-    }
-
     fn offload(&self) -> Option<&dyn Offload> {
         Some(self)
     }
@@ -304,19 +299,22 @@ impl PrivateKey for CloudKey {
 
 impl Offload for CloudKey {
     fn submit(&self, op: Operation, input: Vec<u8>) -> PendingOperation {
+        if let Err(e) = op.check(self.0.public.algorithm, &input) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         if !self.supports(op) {
             return Box::pin(std::future::ready(Err(CryptoError(
                 "the cloud key version was not created for this operation",
             ))));
         }
-        if op.digest().is_some_and(|hash| hash.len() != input.len()) {
+        let Ok(runtime) = runtime() else {
             return Box::pin(std::future::ready(Err(CryptoError(
-                "payload length does not match the digest algorithm",
+                "the cloud key store threads are not running",
             ))));
-        }
+        };
         let (reply, answer) = futures_channel::oneshot::channel();
         let store = self.0.store.clone();
-        runtime().spawn(async move {
+        runtime.spawn(async move {
             let result = store.sign(op, input).await;
             let _ = reply.send(result.map_err(|f| CryptoError(f.cause.describe())));
         });

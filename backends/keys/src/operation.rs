@@ -41,6 +41,18 @@ impl Operation {
         }
     }
 
+    /// Refuse what no key of type `key` could do with `input`: an
+    /// operation for another key type, or a digest of the wrong length.
+    pub fn check(self, key: KeyAlgorithm, input: &[u8]) -> Result<(), crate::CryptoError> {
+        if !self.applies_to(key) {
+            return Err(crate::CryptoError("operation does not match the key type"));
+        }
+        if self.digest().is_some_and(|hash| hash.len() != input.len()) {
+            return Err(crate::CryptoError("payload length does not match the digest algorithm"));
+        }
+        Ok(())
+    }
+
     /// The digest the input must be, if the operation signs a digest.
     pub fn digest(self) -> Option<Hash> {
         match self {

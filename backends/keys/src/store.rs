@@ -14,8 +14,15 @@ use crate::{CryptoError, Operation, PublicKeyInfo};
 pub trait PrivateKey {
     fn public(&self) -> &PublicKeyInfo;
     /// Perform `op` on `input` (a digest, a message, or a ciphertext),
-    /// blocking this thread until done.
-    fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError>;
+    /// blocking this thread until done. An offloaded key (HSM, cloud) need
+    /// not implement it: this submits and waits, for tools and tests; the
+    /// cores never call it for such a key.
+    fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self.offload() {
+            Some(offload) => futures_lite::future::block_on(offload.submit(op, input.to_vec())),
+            None => Err(CryptoError("this key performs no operation")),
+        }
+    }
     /// Keys whose operations block for long (an HSM) perform them elsewhere:
     /// a core submits and awaits instead of calling [`perform`](Self::perform).
     fn offload(&self) -> Option<&dyn Offload> {

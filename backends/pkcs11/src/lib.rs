@@ -271,11 +271,6 @@ impl PrivateKey for HsmKey {
         &self.0.public
     }
 
-    /// Blocking: for tools and tests, not for the cores (they use [`Offload`]).
-    fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        futures_lite::future::block_on(self.submit(op, input.to_vec()))
-    }
-
     fn offload(&self) -> Option<&dyn Offload> {
         Some(self)
     }
@@ -284,7 +279,7 @@ impl PrivateKey for HsmKey {
 impl Offload for HsmKey {
     fn submit(&self, op: Operation, input: Vec<u8>) -> PendingOperation {
         let inner = &self.0;
-        if let Err(e) = check(op, inner.public.algorithm, &input) {
+        if let Err(e) = op.check(inner.public.algorithm, &input) {
             return Box::pin(std::future::ready(Err(e)));
         }
         let (reply, answer) = futures_channel::oneshot::channel();
@@ -309,17 +304,4 @@ impl Offload for HsmKey {
     fn timeout(&self) -> Duration {
         self.0.pool.timeout
     }
-}
-
-/// Refuse what the HSM would refuse anyway, before queueing it.
-fn check(op: Operation, algorithm: KeyAlgorithm, input: &[u8]) -> Result<(), CryptoError> {
-    if !op.applies_to(algorithm) {
-        return Err(CryptoError("operation does not match the key type"));
-    }
-    if let Some(hash) = op.digest() {
-        if input.len() != hash.len() {
-            return Err(CryptoError("payload length does not match the digest algorithm"));
-        }
-    }
-    Ok(())
 }
