@@ -68,6 +68,9 @@ struct GcpKey {
 impl Signer for GcpKey {
     fn sign(&self, op: Operation, input: Vec<u8>) -> Call<'_, Vec<u8>> {
         Box::pin(async move {
+            // End-to-end integrity, as Google's guide asks: the service checks
+            // the input's CRC32C, we check the signature's.
+            let crc = i64::from(crc32c::crc32c(&input));
             let request = self.client.asymmetric_sign().set_name(&self.name);
             let request = match op.digest() {
                 Some(Hash::Sha256) => request.set_digest(Digest::new().set_sha256(input)),
@@ -77,7 +80,22 @@ impl Signer for GcpKey {
                 None => request.set_data(input),
                 Some(other) => return Err(Failure::new(Cause::WrongPurpose, format!("{other:?} digests"))),
             };
+            let request = match op.digest() {
+                Some(_) => request.set_digest_crc32c(crc),
+                None => request.set_data_crc32c(crc),
+            };
             let response = request.send().await.map_err(failure)?;
+            // A corrupted request or answer: discard it and try again.
+            let corrupted = |what: &str| Failure::new(Cause::Unavailable, format!("{what}; discarded"));
+            if !(response.verified_digest_crc32c || response.verified_data_crc32c) {
+                return Err(corrupted("the service did not confirm the input's CRC32C"));
+            }
+            if response.name != self.name {
+                return Err(corrupted(&format!("the answer names {:?}", response.name)));
+            }
+            if response.signature_crc32c != Some(i64::from(crc32c::crc32c(&response.signature))) {
+                return Err(corrupted("the signature does not match its CRC32C"));
+            }
             Ok(response.signature.to_vec())
         })
     }

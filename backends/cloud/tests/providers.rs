@@ -77,13 +77,15 @@ fn google_cloud_kms_through_the_sdk() {
         ("p256", (hold(KeyType::EcdsaP256), "EC_SIGN_P256_SHA256")),
         ("pss", (hold(KeyType::Rsa2048), "RSA_SIGN_PSS_2048_SHA256")),
         ("busy", (hold(KeyType::EcdsaP256), "EC_SIGN_P256_SHA256")),
+        ("garbled", (hold(KeyType::EcdsaP256), "EC_SIGN_P256_SHA256")),
         ("expired", (hold(KeyType::EcdsaP256), "EC_SIGN_P256_SHA256")),
         ("off", (hold(KeyType::EcdsaP256), "EC_SIGN_P256_SHA256")),
         ("secret", (hold(KeyType::EcdsaP256), "GOOGLE_SYMMETRIC_ENCRYPTION")),
     ]));
     let throttled = Arc::new(AtomicUsize::new(0));
+    let garbled = Arc::new(AtomicUsize::new(0));
     let fake = {
-        let (keys, throttled) = (keys.clone(), throttled.clone());
+        let (keys, throttled, garbled) = (keys.clone(), throttled.clone(), garbled.clone());
         Fake::start(move |req: &Request| {
             let error = |code: u16, status: &str, message: &str| {
                 Response::json(
@@ -137,13 +139,27 @@ fn google_cloud_kms_through_the_sdk() {
                     let digest = STANDARD
                         .decode(body["digest"]["sha256"].as_str().unwrap_or_default())
                         .unwrap();
+                    // int64 travels as a JSON string (proto3 JSON mapping).
+                    let sent_crc = body["digestCrc32c"].as_str().and_then(|c| c.parse::<u32>().ok());
                     let op = if algorithm.starts_with("EC") {
                         Operation::Ecdsa(Hash::Sha256)
                     } else {
                         Operation::RsaPss(Hash::Sha256)
                     };
                     let signature = held.sign(op, &digest);
-                    Response::json(200, json!({"name": name, "signature": STANDARD.encode(signature)}))
+                    let mut signature_crc = crc32c::crc32c(&signature);
+                    if key == "garbled" && garbled.fetch_add(1, Ordering::SeqCst) == 0 {
+                        signature_crc ^= 1;
+                    }
+                    Response::json(
+                        200,
+                        json!({
+                            "name": name,
+                            "signature": STANDARD.encode(signature),
+                            "signatureCrc32c": signature_crc.to_string(),
+                            "verifiedDigestCrc32c": sent_crc == Some(crc32c::crc32c(&digest)),
+                        }),
+                    )
                 }
                 _ => error(404, "NOT_FOUND", "no such method"),
             }
@@ -202,6 +218,14 @@ fn google_cloud_kms_through_the_sdk() {
         .verify(Operation::Ecdsa(Hash::Sha256), &digest, &signature);
     assert_eq!(throttled.load(Ordering::SeqCst), 3);
 
+    // A signature whose CRC32C does not match is discarded and asked again.
+    let key = one(keyless_cloud::load(&uri("garbled"), &options).unwrap());
+    let signature = sign(&key, Operation::Ecdsa(Hash::Sha256), &digest).unwrap();
+    keys["garbled"]
+        .0
+        .verify(Operation::Ecdsa(Hash::Sha256), &digest, &signature);
+    assert_eq!(garbled.load(Ordering::SeqCst), 2);
+
     // Failures that retrying cannot fix: said at once, with their cause.
     let expired = one(keyless_cloud::load(&uri("expired"), &options).unwrap());
     let e = sign(&expired, Operation::Ecdsa(Hash::Sha256), &digest).unwrap_err();
@@ -228,6 +252,7 @@ fn google_cloud_kms_through_the_sdk() {
     assert_eq!(signs.len(), 1);
     assert_eq!(signs[0].method, "POST");
     assert_eq!(signs[0].json()["digest"]["sha256"], STANDARD.encode(digest));
+    assert_eq!(signs[0].json()["digestCrc32c"], crc32c::crc32c(&digest).to_string());
     for r in &requests {
         let token = r
             .header("authorization")
@@ -281,7 +306,9 @@ fn azure_key_vault_through_the_sdk() {
         ("enc", hold(KeyType::Rsa2048)),
     ]));
     let throttled = Arc::new(AtomicUsize::new(0));
-    let tokens = Arc::new(Mutex::new(0usize));
+    // Tokens issued, by number, with when they expire: they live 2 s here
+    // so the test can see the SDK replace an expired one.
+    let tokens: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
     let fake = {
         let (keys, throttled, tokens) = (keys.clone(), throttled.clone(), tokens.clone());
         Fake::start(move |req: &Request| {
@@ -293,17 +320,20 @@ fn azure_key_vault_through_the_sdk() {
                 if !form.contains("client_secret=s3cret") || !form.contains("grant_type=client_credentials") {
                     return error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.");
                 }
-                let mut n = tokens.lock().unwrap();
-                *n += 1;
+                let mut issued = tokens.lock().unwrap();
+                issued.push(std::time::Instant::now() + std::time::Duration::from_secs(2));
                 return Response::json(
                     200,
-                    json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": format!("token-{n}")}),
+                    json!({"token_type": "Bearer", "expires_in": 2, "ext_expires_in": 2, "access_token": format!("token-{}", issued.len() - 1)}),
                 );
             }
-            if !req
+            let valid = req
                 .header("authorization")
-                .is_some_and(|a| a.starts_with("Bearer token-"))
-            {
+                .and_then(|a| a.strip_prefix("Bearer token-"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| tokens.lock().unwrap().get(n).copied())
+                .is_some_and(|expires| std::time::Instant::now() < expires);
+            if !valid {
                 return Response::json(401, json!({"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}}))
                     .with_header(
                         "www-authenticate",
@@ -401,6 +431,14 @@ fn azure_key_vault_through_the_sdk() {
     let signature = sign(&busy, Operation::Ecdsa(Hash::Sha384), &[7; 48]).unwrap();
     keys["busy"].verify(Operation::Ecdsa(Hash::Sha384), &[7; 48], &signature);
     assert_eq!(throttled.load(Ordering::SeqCst), 3);
+
+    // The token expires; the next request is still signed (the SDK gets a
+    // new token, by itself or after the vault's 401 challenge).
+    let issued = tokens.lock().unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let signature = sign(&tls, Operation::Ecdsa(Hash::Sha256), &digest).unwrap();
+    keys["tls"].verify(Operation::Ecdsa(Hash::Sha256), &digest, &signature);
+    assert!(tokens.lock().unwrap().len() > issued, "no new token after expiry");
 
     let readonly = one(keyless_cloud::load(&uri("readonly"), &options).unwrap());
     let e = sign(&readonly, Operation::Ecdsa(Hash::Sha256), &digest).unwrap_err();

@@ -163,7 +163,7 @@ fn count(text: &str, needle: &str) -> usize {
 #[test]
 fn kms_keys_pass_the_conformance_suite_through_the_binary() {
     let moto = Moto::start();
-    let (keys, throttled) = block_on(async {
+    let (keys, throttled, later) = block_on(async {
         let kms = moto.client().await;
         let keys = vec![
             make(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify, "site").await,
@@ -171,7 +171,8 @@ fn kms_keys_pass_the_conformance_suite_through_the_binary() {
             make(&kms, KeySpec::Rsa2048, KeyUsageType::SignVerify, "site").await,
         ];
         let throttled = make(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify, "throttle=2").await;
-        (keys, throttled)
+        let later = make(&kms, KeySpec::Rsa2048, KeyUsageType::SignVerify, "site").await;
+        (keys, throttled, later)
     });
     let (dir, pki) = new_pki();
     let uris: Vec<&str> = keys.iter().chain([&throttled]).map(|k| k.arn.as_str()).collect();
@@ -207,6 +208,34 @@ fn kms_keys_pass_the_conformance_suite_through_the_binary() {
     });
     let log = running.log();
     assert_eq!(count(&log, "throttled: "), 1, "throttling logged once:\n{log}");
+
+    // A key added to the file is served after SIGHUP, on the same terms.
+    configure(&running.pki, &[&later.arn], "");
+    running.signal("-HUP");
+    block_on(async {
+        let conn = keyless_client::connect(running.addr, "localhost", client_tls(&running.pki))
+            .await
+            .unwrap();
+        let digest = [9u8; 32];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let signature = loop {
+            match conn
+                .perform(Opcode::RSA_PSS_SIGN_SHA256, later.expected.info.ski, &digest)
+                .await
+            {
+                Ok(signature) => break signature,
+                Err(keyless_client::ClientError::Remote(ErrorCode::KeyNotFound)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("the new KMS key is not served after SIGHUP: {e}\n{}", running.log()),
+            }
+        };
+        later
+            .expected
+            .verifier
+            .verify(Operation::RsaPss(Hash::Sha256), &digest, &signature)
+            .unwrap();
+    });
     let metrics = http_get(running.metrics_port, "/metrics");
     let store = &throttled.arn;
     for line in [
