@@ -216,7 +216,8 @@ impl Store {
                 Err(_) => return Err(self.failed(timed_out())),
             };
             let failure = self.failed(failure);
-            // Full jitter: many cores throttled together must not retry together.
+            // Jitter (half to all of the pause): requests throttled together
+            // must not all retry together.
             let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
             if !failure.cause.transient() || tokio::time::Instant::now() + wait >= deadline {
                 return Err(failure);
