@@ -1,7 +1,8 @@
 //! Azure Key Vault and Managed HSM through `azure_security_keyvault_keys`.
 //! Credentials, as the other Azure SDKs find them: a service principal from
 //! `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` (or
-//! `AZURE_CLIENT_CERTIFICATE_PATH`), workload identity
+//! `AZURE_CLIENT_CERTIFICATE_PATH`, a PKCS#12 file, and
+//! `AZURE_CLIENT_CERTIFICATE_PASSWORD`), workload identity
 //! (`AZURE_FEDERATED_TOKEN_FILE`), else the managed identity.
 //! `AZURE_AUTHORITY_HOST` moves the token endpoint. The vault URL is the
 //! endpoint; `KEYLESS_AZURE_KEYVAULT_ENDPOINT` replaces its scheme, host and
@@ -14,7 +15,8 @@ use azure_core::credentials::{Secret, SecretBytes, TokenCredential};
 use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, RetryOptions};
 use azure_identity::{
-    ClientCertificateCredential, ClientSecretCredential, ManagedIdentityCredential, WorkloadIdentityCredential,
+    ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential, ManagedIdentityCredential,
+    WorkloadIdentityCredential,
 };
 use azure_security_keyvault_keys::models::{
     CurveName, KeyClientGetKeyOptions, KeyClientSignOptions, KeyType, SignParameters, SignatureAlgorithm,
@@ -133,10 +135,17 @@ fn credential() -> Result<Arc<dyn TokenCredential>, Failure> {
                 format!("AZURE_CLIENT_CERTIFICATE_PATH {path}: {e}"),
             )
         })?;
-        return Ok(
-            ClientCertificateCredential::new(tenant.clone(), client.clone(), SecretBytes::new(bytes), None)
-                .map_err(fail)?,
-        );
+        let options = ClientCertificateCredentialOptions {
+            password: var("AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
+            ..Default::default()
+        };
+        return Ok(ClientCertificateCredential::new(
+            tenant.clone(),
+            client.clone(),
+            SecretBytes::new(bytes),
+            Some(options),
+        )
+        .map_err(fail)?);
     }
     if var("AZURE_FEDERATED_TOKEN_FILE").is_some() {
         return Ok(WorkloadIdentityCredential::new(None).map_err(fail)?);

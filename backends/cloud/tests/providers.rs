@@ -305,6 +305,28 @@ fn azure_key_vault_through_the_sdk() {
         ("off", hold(KeyType::EcdsaP256)),
         ("enc", hold(KeyType::Rsa2048)),
     ]));
+    // The application's certificate, for the certificate credential: a
+    // PKCS#12 file made by the openssl binary, as an operator would.
+    let dir = tempfile::tempdir().unwrap();
+    let certificate_key = KeyType::Rsa2048.generate().unwrap();
+    let certificate_spki = rcgen::PublicKeyData::subject_public_key_info(&certificate_key);
+    let certificate = rcgen::CertificateParams::new(vec!["keyless-app".to_string()])
+        .unwrap()
+        .self_signed(&certificate_key)
+        .unwrap();
+    std::fs::write(dir.path().join("app.crt"), certificate.pem()).unwrap();
+    std::fs::write(dir.path().join("app.key"), certificate_key.serialize_pem()).unwrap();
+    let p12 = dir.path().join("app.p12");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:p12-s3cret", "-in"])
+        .arg(dir.path().join("app.crt"))
+        .arg("-inkey")
+        .arg(dir.path().join("app.key"))
+        .arg("-out")
+        .arg(&p12)
+        .status()
+        .expect("the openssl binary");
+    assert!(made.success());
     let throttled = Arc::new(AtomicUsize::new(0));
     // Tokens issued, by number, with when they expire: they live 2 s here
     // so the test can see the SDK replace an expired one.
@@ -317,7 +339,10 @@ fn azure_key_vault_through_the_sdk() {
             };
             if req.path() == format!("/{TENANT}/oauth2/v2.0/token") {
                 let form = String::from_utf8_lossy(&req.body).to_string();
-                if !form.contains("client_secret=s3cret") || !form.contains("grant_type=client_credentials") {
+                let by_secret = form.contains("client_secret=s3cret");
+                let by_certificate = form_value(&form, "client_assertion")
+                    .is_some_and(|jwt| assertion_verifies(&jwt, &certificate_spki));
+                if !(by_secret || by_certificate) || !form.contains("grant_type=client_credentials") {
                     return error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.");
                 }
                 let mut issued = tokens.lock().unwrap();
@@ -452,6 +477,22 @@ fn azure_key_vault_through_the_sdk() {
         assert!(e.contains(&uri(key)) && e.contains(says), "{key}: {e}");
     }
 
+    // The certificate credential: a client assertion signed by the key in
+    // the PKCS#12 file (checked by the token endpoint), then signing.
+    std::env::remove_var("AZURE_CLIENT_SECRET");
+    std::env::set_var("AZURE_CLIENT_CERTIFICATE_PATH", &p12);
+    std::env::set_var("AZURE_CLIENT_CERTIFICATE_PASSWORD", "p12-s3cret");
+    let before = fake.requests().len();
+    let by_certificate = one(keyless_cloud::load(&uri("tls"), &options).unwrap());
+    let signature = sign(&by_certificate, Operation::Ecdsa(Hash::Sha256), &digest).unwrap();
+    keys["tls"].verify(Operation::Ecdsa(Hash::Sha256), &digest, &signature);
+    let asserted = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.path().ends_with("/oauth2/v2.0/token"))
+        .filter_map(|r| form_value(&String::from_utf8_lossy(&r.body), "client_assertion"))
+        .count();
+    assert!(asserted > 0, "no token request with a client assertion");
+
     // What the SDK sent: a token request with the client secret for the
     // vault's scope, then the sign call with the digest and algorithm.
     let requests = fake.requests();
@@ -473,6 +514,20 @@ fn azure_key_vault_through_the_sdk() {
     assert_eq!(signed.json()["alg"], "ES256");
     assert_eq!(signed.json()["value"], URL_SAFE_NO_PAD.encode(digest));
     assert!(signed.target.contains("api-version="), "{}", signed.target);
+}
+
+/// A value of an `application/x-www-form-urlencoded` body.
+fn form_value(form: &str, name: &str) -> Option<String> {
+    form.split('&')
+        .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+        .map(|v| v.replace("%2E", ".").replace("%2D", "-").replace("%5F", "_"))
+}
+
+/// Whether a client assertion (RS256 JWT) is signed by the key of `spki`
+/// and names the test's application.
+fn assertion_verifies(jwt: &str, spki: &[u8]) -> bool {
+    std::panic::catch_unwind(|| verify_jwt(jwt, spki))
+        .is_ok_and(|claims| claims["sub"] == "0b3b4a3e-0000-4000-8000-000000000001")
 }
 
 /// (x, y) of an EC key or (n, e) of an RSA key, from its SPKI.
