@@ -71,18 +71,22 @@ impl Signer for GcpKey {
             // End-to-end integrity, as Google's guide asks: the service checks
             // the input's CRC32C, we check the signature's.
             let crc = i64::from(crc32c::crc32c(&input));
-            let request = self.client.asymmetric_sign().set_name(&self.name);
-            let request = match op.digest() {
-                Some(Hash::Sha256) => request.set_digest(Digest::new().set_sha256(input)),
-                Some(Hash::Sha384) => request.set_digest(Digest::new().set_sha384(input)),
-                Some(Hash::Sha512) => request.set_digest(Digest::new().set_sha512(input)),
-                // Ed25519 signs the message itself.
-                None => request.set_data(input),
-                Some(other) => return Err(Failure::new(Cause::WrongPurpose, format!("{other:?} digests"))),
+            let digest = |d: Digest| {
+                let request = self.client.asymmetric_sign().set_name(&self.name);
+                request.set_digest(d).set_digest_crc32c(crc)
             };
             let request = match op.digest() {
-                Some(_) => request.set_digest_crc32c(crc),
-                None => request.set_data_crc32c(crc),
+                Some(Hash::Sha256) => digest(Digest::new().set_sha256(input)),
+                Some(Hash::Sha384) => digest(Digest::new().set_sha384(input)),
+                Some(Hash::Sha512) => digest(Digest::new().set_sha512(input)),
+                // Ed25519 signs the message itself.
+                None => self
+                    .client
+                    .asymmetric_sign()
+                    .set_name(&self.name)
+                    .set_data(input)
+                    .set_data_crc32c(crc),
+                Some(other) => return Err(Failure::new(Cause::WrongPurpose, format!("{other:?} digests"))),
             };
             let response = request.send().await.map_err(failure)?;
             // A corrupted request or answer: discard it and try again.

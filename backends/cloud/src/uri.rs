@@ -96,7 +96,9 @@ fn parse_arn(uri: &str) -> Result<CloudUri, UriError> {
         .strip_prefix("key/")
         .or_else(|| resource.strip_prefix("alias/"))
         .ok_or_else(|| bad("the resource is neither key/ID nor alias/NAME"))?;
-    if id.is_empty() || id.contains(['/', ' ']) && resource.starts_with("key/") {
+    // Key ids are one path segment; alias names may hold '/'.
+    let bad_key_id = resource.starts_with("key/") && id.contains(['/', ' ']);
+    if id.is_empty() || bad_key_id {
         return Err(bad("empty or malformed key id"));
     }
     Ok(CloudUri::Aws {
