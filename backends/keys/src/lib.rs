@@ -10,6 +10,7 @@
 
 mod error;
 pub mod memory;
+pub mod multibuffer;
 mod operation;
 mod public;
 mod source;

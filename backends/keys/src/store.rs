@@ -28,6 +28,12 @@ pub trait PrivateKey {
     fn offload(&self) -> Option<&dyn Offload> {
         None
     }
+    /// This key's material for multi-buffer calls, if its type has lanes
+    /// (in-memory RSA 2048/3072/4096 and ECDSA P-256/P-384 keys). Built on
+    /// first use, on the core that owns the key.
+    fn lane_key(&self) -> Option<&crate::multibuffer::LaneKey> {
+        None
+    }
 }
 
 /// The result of an offloaded operation, awaited on the core that asked.

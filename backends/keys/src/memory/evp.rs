@@ -1,4 +1,5 @@
-//! The one place this crate calls AWS-LC's C API directly.
+//! Where this crate calls AWS-LC's C API directly (with `multibuffer`, which
+//! prepares the lanes of a multi-buffer call from the same keys).
 //!
 //! aws-lc-rs's safe API signs digests only for matching curve/hash pairs and
 //! has no raw RSA operation; gokeyless serves any hash on any ECDSA curve,
@@ -55,7 +56,7 @@ impl Drop for MdCtx {
 
 /// Turn an AWS-LC return code into a result, clearing the thread's error
 /// queue on failure so one bad request cannot leave state for the next.
-fn check(rc: c_int, what: &'static str) -> Result<(), CryptoError> {
+pub(crate) fn check(rc: c_int, what: &'static str) -> Result<(), CryptoError> {
     if rc == 1 {
         Ok(())
     } else {
@@ -65,7 +66,7 @@ fn check(rc: c_int, what: &'static str) -> Result<(), CryptoError> {
     }
 }
 
-fn md(hash: Hash) -> *const ffi::EVP_MD {
+pub(crate) fn md(hash: Hash) -> *const ffi::EVP_MD {
     // SAFETY: these return pointers to static method tables.
     unsafe {
         match hash {
@@ -92,6 +93,19 @@ impl EvpKey {
             None => check(0, "not a private key in PKCS#8, PKCS#1 or SEC1 DER")
                 .map(|_| unreachable!("check(0) always fails")),
         }
+    }
+
+    /// The key for AWS-LC calls made elsewhere in this crate (the
+    /// multi-buffer lanes); valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut ffi::EVP_PKEY {
+        self.pkey.as_ptr()
+    }
+
+    /// A second owner of the same key (AWS-LC counts references atomically).
+    pub(crate) fn share(&self) -> EvpKey {
+        // SAFETY: `pkey` is live; up-ref makes the new EvpKey's free balanced.
+        unsafe { ffi::EVP_PKEY_up_ref(self.pkey.as_ptr()) };
+        EvpKey { pkey: self.pkey }
     }
 
     /// Parse a DER SubjectPublicKeyInfo (for verification and encryption).

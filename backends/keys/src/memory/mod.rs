@@ -1,10 +1,11 @@
 //! The in-memory backend: keys parsed into AWS-LC, one copy per core.
 
-mod evp;
+pub(crate) mod evp;
 mod verify;
 
 pub use verify::PublicKey;
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use zeroize::Zeroizing;
 
+use crate::multibuffer::LaneKey;
 use crate::{CryptoError, KeyAlgorithm, LoadError, LoadedKey, Operation, PrivateKey, PublicKeyInfo};
 use evp::EvpKey;
 
@@ -112,6 +114,7 @@ impl KeyMaterial {
         Ok(InMemoryKey {
             key: EvpKey::from_der(&self.der)?,
             public: self.public.clone(),
+            lanes: OnceCell::new(),
         })
     }
 }
@@ -134,6 +137,7 @@ impl LoadedKey for KeyMaterial {
 pub struct InMemoryKey {
     key: EvpKey,
     public: PublicKeyInfo,
+    lanes: OnceCell<Option<LaneKey>>,
 }
 
 impl fmt::Debug for InMemoryKey {
@@ -147,6 +151,10 @@ impl fmt::Debug for InMemoryKey {
 impl PrivateKey for InMemoryKey {
     fn public(&self) -> &PublicKeyInfo {
         &self.public
+    }
+
+    fn lane_key(&self) -> Option<&LaneKey> {
+        self.lanes.get_or_init(|| LaneKey::from_evp(&self.key)).as_ref()
     }
 
     fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {

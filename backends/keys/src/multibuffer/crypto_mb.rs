@@ -1,0 +1,271 @@
+//! Intel's crypto_mb (IPP Cryptography's multi-buffer library), loaded at
+//! run time so the key server starts where it is missing or the CPU lacks
+//! AVX-512 IFMA. Only its non-OpenSSL entry points are used: keys go in as
+//! limbs, so no BIGNUM crosses between AWS-LC and the library's OpenSSL.
+
+use std::ffi::{c_void, CStr};
+use std::os::raw::{c_char, c_int};
+use std::path::Path;
+use std::ptr;
+
+use libloading::Library;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{EcLane, LaneClass, LaneMath, RsaLane, LANES};
+
+/// The names tried when no path is configured: Debian's and Fedora's
+/// runtime package, then the development symlink.
+const NAMES: [&str; 2] = ["libcrypto_mb.so.11", "libcrypto_mb.so"];
+
+/// `mbcpCPUID_AVX512IFMA` in cpu_features.h.
+const CPU_AVX512_IFMA: u64 = 0x1_0000_0000;
+/// `MBX_WIDTH_MB8` in cpu_features.h.
+const WIDTH_MB8: u64 = 8;
+
+#[repr(C)]
+struct MbxVersion {
+    major: c_int,
+    minor: c_int,
+    revision: c_int,
+    name: *const c_char,
+    build_date: *const c_char,
+    str_version: *const c_char,
+}
+
+type Status = u32;
+type EcdsaSign = unsafe extern "C" fn(
+    r: *const *mut u8,
+    s: *const *mut u8,
+    msg: *const *const u8,
+    eph_key: *const *const u64,
+    reg_key: *const *const u64,
+    buffer: *mut u8,
+) -> Status;
+type RsaPrivateCrt = unsafe extern "C" fn(
+    from: *const *const u8,
+    to: *const *mut u8,
+    p: *const *const u64,
+    q: *const *const u64,
+    dp: *const *const u64,
+    dq: *const *const u64,
+    iq: *const *const u64,
+    bits: c_int,
+    method: *const c_void,
+    buffer: *mut u8,
+) -> Status;
+type RsaMethod = unsafe extern "C" fn(bits: c_int) -> *const c_void;
+type RsaBufSize = unsafe extern "C" fn(method: *const c_void) -> c_int;
+
+/// The loaded library, checked applicable on this CPU.
+pub struct CryptoMb {
+    p256_sign: EcdsaSign,
+    p384_sign: EcdsaSign,
+    rsa_private_crt: RsaPrivateCrt,
+    rsa_method: RsaMethod,
+    rsa_buf_size: RsaBufSize,
+    version: String,
+    // Last: the functions above point into it.
+    _library: Library,
+}
+
+impl CryptoMb {
+    /// Load the library (from `path`, or by its usual names) and check that
+    /// it can run here. The error says why not, for the start-up log.
+    pub fn load(path: Option<&Path>) -> Result<CryptoMb, String> {
+        let library = match path {
+            Some(path) => {
+                // SAFETY: loading runs the library's initialisers; crypto_mb's
+                // only set up CPU dispatch tables.
+                unsafe { Library::new(path) }.map_err(|e| format!("cannot load {}: {e}", path.display()))?
+            }
+            None => NAMES
+                .iter()
+                // SAFETY: as above.
+                .find_map(|name| unsafe { Library::new(name) }.ok())
+                .ok_or_else(|| {
+                    format!(
+                        "the library is not installed ({} not found; Debian 13 and Ubuntu: libcrypto-mb11, \
+                         Fedora: intel-ipp-crypto-mb)",
+                        NAMES[0]
+                    )
+                })?,
+        };
+        // SAFETY: each symbol is looked up with the signature crypto_mb's
+        // headers (version 11) declare for it; the library stays loaded in
+        // the returned struct for as long as the pointers are used.
+        unsafe {
+            let version = {
+                let f = *symbol::<unsafe extern "C" fn() -> *const MbxVersion>(&library, b"mbx_getversion\0")?;
+                let v = f();
+                if v.is_null() || (*v).str_version.is_null() {
+                    "crypto_mb (unknown version)".to_string()
+                } else {
+                    CStr::from_ptr((*v).str_version).to_string_lossy().into_owned()
+                }
+            };
+            let features = *symbol::<unsafe extern "C" fn() -> u64>(&library, b"mbx_get_cpu_features\0")?;
+            let applicable = *symbol::<unsafe extern "C" fn(u64) -> c_int>(&library, b"mbx_is_crypto_mb_applicable\0")?;
+            let algo_info = *symbol::<unsafe extern "C" fn(c_int) -> u64>(&library, b"mbx_get_algo_info\0")?;
+            let cpu = features();
+            if applicable(0) == 0 {
+                let why = if cpu & CPU_AVX512_IFMA == 0 {
+                    "this CPU lacks AVX-512 IFMA"
+                } else {
+                    "the library says it cannot run on this CPU"
+                };
+                return Err(format!("{why} ({version}, CPU features {cpu:#x})"));
+            }
+            // MBX_ALGO_RSA_2K, _3K, _4K, MBX_ALGO_EC_NIST_P256, _P384.
+            for (algo, name) in [
+                (1, "RSA-2048"),
+                (2, "RSA-3072"),
+                (3, "RSA-4096"),
+                (5, "P-256"),
+                (6, "P-384"),
+            ] {
+                if algo_info(algo) & WIDTH_MB8 == 0 {
+                    return Err(format!("{version} has no 8-lane {name} on this CPU"));
+                }
+            }
+            Ok(CryptoMb {
+                p256_sign: *symbol(&library, b"mbx_nistp256_ecdsa_sign_mb8\0")?,
+                p384_sign: *symbol(&library, b"mbx_nistp384_ecdsa_sign_mb8\0")?,
+                rsa_private_crt: *symbol(&library, b"mbx_rsa_private_crt_mb8\0")?,
+                rsa_method: *symbol(&library, b"mbx_RSA_private_crt_Method\0")?,
+                rsa_buf_size: *symbol(&library, b"mbx_RSA_Method_BufSize\0")?,
+                version,
+                _library: library,
+            })
+        }
+    }
+}
+
+/// # Safety
+/// `T` must be the symbol's true type.
+unsafe fn symbol<'l, T>(library: &'l Library, name: &[u8]) -> Result<libloading::Symbol<'l, T>, String> {
+    library.get(name).map_err(|e| {
+        format!(
+            "the library has no {}: {e}",
+            String::from_utf8_lossy(&name[..name.len() - 1])
+        )
+    })
+}
+
+/// Lane `i`'s index into the call's inputs: unused lanes repeat lane 0
+/// (the library then computes a copy nobody reads) rather than pass nulls.
+fn source(i: usize, filled: usize) -> usize {
+    if i < filled {
+        i
+    } else {
+        0
+    }
+}
+
+/// Per-lane statuses (4 bits each) to "this lane is good".
+fn good(status: Status, filled: usize) -> [bool; LANES] {
+    std::array::from_fn(|i| i < filled && (status >> (4 * i)) & 0xf == 0)
+}
+
+impl LaneMath for CryptoMb {
+    fn describe(&self) -> String {
+        format!("crypto_mb multi-buffer ({})", self.version)
+    }
+
+    fn rsa_private(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Zeroizing<Vec<u8>>]) -> [bool; LANES] {
+        let filled = lanes.len().min(LANES);
+        if filled == 0 {
+            return [false; LANES];
+        }
+        let bits = lanes[0].key.bits as c_int;
+        let len = class.scalar_len();
+        let mut spare: Vec<Zeroizing<Vec<u8>>> = (filled..LANES).map(|_| Zeroizing::new(vec![0u8; len])).collect();
+        let from: [*const u8; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].input.as_ptr());
+        let mut to: [*mut u8; LANES] = [ptr::null_mut(); LANES];
+        for (i, slot) in to.iter_mut().enumerate() {
+            *slot = if i < filled {
+                out[i].as_mut_ptr()
+            } else {
+                spare[i - filled].as_mut_ptr()
+            };
+        }
+        let limbs = |f: fn(&RsaLane<'_>) -> *const u64| -> [*const u64; LANES] {
+            std::array::from_fn(|i| f(&lanes[source(i, filled)]))
+        };
+        let p = limbs(|l| l.key.p.as_ptr());
+        let q = limbs(|l| l.key.q.as_ptr());
+        let dp = limbs(|l| l.key.dp.as_ptr());
+        let dq = limbs(|l| l.key.dq.as_ptr());
+        let iq = limbs(|l| l.key.qinv.as_ptr());
+        // SAFETY: every pointer array has 8 entries pointing at live buffers
+        // of the sizes the library reads for `bits` (inputs and outputs of
+        // the modulus' length, each CRT number of half its limbs); the
+        // method and its scratch buffer (64-byte aligned, of the size the
+        // library asks) come from the same library.
+        let status = unsafe {
+            let method = (self.rsa_method)(bits);
+            if method.is_null() {
+                return [false; LANES];
+            }
+            let size = usize::try_from((self.rsa_buf_size)(method)).unwrap_or(0);
+            let mut scratch = vec![0u8; size + 64];
+            let offset = scratch.as_ptr().align_offset(64);
+            let status = (self.rsa_private_crt)(
+                from.as_ptr(),
+                to.as_ptr(),
+                p.as_ptr(),
+                q.as_ptr(),
+                dp.as_ptr(),
+                dq.as_ptr(),
+                iq.as_ptr(),
+                bits,
+                method,
+                scratch.as_mut_ptr().add(offset),
+            );
+            scratch.zeroize();
+            status
+        };
+        spare.clear();
+        good(status, filled)
+    }
+
+    fn ecdsa(&self, class: LaneClass, lanes: &[EcLane<'_>], r: &mut [Vec<u8>], s: &mut [Vec<u8>]) -> [bool; LANES] {
+        let filled = lanes.len().min(LANES);
+        let sign = match class {
+            LaneClass::EcdsaP256 => self.p256_sign,
+            LaneClass::EcdsaP384 => self.p384_sign,
+            _ => return [false; LANES],
+        };
+        if filled == 0 {
+            return [false; LANES];
+        }
+        let len = class.scalar_len();
+        let mut spare_r = vec![vec![0u8; len]; LANES - filled];
+        let mut spare_s = vec![vec![0u8; len]; LANES - filled];
+        let mut r_out: [*mut u8; LANES] = [ptr::null_mut(); LANES];
+        let mut s_out: [*mut u8; LANES] = [ptr::null_mut(); LANES];
+        for i in 0..LANES {
+            (r_out[i], s_out[i]) = if i < filled {
+                (r[i].as_mut_ptr(), s[i].as_mut_ptr())
+            } else {
+                (spare_r[i - filled].as_mut_ptr(), spare_s[i - filled].as_mut_ptr())
+            };
+        }
+        let msg: [*const u8; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].msg.as_ptr());
+        let eph: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].nonce.as_ptr());
+        let reg: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].key.scalar.as_ptr());
+        // SAFETY: 8 entries each, pointing at live buffers of the curve's
+        // length (messages and outputs in bytes, keys and nonces in limbs);
+        // the library needs no scratch buffer for ECDSA (null is allowed).
+        let status = unsafe {
+            sign(
+                r_out.as_ptr(),
+                s_out.as_ptr(),
+                msg.as_ptr(),
+                eph.as_ptr(),
+                reg.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        good(status, filled)
+    }
+}

@@ -1,0 +1,106 @@
+//! The lanes computed one at a time by AWS-LC: what tests use where the
+//! CPU has no AVX-512 IFMA, so everything around the library call (lane
+//! forming, padding, nonces, DER, the RSA check, the engine's batching) runs
+//! on any machine. It can also corrupt results on purpose, to show that a
+//! wrong RSA result is never sent.
+
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lc_sys as ffi;
+use zeroize::Zeroizing;
+
+use super::{EcLane, LaneClass, LaneMath, RsaLane, LANES};
+
+/// AWS-LC as a [`LaneMath`].
+#[derive(Debug, Default)]
+pub struct Reference {
+    /// Corrupt every n-th RSA result (0: never).
+    fault_every: usize,
+    rsa_results: AtomicUsize,
+}
+
+impl Reference {
+    pub fn new() -> Reference {
+        Reference::default()
+    }
+
+    /// A reference that flips one bit of every `n`-th RSA result, as a
+    /// faulty CRT half would.
+    pub fn with_faults(n: usize) -> Reference {
+        Reference {
+            fault_every: n,
+            rsa_results: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl LaneMath for Reference {
+    fn describe(&self) -> String {
+        match self.fault_every {
+            0 => "AWS-LC one lane at a time (test reference)".into(),
+            n => format!("AWS-LC one lane at a time (test reference, every {n}th RSA result corrupted)"),
+        }
+    }
+
+    fn rsa_private(&self, _class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Zeroizing<Vec<u8>>]) -> [bool; LANES] {
+        let mut good = [false; LANES];
+        for (i, lane) in lanes.iter().enumerate().take(LANES) {
+            let mut len = 0usize;
+            // SAFETY: the key's EVP_PKEY is live and holds RSA; `out[i]` has
+            // the modulus' length writable, `input` is that long.
+            let rc = unsafe {
+                let rsa = ffi::EVP_PKEY_get0_RSA(lane.key.key.as_ptr());
+                ffi::RSA_sign_raw(
+                    rsa,
+                    &mut len,
+                    out[i].as_mut_ptr(),
+                    out[i].len(),
+                    lane.input.as_ptr(),
+                    lane.input.len(),
+                    ffi::RSA_NO_PADDING,
+                )
+            };
+            good[i] = rc == 1 && len == out[i].len();
+            let n = self.rsa_results.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.fault_every > 0 && n.is_multiple_of(self.fault_every) {
+                out[i][len / 2] ^= 0x10;
+            }
+        }
+        good
+    }
+
+    fn ecdsa(&self, class: LaneClass, lanes: &[EcLane<'_>], r: &mut [Vec<u8>], s: &mut [Vec<u8>]) -> [bool; LANES] {
+        let mut good = [false; LANES];
+        let len = class.scalar_len();
+        for (i, lane) in lanes.iter().enumerate().take(LANES) {
+            let nonce: Zeroizing<Vec<u8>> =
+                Zeroizing::new(lane.nonce.iter().rev().flat_map(|l| l.to_be_bytes()).collect());
+            // SAFETY: the key's EVP_PKEY is live and holds an EC key; `msg`
+            // and `nonce` are readable; the returned ECDSA_SIG is ours to free
+            // and its r and s are borrowed only until then.
+            good[i] = unsafe {
+                let ec = ffi::EVP_PKEY_get0_EC_KEY(lane.key.key.as_ptr());
+                let sig = ffi::ECDSA_sign_with_nonce_and_leak_private_key_for_testing(
+                    lane.msg.as_ptr(),
+                    lane.msg.len(),
+                    ec,
+                    nonce.as_ptr(),
+                    nonce.len(),
+                );
+                match NonNull::new(sig) {
+                    None => false,
+                    Some(sig) => {
+                        let (mut br, mut bs) = (ptr::null(), ptr::null());
+                        ffi::ECDSA_SIG_get0(sig.as_ptr(), &mut br, &mut bs);
+                        let ok = ffi::BN_bn2bin_padded(r[i].as_mut_ptr(), len, br) == 1
+                            && ffi::BN_bn2bin_padded(s[i].as_mut_ptr(), len, bs) == 1;
+                        ffi::ECDSA_SIG_free(sig.as_ptr());
+                        ok
+                    }
+                }
+            };
+        }
+        good
+    }
+}

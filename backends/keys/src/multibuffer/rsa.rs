@@ -1,0 +1,145 @@
+//! RSA lanes: pad with AWS-LC, run the raw private operation in one call,
+//! check every result with the public exponent before it leaves.
+
+use std::os::raw::c_int;
+use std::ptr;
+
+use aws_lc_sys as ffi;
+use zeroize::Zeroizing;
+
+use super::{Lane, LaneClass, LaneKey, LaneMath, RsaLane, RsaLaneKey, LANES};
+use crate::memory::evp::{check as lc_check, md};
+use crate::{CryptoError, Operation};
+
+pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) -> Vec<Result<Vec<u8>, CryptoError>> {
+    let mut results: Vec<Result<Vec<u8>, CryptoError>> = Vec::with_capacity(lanes.len());
+    // (lane index, key, encoded message) of the lanes that go into the call.
+    let mut ready: Vec<(usize, &RsaLaneKey, Zeroizing<Vec<u8>>)> = Vec::with_capacity(LANES);
+    for (i, lane) in lanes.iter().enumerate() {
+        let LaneKey::Rsa(key) = lane.key else {
+            results.push(Err(CryptoError("operation does not match the key type")));
+            continue;
+        };
+        match encode(key, lane.op, lane.input) {
+            Ok(em) => {
+                ready.push((i, key, em));
+                results.push(Err(CryptoError("not computed")));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if ready.is_empty() {
+        return results;
+    }
+    let call: Vec<RsaLane<'_>> = ready.iter().map(|(_, key, em)| RsaLane { key, input: em }).collect();
+    let mut out: Vec<Zeroizing<Vec<u8>>> = (0..call.len())
+        .map(|_| Zeroizing::new(vec![0u8; class.scalar_len()]))
+        .collect();
+    let good = math.rsa_private(class, &call, &mut out);
+    for (j, (i, key, em)) in ready.iter().enumerate() {
+        results[*i] = if !good[j] {
+            Err(CryptoError("the multi-buffer RSA operation failed"))
+        } else {
+            check(key, &out[j], em).map(|()| out[j].to_vec())
+        };
+    }
+    results
+}
+
+/// The message the raw private operation is applied to: padded digest, or
+/// the ciphertext itself for raw decryption.
+pub(super) fn encode(key: &RsaLaneKey, op: Operation, input: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    op.check(crate::KeyAlgorithm::Rsa { bits: key.bits }, input)?;
+    let k = key.n.len();
+    let mut em = Zeroizing::new(vec![0u8; k]);
+    match op {
+        Operation::RsaPkcs1(hash) => {
+            let t = digest_info(hash, input)?;
+            // EMSA-PKCS1-v1_5 (RFC 8017 9.2): 00 01 FF..FF 00 T, at least 8 FF.
+            if t.len() + 11 > k {
+                return Err(CryptoError("digest too big for the RSA key"));
+            }
+            em[1] = 1;
+            let pad_end = k - t.len() - 1;
+            em[2..pad_end].fill(0xff);
+            em[pad_end + 1..].copy_from_slice(&t);
+        }
+        Operation::RsaPss(hash) => {
+            // SAFETY: `em` has RSA_size(rsa) = k writable bytes, `input` is
+            // the digest of `hash` (checked above); the RSA key is live.
+            let rc = unsafe {
+                ffi::RSA_padding_add_PKCS1_PSS_mgf1(
+                    rsa_ptr(key),
+                    em.as_mut_ptr(),
+                    input.as_ptr(),
+                    md(hash),
+                    ptr::null(),
+                    ffi::RSA_PSS_SALTLEN_DIGEST,
+                )
+            };
+            lc_check(rc, "signing failed")?;
+        }
+        Operation::RsaRawDecrypt => {
+            // What AWS-LC refuses too: another length, or a value >= n.
+            if input.len() != k || input >= key.n.as_slice() {
+                return Err(CryptoError("decryption failed"));
+            }
+            em.copy_from_slice(input);
+        }
+        Operation::Ecdsa(_) | Operation::Ed25519 => return Err(CryptoError("operation does not match the key type")),
+    }
+    Ok(em)
+}
+
+/// DigestInfo (or the bare 36 bytes of MD5SHA1) for PKCS#1 v1.5, from AWS-LC.
+fn digest_info(hash: keyless_protocol::Hash, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut out: *mut u8 = ptr::null_mut();
+    let mut out_len = 0usize;
+    let mut alloced: c_int = 0;
+    // SAFETY: md() returns a static table; `digest` is readable; AWS-LC sets
+    // `out` to either `digest` itself or a buffer we free below.
+    unsafe {
+        let nid = ffi::EVP_MD_type(md(hash));
+        lc_check(
+            ffi::RSA_add_pkcs1_prefix(&mut out, &mut out_len, &mut alloced, nid, digest.as_ptr(), digest.len()),
+            "unknown digest for PKCS#1",
+        )?;
+        let t = std::slice::from_raw_parts(out, out_len).to_vec();
+        if alloced != 0 {
+            ffi::OPENSSL_free(out.cast());
+        }
+        Ok(t)
+    }
+}
+
+fn rsa_ptr(key: &RsaLaneKey) -> *mut ffi::RSA {
+    // SAFETY: the EVP_PKEY is live while `key` is and holds an RSA key
+    // (LaneKey::from_evp made this an RsaLaneKey because it does).
+    unsafe { ffi::EVP_PKEY_get0_RSA(key.key.as_ptr()) }
+}
+
+/// `result^e mod n` must give back `em`: a result computed wrongly (a fault
+/// in one CRT half) is never sent, as it would reveal a factor of `n`.
+pub(super) fn check(key: &RsaLaneKey, result: &[u8], em: &[u8]) -> Result<(), CryptoError> {
+    let mut back = Zeroizing::new(vec![0u8; key.n.len()]);
+    let mut back_len = 0usize;
+    // SAFETY: the RSA key is live; `back` has n bytes writable; `result` is readable.
+    let rc = unsafe {
+        ffi::RSA_verify_raw(
+            rsa_ptr(key),
+            &mut back_len,
+            back.as_mut_ptr(),
+            back.len(),
+            result.as_ptr(),
+            result.len(),
+            ffi::RSA_NO_PADDING,
+        )
+    };
+    if rc == 1 && back_len == em.len() && back[..back_len] == *em {
+        return Ok(());
+    }
+    // SAFETY: clears this thread's AWS-LC error queue; no pointers.
+    unsafe { ffi::ERR_clear_error() };
+    tracing::error!("a multi-buffer RSA result failed its check against the public key and was not sent");
+    Err(CryptoError("the RSA result failed its check; not sent"))
+}

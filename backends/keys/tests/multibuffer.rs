@@ -1,0 +1,415 @@
+//! Multi-buffer lanes against keys made by the real `openssl` binary. Every
+//! signature is verified with the public key; PKCS#1 signatures and raw
+//! decryptions must equal AWS-LC's single operation byte for byte.
+//!
+//! The lanes run with every [`LaneMath`] this machine has: the AWS-LC
+//! reference always, and crypto_mb where the CPU has AVX-512 IFMA.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use keyless_keys::memory::{InMemoryKey, KeyMaterial, PublicKey};
+use keyless_keys::multibuffer::{self, CryptoMb, Lane, LaneClass, LaneMath, Mode, Reference, LANES};
+use keyless_keys::{Hash, Operation, PrivateKey};
+use proptest::prelude::*;
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("openssl binary");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct TestKey {
+    key: InMemoryKey,
+    public: PublicKey,
+}
+
+fn genkey(dir: &Path, name: &str, algo: &[&str]) -> TestKey {
+    let path = dir.join(name);
+    let mut args = vec!["genpkey", "-out", path.to_str().unwrap()];
+    args.extend_from_slice(algo);
+    openssl(&args);
+    parse(&std::fs::read(&path).unwrap())
+}
+
+fn parse(pem: &[u8]) -> TestKey {
+    let material = KeyMaterial::parse(pem, Path::new("test.pem")).unwrap();
+    TestKey {
+        public: PublicKey::from_spki(&material.public().spki_der).unwrap(),
+        key: material.instantiate().unwrap(),
+    }
+}
+
+/// Keys per class (two or three of the common sizes, so lanes mix keys):
+/// made once, parsed by each test thread.
+fn keys() -> Vec<(LaneClass, Vec<TestKey>)> {
+    static PEMS: OnceLock<Vec<(LaneClass, Vec<Vec<u8>>)>> = OnceLock::new();
+    let pems = PEMS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ec = |curve: &str| {
+            vec![
+                "-algorithm".to_string(),
+                "EC".into(),
+                "-pkeyopt".into(),
+                format!("ec_paramgen_curve:{curve}"),
+            ]
+        };
+        let rsa = |bits: u32| {
+            vec![
+                "-algorithm".to_string(),
+                "RSA".into(),
+                "-pkeyopt".into(),
+                format!("rsa_keygen_bits:{bits}"),
+            ]
+        };
+        let plan: [(LaneClass, Vec<String>, usize); 5] = [
+            (LaneClass::EcdsaP256, ec("P-256"), 3),
+            (LaneClass::EcdsaP384, ec("P-384"), 2),
+            (LaneClass::Rsa2048, rsa(2048), 3),
+            (LaneClass::Rsa3072, rsa(3072), 1),
+            (LaneClass::Rsa4096, rsa(4096), 1),
+        ];
+        plan.into_iter()
+            .map(|(class, algo, count)| {
+                let algo: Vec<&str> = algo.iter().map(String::as_str).collect();
+                let pems = (0..count)
+                    .map(|i| {
+                        let path = dir.path().join(format!("{}-{i}.pem", class.name()));
+                        let mut args = vec!["genpkey", "-out", path.to_str().unwrap()];
+                        args.extend_from_slice(&algo);
+                        openssl(&args);
+                        std::fs::read(&path).unwrap()
+                    })
+                    .collect();
+                (class, pems)
+            })
+            .collect()
+    });
+    pems.iter()
+        .map(|(class, pems)| {
+            let keys: Vec<TestKey> = pems.iter().map(|p| parse(p)).collect();
+            for k in &keys {
+                assert_eq!(k.key.lane_key().map(|l| l.class()), Some(*class));
+            }
+            (*class, keys)
+        })
+        .collect()
+}
+
+/// Where the tests find crypto_mb: `KEYLESS_TEST_CRYPTO_MB`, else where
+/// `.ci/run` unpacks Debian 13's package.
+fn library_path() -> PathBuf {
+    let path = std::env::var_os("KEYLESS_TEST_CRYPTO_MB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/keyless-crypto-mb/lib/libcrypto_mb.so.11"));
+    assert!(
+        path.exists(),
+        "{} is missing: unpack Debian 13's libcrypto-mb11 there as .ci/run does, or set KEYLESS_TEST_CRYPTO_MB",
+        path.display()
+    );
+    path
+}
+
+fn cpu_has_ifma() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == "avx512ifma"))
+}
+
+/// Every lane computer this machine has.
+fn maths() -> Vec<Box<dyn LaneMath>> {
+    let mut maths: Vec<Box<dyn LaneMath>> = vec![Box::new(Reference::new())];
+    if let Ok(lib) = CryptoMb::load(Some(&library_path())) {
+        maths.push(Box::new(lib));
+    }
+    maths
+}
+
+#[test]
+fn crypto_mb_loads_and_runs_exactly_where_the_cpu_has_ifma() {
+    let path = library_path();
+    let loaded = CryptoMb::load(Some(&path));
+    if cpu_has_ifma() {
+        let lib = loaded.expect("crypto_mb runs on a CPU with AVX-512 IFMA");
+        assert!(lib.describe().contains("crypto_mb"), "{}", lib.describe());
+        let on = multibuffer::select(Mode::On, Some(&path)).unwrap();
+        assert!(on.math.is_some());
+    } else {
+        let why = loaded.err().expect("crypto_mb refuses a CPU without IFMA");
+        assert!(why.contains("lacks AVX-512 IFMA"), "{why}");
+        eprintln!("this CPU: {why}; the lanes are tested with the AWS-LC reference only");
+        let on = multibuffer::select(Mode::On, Some(&path))
+            .err()
+            .expect("`on` fails here");
+        assert!(
+            on.starts_with("multibuffer: on, but crypto_mb cannot be used: this CPU lacks AVX-512 IFMA"),
+            "{on}"
+        );
+        let auto = multibuffer::select(Mode::Auto, Some(&path)).unwrap();
+        assert!(auto.math.is_none());
+        assert!(auto.reason.contains("lacks AVX-512 IFMA"), "{}", auto.reason);
+    }
+    let off = multibuffer::select(Mode::Off, Some(&path)).unwrap();
+    assert!(off.math.is_none());
+    let missing = CryptoMb::load(Some(Path::new("/nonexistent/libcrypto_mb.so.11")))
+        .err()
+        .unwrap();
+    assert!(missing.contains("/nonexistent/libcrypto_mb.so.11"), "{missing}");
+    assert!(multibuffer::select(Mode::On, Some(Path::new("/nonexistent/x.so"))).is_err());
+}
+
+#[test]
+fn keys_without_a_lane_class_sign_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa2560 = genkey(
+        dir.path(),
+        "2560.pem",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2560"],
+    );
+    let p521 = genkey(
+        dir.path(),
+        "p521.pem",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+    );
+    let ed = genkey(dir.path(), "ed.pem", &["-algorithm", "ED25519"]);
+    for k in [&rsa2560, &p521, &ed] {
+        assert!(k.key.lane_key().is_none());
+    }
+    let keys = keys();
+    let rsa = &keys[2].1[0].key;
+    let lane = rsa.lane_key().unwrap();
+    assert!(lane.serves(Operation::RsaPkcs1(Hash::Md5Sha1)));
+    assert!(!lane.serves(Operation::RsaPss(Hash::Md5Sha1)));
+    assert!(!lane.serves(Operation::Ecdsa(Hash::Sha256)));
+}
+
+/// The operations a request for a key of `class` may ask, with inputs.
+fn op_for(class: LaneClass, pick: usize) -> Operation {
+    match class {
+        LaneClass::EcdsaP256 | LaneClass::EcdsaP384 => {
+            { [Hash::Sha256, Hash::Sha384, Hash::Sha1, Hash::Sha512, Hash::Sha224][pick % 5] }.into_ecdsa()
+        }
+        _ => [
+            Operation::RsaPkcs1(Hash::Sha256),
+            Operation::RsaPss(Hash::Sha256),
+            Operation::RsaPkcs1(Hash::Md5Sha1),
+            Operation::RsaRawDecrypt,
+            Operation::RsaPss(Hash::Sha384),
+            Operation::RsaPkcs1(Hash::Sha512),
+            Operation::RsaPkcs1(Hash::Sha1),
+        ][pick % 7],
+    }
+}
+
+trait IntoEcdsa {
+    fn into_ecdsa(self) -> Operation;
+}
+
+impl IntoEcdsa for Hash {
+    fn into_ecdsa(self) -> Operation {
+        Operation::Ecdsa(self)
+    }
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    aws_lc_rs::rand::fill(&mut v).unwrap();
+    v
+}
+
+/// A valid input for `op` on `key`.
+fn input_for(key: &TestKey, op: Operation) -> Vec<u8> {
+    match op {
+        Operation::RsaRawDecrypt => {
+            let k = key.key.lane_key().unwrap().class().scalar_len();
+            let mut m = random(k);
+            m[0] = 0; // below n
+            key.public.rsa_raw_encrypt(&m).unwrap()
+        }
+        op => random(op.digest().unwrap().len()),
+    }
+}
+
+/// Check one lane's answer as a client would, and against AWS-LC alone.
+fn check(key: &TestKey, op: Operation, input: &[u8], result: &[u8]) {
+    match op {
+        Operation::RsaRawDecrypt => assert_eq!(result, key.key.perform(op, input).unwrap().as_slice()),
+        Operation::RsaPkcs1(_) => {
+            key.public.verify(op, input, result).unwrap();
+            assert_eq!(
+                result,
+                key.key.perform(op, input).unwrap().as_slice(),
+                "PKCS#1 differs from AWS-LC's"
+            );
+        }
+        _ => key.public.verify(op, input, result).unwrap(),
+    }
+}
+
+#[test]
+fn every_class_signs_in_batches_of_one_to_eight_with_mixed_keys() {
+    for math in maths() {
+        for (class, class_keys) in &keys() {
+            for filled in 1..=LANES {
+                let picks: Vec<(usize, Operation)> = (0..filled)
+                    .map(|i| (i % class_keys.len(), op_for(*class, i + filled)))
+                    .collect();
+                let inputs: Vec<Vec<u8>> = picks.iter().map(|(k, op)| input_for(&class_keys[*k], *op)).collect();
+                let lanes: Vec<Lane<'_>> = picks
+                    .iter()
+                    .zip(&inputs)
+                    .map(|((k, op), input)| Lane {
+                        key: class_keys[*k].key.lane_key().unwrap(),
+                        op: *op,
+                        input,
+                    })
+                    .collect();
+                let results = multibuffer::sign(math.as_ref(), &lanes);
+                assert_eq!(results.len(), filled);
+                for (((k, op), input), result) in picks.iter().zip(&inputs).zip(results) {
+                    let result = result.unwrap_or_else(|e| panic!("{} {class:?} {op:?}: {e}", math.describe()));
+                    check(&class_keys[*k], *op, input, &result);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_faulty_rsa_result_is_never_sent() {
+    // Every third RSA result comes back with one bit flipped.
+    let math = Reference::with_faults(3);
+    let keys = keys();
+    let (_, rsa) = &keys[2];
+    let mut refused = 0;
+    for round in 0..6 {
+        let ops: Vec<Operation> = (0..LANES).map(|i| op_for(LaneClass::Rsa2048, i + round)).collect();
+        let inputs: Vec<Vec<u8>> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| input_for(&rsa[i % rsa.len()], *op))
+            .collect();
+        let lanes: Vec<Lane<'_>> = ops
+            .iter()
+            .zip(&inputs)
+            .enumerate()
+            .map(|(i, (op, input))| Lane {
+                key: rsa[i % rsa.len()].key.lane_key().unwrap(),
+                op: *op,
+                input,
+            })
+            .collect();
+        for (i, result) in multibuffer::sign(&math, &lanes).into_iter().enumerate() {
+            match result {
+                Ok(out) => check(&rsa[i % rsa.len()], ops[i], &inputs[i], &out),
+                Err(e) => {
+                    assert_eq!(e.0, "the RSA result failed its check; not sent");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        6 * LANES / 3,
+        "each corrupted result is refused, and only those"
+    );
+}
+
+#[test]
+fn a_bad_lane_fails_alone() {
+    let keys = keys();
+    for math in maths() {
+        for (class, class_keys) in &keys {
+            let op = op_for(*class, 0);
+            let good = input_for(&class_keys[0], op);
+            let short = vec![1u8; 5];
+            let too_big = vec![0xffu8; class.scalar_len()];
+            let mut lanes = vec![
+                Lane {
+                    key: class_keys[0].key.lane_key().unwrap(),
+                    op,
+                    input: &good,
+                },
+                Lane {
+                    key: class_keys[0].key.lane_key().unwrap(),
+                    op,
+                    input: &short,
+                },
+            ];
+            if !matches!(class, LaneClass::EcdsaP256 | LaneClass::EcdsaP384) {
+                lanes.push(Lane {
+                    key: class_keys[0].key.lane_key().unwrap(),
+                    op: Operation::RsaRawDecrypt,
+                    input: &too_big,
+                });
+            }
+            let results = multibuffer::sign(math.as_ref(), &lanes);
+            check(&class_keys[0], op, &good, results[0].as_ref().unwrap());
+            assert_eq!(
+                results[1].as_ref().unwrap_err().0,
+                "payload length does not match the digest algorithm"
+            );
+            if results.len() == 3 {
+                assert_eq!(
+                    results[2].as_ref().unwrap_err().0,
+                    "decryption failed",
+                    "a ciphertext >= n"
+                );
+            }
+        }
+    }
+    // Lanes of two classes in one call are refused, not mixed up.
+    let (p256, rsa) = (&keys[0].1[0], &keys[2].1[0]);
+    let d = random(32);
+    let mixed = [
+        Lane {
+            key: p256.key.lane_key().unwrap(),
+            op: Operation::Ecdsa(Hash::Sha256),
+            input: &d,
+        },
+        Lane {
+            key: rsa.key.lane_key().unwrap(),
+            op: Operation::RsaPkcs1(Hash::Sha256),
+            input: &d,
+        },
+    ];
+    assert!(multibuffer::sign(&Reference::new(), &mixed).iter().all(Result::is_err));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random batches: any class, 1 to 8 lanes, any of its keys and
+    /// operations, some lanes with a digest of the wrong length.
+    #[test]
+    fn random_batches_verify(class in 0usize..5, lanes in proptest::collection::vec((0usize..3, 0usize..7, 0u8..10), 1..=LANES)) {
+        let keys = keys();
+        let (class, class_keys) = &keys[class];
+        let plan: Vec<(usize, Operation, bool)> = lanes
+            .iter()
+            .map(|&(k, op, bad)| (k % class_keys.len(), op_for(*class, op), bad == 0))
+            .collect();
+        let inputs: Vec<Vec<u8>> = plan
+            .iter()
+            .map(|(k, op, bad)| if *bad && op.digest().is_some() { vec![3u8; 7] } else { input_for(&class_keys[*k], *op) })
+            .collect();
+        let batch: Vec<Lane<'_>> = plan
+            .iter()
+            .zip(&inputs)
+            .map(|((k, op, _), input)| Lane { key: class_keys[*k].key.lane_key().unwrap(), op: *op, input })
+            .collect();
+        for math in maths() {
+            for (((k, op, _), input), result) in plan.iter().zip(&inputs).zip(multibuffer::sign(math.as_ref(), &batch)) {
+                let single = class_keys[*k].key.perform(*op, input);
+                match (result, single) {
+                    (Ok(out), Ok(_)) => check(&class_keys[*k], *op, input, &out),
+                    (Err(e), Err(s)) => prop_assert_eq!(e.0, s.0),
+                    (r, s) => prop_assert!(false, "lanes {:?} but alone {:?}", r.map(|_| ()), s.map(|_| ())),
+                }
+            }
+        }
+    }
+}
