@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::LocalSender;
+use keyless_keys::multibuffer::{self, Lane, LaneClass, LaneMath, LANES};
 use keyless_keys::{KeyStore, SharedKey};
 use keyless_protocol::{ErrorCode, Frame, Message};
 
+use crate::batch::{LanePlan, LocalBatch};
 use crate::counters::{error_byte, CoreCounters};
 use crate::drain::Drain;
 use crate::handler::{self, Prepared};
@@ -40,13 +42,19 @@ pub struct Core {
     links: Links,
     conns: RefCell<HashMap<u64, Rc<LocalSender<Responses>>>>,
     next_conn: Cell<u64>,
+    /// What computes multi-buffer lanes, when that path is on.
+    lanes: Option<Arc<dyn LaneMath>>,
 }
 
-/// One core's own copy of the keys.
-fn build_store(keys: &[SharedKey]) -> Result<KeyStore, String> {
+/// One core's own copy of the keys, with their multi-buffer material
+/// built now (not in a request) when `lanes` is on.
+fn build_store(keys: &[SharedKey], lanes: bool) -> Result<KeyStore, String> {
     let mut store = KeyStore::new();
     for k in keys {
         let key = k.instantiate().map_err(|e| format!("{}: {e}", k.origin()))?;
+        if lanes {
+            let _ = key.lane_key();
+        }
         store.insert(key);
     }
     Ok(store)
@@ -60,7 +68,8 @@ impl Core {
             .take_links(id)
             .ok_or_else(|| format!("core {id} joined twice or does not exist"))?;
         let (_, keys) = shared.keys.load();
-        let store = Rc::new(build_store(&keys)?);
+        let lanes = shared.lanes().cloned();
+        let store = Rc::new(build_store(&keys, lanes.is_some())?);
         let store = Cached::new(&shared.keys, |_| store);
         let (links, inboxes) = while_reactor_turns(ends.connect()).await;
         let drain = Drain::watch(shared.drain_signal());
@@ -72,6 +81,7 @@ impl Core {
             links,
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
+            lanes,
         });
         core.spawn_workers(inboxes);
         Ok(core)
@@ -118,19 +128,21 @@ impl Core {
 
     /// This core's keys, rebuilt first if new ones were published.
     pub fn store(&self) -> Rc<KeyStore> {
-        self.store.get(&self.shared.keys, |keys| match build_store(keys) {
-            Ok(store) => {
-                let n = store.len();
-                tracing::info!(
-                    "core {}: now serving {n} {}",
-                    self.id,
-                    if n == 1 { "key" } else { "keys" }
-                );
-                Some(Rc::new(store))
-            }
-            Err(e) => {
-                tracing::error!("core {}: keeping the old keys: {e}", self.id);
-                None
+        self.store.get(&self.shared.keys, |keys| {
+            match build_store(keys, self.lanes.is_some()) {
+                Ok(store) => {
+                    let n = store.len();
+                    tracing::info!(
+                        "core {}: now serving {n} {}",
+                        self.id,
+                        if n == 1 { "key" } else { "keys" }
+                    );
+                    Some(Rc::new(store))
+                }
+                Err(e) => {
+                    tracing::error!("core {}: keeping the old keys: {e}", self.id);
+                    None
+                }
             }
         })
     }
@@ -168,7 +180,7 @@ impl Core {
     pub async fn dispatch(self: &Rc<Self>, conn: u64, request: Request) -> Option<Request> {
         if !request.needs_key() {
             let mut out = Vec::with_capacity(256);
-            let _ = self.answer_here(self.id, conn, request, &mut out);
+            let _ = self.answer_here(self.id, conn, &request, &mut out, None);
             self.to_connection(conn, (out, 1));
             return None;
         }
@@ -198,22 +210,107 @@ impl Core {
     /// Sign a request [`dispatch`](Core::dispatch) kept on this core,
     /// appending its response to `out`.
     pub fn sign_local(self: &Rc<Self>, conn: u64, request: Request, out: &mut Vec<u8>) {
-        let _ = self.answer_here(self.id, conn, request, out);
+        let _ = self.answer_here(self.id, conn, &request, out, None);
         self.shared.loads.done(self.id);
+    }
+
+    /// The requests [`dispatch`](Core::dispatch) kept on this core from
+    /// one read, to sign with [`sign_next`](Core::sign_next).
+    pub fn local_batch<'r>(&self, requests: &'r [Request]) -> LocalBatch<'r> {
+        let store = self.lanes.as_ref().map(|_| self.store());
+        LocalBatch::new(requests, store.as_deref())
+    }
+
+    /// Sign the batch's next request, appending its response to `out`;
+    /// `false` when none is left. With multi-buffer signing on, reaching a
+    /// request of a lane class signs it together with the batch's later
+    /// requests of that class.
+    pub fn sign_next(self: &Rc<Self>, conn: u64, batch: &mut LocalBatch<'_>, out: &mut Vec<u8>) -> bool {
+        let i = batch.next;
+        let Some(request) = batch.requests.get(i) else {
+            return false;
+        };
+        batch.next += 1;
+        let signed = match (&mut batch.lanes, &self.lanes) {
+            (Some(plan), Some(math)) => match plan.classes[i] {
+                Some(class) if plan.signed[i].is_none() => {
+                    let c = class.index();
+                    if plan.remaining[c] >= class.min_lanes() {
+                        self.sign_lanes(math.as_ref(), plan, batch.requests, class, i);
+                    } else {
+                        plan.remaining[c] -= 1;
+                        self.counters().lane_alone[c].fetch_add(1, Ordering::Relaxed);
+                    }
+                    plan.signed[i].take()
+                }
+                _ => plan.signed[i].take(),
+            },
+            _ => None,
+        };
+        let _ = self.answer_here(self.id, conn, request, out, signed);
+        self.shared.loads.done(self.id);
+        true
+    }
+
+    /// One multi-buffer call for the request at `first` and up to seven
+    /// later ones of `class`; their answers wait in `plan`.
+    fn sign_lanes(
+        &self,
+        math: &dyn LaneMath,
+        plan: &mut LanePlan,
+        requests: &[Request],
+        class: LaneClass,
+        first: usize,
+    ) {
+        let store = self.store();
+        let started = Instant::now();
+        let mut members = Vec::with_capacity(LANES);
+        let mut lanes = Vec::with_capacity(LANES);
+        for j in plan.gather(class, first, LANES) {
+            // None only if the keys were republished since the plan was made:
+            // that request then signs alone when reached.
+            if let Some((key, op, input, ski)) = handler::lane_of(&store, &requests[j]) {
+                tracing::info!("fetch key with SKI: {}", hex::encode(ski));
+                members.push((j, op, ski));
+                lanes.push(Lane { key, op, input });
+            }
+        }
+        let results = multibuffer::sign(math, &lanes);
+        let share = started.elapsed() / (lanes.len().max(1) as u32);
+        let c = class.index();
+        plan.remaining[c] = plan.remaining[c].saturating_sub(members.len().max(1));
+        let counters = self.counters();
+        counters.lane_calls[c].fetch_add(1, Ordering::Relaxed);
+        counters.lane_filled[c].fetch_add(lanes.len() as u64, Ordering::Relaxed);
+        for ((j, op, ski), result) in members.into_iter().zip(results) {
+            plan.signed[j] = Some((handler::finish(&ski, op, result), share));
+        }
     }
 
     /// Answer `request` on this core: its response is appended to `out` (its
     /// error byte returned, 0 for none), or, for a key performed elsewhere,
     /// reaches connection `conn` on core `origin` when the workers are done
     /// (`None`).
-    fn answer_here(self: &Rc<Self>, origin: usize, conn: u64, request: Request, out: &mut Vec<u8>) -> Option<u8> {
+    /// `signed`: the answer and time of a multi-buffer call that already
+    /// signed it.
+    fn answer_here(
+        self: &Rc<Self>,
+        origin: usize,
+        conn: u64,
+        request: &Request,
+        out: &mut Vec<u8>,
+        signed: Option<(Message, Duration)>,
+    ) -> Option<u8> {
         let counters = self.counters();
         if let Some(op) = request.opcode {
             counters.received(op.0);
         }
         let started = Instant::now();
+        if let Some((message, exec)) = signed {
+            return Some(self.answered_here(origin, request, message, exec, out));
+        }
         let store = self.store();
-        let message = match handler::prepare(&store, &request) {
+        let message = match handler::prepare(&store, request) {
             Prepared::Offloaded {
                 offload,
                 ski,
@@ -222,23 +319,36 @@ impl Core {
             } => {
                 // Only when keys were republished between routing and now.
                 let offloaded = Offloaded::submit(offload, ski, op, input);
-                self.spawn_offloaded(origin, conn, &request, offloaded);
+                self.spawn_offloaded(origin, conn, request, offloaded);
                 return None;
             }
             prepared => prepared
                 .answer_inline()
                 .unwrap_or_else(|| Message::error(ErrorCode::Internal)),
         };
+        Some(self.answered_here(origin, request, message, started.elapsed(), out))
+    }
+
+    /// Count `message` as the answer to `request` and encode it into `out`.
+    fn answered_here(
+        &self,
+        origin: usize,
+        request: &Request,
+        message: Message,
+        exec: Duration,
+        out: &mut Vec<u8>,
+    ) -> u8 {
+        let counters = self.counters();
         let opcode = request.opcode_byte();
         let error = error_byte(&message);
-        counters.answered(opcode, &message, started.elapsed());
+        counters.answered(opcode, &message, exec);
         if origin == self.id {
             counters.delivered(opcode, error, request.read_at.elapsed());
         }
         if let Err(e) = Frame::new(request.id, message).encode_into(out) {
             tracing::error!("cannot encode response {}: {e}", request.id);
         }
-        Some(error)
+        error
     }
 
     /// Wait for an offloaded operation on this core (an HSM's workers serve
@@ -300,7 +410,7 @@ impl Core {
     async fn run_job(self: &Rc<Self>, job: Job) {
         let (opcode, read_at) = (job.request.opcode_byte(), job.request.read_at);
         let mut frame = Vec::with_capacity(1024);
-        let answered = self.answer_here(job.origin, job.conn, job.request, &mut frame);
+        let answered = self.answer_here(job.origin, job.conn, &job.request, &mut frame, None);
         self.shared.loads.done(self.id);
         self.counters().handled_for_others.fetch_add(1, Ordering::Relaxed);
         if let Some(error) = answered {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use keyless_keys::multibuffer::LaneClass;
 use keyless_protocol::{Message, OpFamily, Opcode};
 
 use crate::stats::{AtomicHistogram, BATCH_BOUNDS, GOKEYLESS_BOUNDS, LATENCY_BOUNDS};
@@ -44,7 +45,16 @@ pub struct CoreCounters {
     pub exec_by_family: ByFamilyAndError,
     /// gokeyless's `keyless_request_total_duration_per_opcode`.
     pub total_by_family: ByFamilyAndError,
+    /// Multi-buffer calls by lane class ([`LaneClass::index`]).
+    pub lane_calls: [AtomicU64; LANE_CLASSES],
+    /// Lanes filled in those calls (fill = lanes / calls, at most 8).
+    pub lane_filled: [AtomicU64; LANE_CLASSES],
+    /// Requests of a lane class signed alone: fewer than the class's
+    /// `min_lanes` were ready.
+    pub lane_alone: [AtomicU64; LANE_CLASSES],
 }
+
+const LANE_CLASSES: usize = LaneClass::ALL.len();
 
 /// Histograms indexed by opcode family and the answer's error byte (0: no
 /// error; the last slot: an error byte gokeyless does not know).
@@ -105,6 +115,9 @@ impl Default for CoreCounters {
             refused_connections: AtomicU64::new(0),
             exec_by_family: ByFamilyAndError::new(),
             total_by_family: ByFamilyAndError::new(),
+            lane_calls: Default::default(),
+            lane_filled: Default::default(),
+            lane_alone: Default::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! TLS (that is `keyless-server`), or load keys (that is `keyless-keys`).
 
 pub mod accept;
+pub mod batch;
 pub mod buffers;
 pub mod core;
 pub mod counters;

@@ -1,8 +1,10 @@
 //! Thread-per-core: one pinned glommio executor per core.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+use keyless_keys::multibuffer::LaneMath;
 
 /// How to lay out the executors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +31,35 @@ pub struct RuntimeConfig {
     /// Requests one core may have queued for another core at most; at the
     /// bound the sending core stops reading its sockets.
     pub core_queue: usize,
+    /// Multi-buffer signing, when on (`multibuffer`).
+    pub lanes: Lanes,
 }
+
+/// What computes the cores' multi-buffer lanes (`None`: AWS-LC single
+/// signatures only).
+#[derive(Clone, Default)]
+pub struct Lanes(pub Option<Arc<dyn LaneMath>>);
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(math) => f.write_str(&math.describe()),
+            None => f.write_str("single signatures"),
+        }
+    }
+}
+
+impl PartialEq for Lanes {
+    fn eq(&self, other: &Lanes) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Lanes {}
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -43,6 +73,7 @@ impl Default for RuntimeConfig {
             stall_threshold: std::time::Duration::from_millis(100),
             spin_before_park: std::time::Duration::ZERO,
             core_queue: 1024,
+            lanes: Lanes::default(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! flag — atomics and locks only, so `Shared` is `Sync` by its fields.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use keyless_keys::multibuffer::LaneMath;
 use keyless_keys::SharedKey;
 
 use crate::counters::CoreCounters;
@@ -27,6 +28,9 @@ pub struct Shared {
     /// Seconds each load of the key stores took (start-up and reloads):
     /// gokeyless's `keyless_key_load_duration`.
     pub key_load: AtomicHistogram,
+    /// What computes multi-buffer lanes, when that path is on (set once,
+    /// before the cores start).
+    lanes: OnceLock<Arc<dyn LaneMath>>,
 }
 
 // Cores share `Shared` through an `Arc`: prove it may be, at compile time.
@@ -46,7 +50,19 @@ impl Shared {
             links: Mutex::new(links::build(cores, channel_capacity).into_iter().map(Some).collect()),
             channel_capacity,
             key_load: AtomicHistogram::new(&LATENCY_BOUNDS),
+            lanes: OnceLock::new(),
         })
+    }
+
+    /// Sign with multi-buffer lanes computed by `math`. Call before the
+    /// cores start; a second call is ignored.
+    pub fn use_lanes(&self, math: Arc<dyn LaneMath>) {
+        let _ = self.lanes.set(math);
+    }
+
+    /// The multi-buffer path, if on.
+    pub fn lanes(&self) -> Option<&Arc<dyn LaneMath>> {
+        self.lanes.get()
     }
 
     /// Serve these keys from now on (start-up and SIGHUP). Cores pick them

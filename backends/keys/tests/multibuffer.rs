@@ -413,3 +413,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn zero_and_one_are_refused_as_aws_lc_refuses_them() {
+    let keys = keys();
+    let rsa = &keys[2].1[0];
+    for v in [0u8, 1] {
+        let mut c = vec![0u8; 256];
+        c[255] = v;
+        let single = rsa.key.perform(Operation::RsaRawDecrypt, &c).unwrap_err();
+        let lanes = [Lane {
+            key: rsa.key.lane_key().unwrap(),
+            op: Operation::RsaRawDecrypt,
+            input: &c,
+        }];
+        for math in maths() {
+            let lane = multibuffer::sign(math.as_ref(), &lanes).remove(0).unwrap_err();
+            assert_eq!(lane.0, single.0, "ciphertext {v}");
+        }
+    }
+}

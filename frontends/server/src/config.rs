@@ -207,6 +207,15 @@ pub struct Options {
     /// (ours; default 64).
     #[arg(long = "cloud-concurrency", env = "KEYLESS_CLOUD_CONCURRENCY")]
     pub cloud_concurrency: Option<NonZeroUsize>,
+    /// Multi-buffer signing with Intel's crypto_mb on CPUs with AVX-512
+    /// IFMA: auto uses it where it can run, on refuses to start without it,
+    /// off never uses it (ours; default auto).
+    #[arg(long, env = "KEYLESS_MULTIBUFFER")]
+    pub multibuffer: Option<Multibuffer>,
+    /// crypto_mb's path when it is not where the dynamic loader looks
+    /// (ours; default: libcrypto_mb.so.11 from the library path).
+    #[arg(long = "multibuffer-library", env = "KEYLESS_MULTIBUFFER_LIBRARY")]
+    pub multibuffer_library: Option<PathBuf>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
     #[arg(short = 't', long = "test-config")]
@@ -230,6 +239,25 @@ pub struct Options {
 
 /// gokeyless's log levels: 0 debug ... 5 fatal. Checked inside the
 /// deserializer, so the error carries the field and its line.
+/// The `multibuffer` setting as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Multibuffer {
+    Auto,
+    On,
+    Off,
+}
+
+impl From<Multibuffer> for keyless_keys::multibuffer::Mode {
+    fn from(m: Multibuffer) -> Self {
+        match m {
+            Multibuffer::Auto => Self::Auto,
+            Multibuffer::On => Self::On,
+            Multibuffer::Off => Self::Off,
+        }
+    }
+}
+
 fn loglevel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
     struct Level;
     impl<'de> serde::de::Visitor<'de> for Level {
@@ -322,6 +350,8 @@ pub struct Settings {
     pub pkcs11: keyless_pkcs11::Options,
     /// How cloud key stores are called (applies on reload).
     pub cloud: keyless_cloud::Options,
+    pub multibuffer: keyless_keys::multibuffer::Mode,
+    pub multibuffer_library: Option<PathBuf>,
 }
 
 impl Settings {
@@ -403,6 +433,10 @@ impl Settings {
         line("pkcs11_sessions", self.pkcs11.sessions.to_string());
         line("cloud_timeout_ms", self.cloud.timeout.as_millis().to_string());
         line("cloud_concurrency", self.cloud.concurrency.to_string());
+        line("multibuffer", self.multibuffer.to_string());
+        if let Some(p) = &self.multibuffer_library {
+            line("multibuffer_library", p.display().to_string());
+        }
         line("pkcs11_queue", self.pkcs11.queue.to_string());
         out.push_str("private_key_stores:");
         if self.key_sources.is_empty() {
@@ -534,6 +568,8 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         limits,
         pkcs11,
         cloud,
+        multibuffer: pick!(multibuffer).map_or_else(Default::default, Into::into),
+        multibuffer_library: pick!(multibuffer_library),
     })
 }
 

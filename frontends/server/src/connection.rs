@@ -335,11 +335,13 @@ async fn answer_local(
     } else {
         usize::MAX
     };
-    for (i, request) in local.drain(..).enumerate() {
-        core.sign_local(conn, request, &mut out);
+    let mut batch = core.local_batch(local);
+    let mut i = 0;
+    while core.sign_next(conn, &mut batch, &mut out) {
         let now = std::time::Instant::now();
         count += 1;
-        if i + 1 == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush {
+        i += 1;
+        if i == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush {
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
             flushed = now;
@@ -350,6 +352,7 @@ async fn answer_local(
         // this task has used its slice (RuntimeConfig::preempt_timer).
         glommio::executor().yield_if_needed().await;
     }
+    local.clear();
     if count > 0 {
         let _ = tx.try_send((out, count));
         // Let the writer send these now, before the next read: otherwise a

@@ -132,7 +132,9 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
                 .into(),
         ));
     }
-    let mut running = start_with(&listen, tls, keys, settings.runtime.clone(), settings.limits.clone())?;
+    let mut runtime = settings.runtime.clone();
+    runtime.lanes = signing_path(settings)?;
+    let mut running = start_with(&listen, tls, keys, runtime, settings.limits.clone())?;
     running.shared.key_load.observe_duration(load_time);
     // `metrics_port: 0` turns the metrics listener off, as `port: 0` does the
     // keyless one: a key server that only dials has no listening socket.
@@ -155,12 +157,30 @@ pub fn check(settings: &Settings) -> Result<String, ServerError> {
         dial::targets(d).map_err(ServerError::Startup)?;
     }
     let keys = load_keys(settings)?;
+    let lanes = signing_path(settings)?;
     Ok(format!(
-        "{} {}, server certificate {}",
+        "{} {}, server certificate {}, {}",
         keys.len(),
         if keys.len() == 1 { "key" } else { "keys" },
-        settings.auth_cert.display()
+        settings.auth_cert.display(),
+        match lanes.0 {
+            Some(_) => "multi-buffer signing",
+            None => "single signatures",
+        }
     ))
+}
+
+/// The `multibuffer` setting made real: the lanes every core signs with,
+/// or none (logged once, with the reason). `on` without a usable
+/// crypto_mb stops start-up and `--test-config`.
+fn signing_path(settings: &Settings) -> Result<keyless_engine::runtime::Lanes, ServerError> {
+    let selected = keyless_keys::multibuffer::select(settings.multibuffer, settings.multibuffer_library.as_deref())
+        .map_err(ServerError::Startup)?;
+    match &selected.math {
+        Some(_) => tracing::info!("signing: multi-buffer on every core, {}", selected.reason),
+        None => tracing::info!("signing: AWS-LC single signatures on every core ({})", selected.reason),
+    }
+    Ok(keyless_engine::runtime::Lanes(selected.math))
 }
 
 /// The TLS client a key server dials its edges with: `auth_cert` and
@@ -262,6 +282,9 @@ pub fn start_with(
     let tls_handle = tls.clone();
     let cores = runtime.cores.max(1);
     let shared = Shared::new(cores, runtime.core_queue.max(1));
+    if let Some(math) = &runtime.lanes.0 {
+        shared.use_lanes(math.clone());
+    }
     shared.publish_keys(keys);
     let shared_for_cores = shared.clone();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();

@@ -211,6 +211,48 @@ impl CoreCollector {
                 .enumerate()
                 .map(|(i, c)| (vec![("core", i.to_string())], ConstHistogram(c.batch_size.snapshot()))),
         )?;
+        let lanes_on = self.shared.lanes().is_some();
+        family(
+            encoder,
+            "keyless_multibuffer_active",
+            "1 when the cores sign with multi-buffer lanes (crypto_mb), 0 for AWS-LC single signatures.",
+            MetricType::Gauge,
+            [(Vec::new(), ConstGauge::new(i64::from(lanes_on)))],
+        )?;
+        if lanes_on {
+            type PerClass = fn(&keyless_engine::counters::CoreCounters) -> &[std::sync::atomic::AtomicU64; 5];
+            let per_class = |f: PerClass| {
+                self.shared.counters.iter().enumerate().flat_map(move |(i, c)| {
+                    keyless_keys::multibuffer::LaneClass::ALL.into_iter().map(move |class| {
+                        (
+                            vec![("core", i.to_string()), ("class", class.name().to_string())],
+                            ConstCounter::new(f(c)[class.index()].load(Ordering::Relaxed)),
+                        )
+                    })
+                })
+            };
+            family(
+                encoder,
+                "keyless_multibuffer_calls",
+                "Multi-buffer calls, by core and lane class.",
+                MetricType::Counter,
+                per_class(|c| &c.lane_calls),
+            )?;
+            family(
+                encoder,
+                "keyless_multibuffer_lanes",
+                "Lanes filled in those calls (lanes / calls is the batch fill, at most 8).",
+                MetricType::Counter,
+                per_class(|c| &c.lane_filled),
+            )?;
+            family(
+                encoder,
+                "keyless_multibuffer_alone",
+                "Requests of a lane class signed alone: fewer than its minimum lanes were ready.",
+                MetricType::Counter,
+                per_class(|c| &c.lane_alone),
+            )?;
+        }
         family(
             encoder,
             "keyless_key_load_duration",

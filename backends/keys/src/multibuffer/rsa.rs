@@ -80,8 +80,9 @@ pub(super) fn encode(key: &RsaLaneKey, op: Operation, input: &[u8]) -> Result<Ze
             lc_check(rc, "signing failed")?;
         }
         Operation::RsaRawDecrypt => {
-            // What AWS-LC refuses too: another length, or a value >= n.
-            if input.len() != k || input >= key.n.as_slice() {
+            // What AWS-LC refuses too: another length, a value >= n, 0 or 1.
+            let below_two = input.iter().rev().skip(1).all(|&b| b == 0) && input.last().is_some_and(|&b| b < 2);
+            if input.len() != k || input >= key.n.as_slice() || below_two {
                 return Err(CryptoError("decryption failed"));
             }
             em.copy_from_slice(input);

@@ -1,0 +1,77 @@
+//! A read's requests kept on one core, signed in order. With multi-buffer
+//! signing on, requests of one lane class (same algorithm and size, any
+//! key) are signed together when the core reaches the first of them: up
+//! to eight per call, only if at least the class's `min_lanes` are there.
+//! Every request of the read is ready, so no request waits for company.
+
+use std::time::Duration;
+
+use keyless_keys::multibuffer::LaneClass;
+use keyless_keys::KeyStore;
+use keyless_protocol::Message;
+
+use crate::handler;
+use crate::request::Request;
+
+/// The requests of one read for one core (see [`crate::core::Core::sign_next`]).
+pub struct LocalBatch<'r> {
+    pub(crate) requests: &'r [Request],
+    pub(crate) next: usize,
+    pub(crate) lanes: Option<LanePlan>,
+}
+
+/// Which requests can share multi-buffer calls, and their answers once a
+/// call has signed them ahead of their turn.
+pub(crate) struct LanePlan {
+    pub(crate) classes: Vec<Option<LaneClass>>,
+    pub(crate) signed: Vec<Option<(Message, Duration)>>,
+    /// Per class: requests not yet reached and not yet signed.
+    pub(crate) remaining: [usize; LaneClass::ALL.len()],
+}
+
+impl<'r> LocalBatch<'r> {
+    pub(crate) fn new(requests: &'r [Request], store: Option<&KeyStore>) -> LocalBatch<'r> {
+        LocalBatch {
+            requests,
+            next: 0,
+            lanes: store.map(|store| LanePlan::new(store, requests)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+}
+
+impl LanePlan {
+    fn new(store: &KeyStore, requests: &[Request]) -> LanePlan {
+        let mut remaining = [0; LaneClass::ALL.len()];
+        let classes = requests
+            .iter()
+            .map(|r| {
+                let class = handler::lane_of(store, r).map(|(key, ..)| key.class());
+                if let Some(c) = class {
+                    remaining[c.index()] += 1;
+                }
+                class
+            })
+            .collect();
+        LanePlan {
+            classes,
+            signed: (0..requests.len()).map(|_| None).collect(),
+            remaining,
+        }
+    }
+
+    /// Up to `lanes` requests of `class` not yet signed, from `from` on.
+    pub(crate) fn gather(&self, class: LaneClass, from: usize, lanes: usize) -> Vec<usize> {
+        (from..self.classes.len())
+            .filter(|&j| self.classes[j] == Some(class) && self.signed[j].is_none())
+            .take(lanes)
+            .collect()
+    }
+}
