@@ -32,10 +32,16 @@ fn real_main() -> Result<bool, String> {
             key_file,
             op,
             duration,
+            multibuffer_library,
             json,
         } => {
             let op = op.as_deref().map(BenchOp::parse).transpose()?;
-            let r = ceiling::measure(&key_file, op, Duration::from_secs_f64(duration))?;
+            let r = ceiling::measure(
+                &key_file,
+                op,
+                Duration::from_secs_f64(duration),
+                multibuffer_library.as_deref(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
             } else {
@@ -43,6 +49,14 @@ fn real_main() -> Result<bool, String> {
                     "ceiling {} with {}: {:.0} ops/s ({:.1} us/op) on one core",
                     r.operation, r.key, r.ops_per_sec, r.us_per_op
                 );
+                match r.multibuffer_ops_per_sec {
+                    Some(mb) => println!(
+                        "multi-buffer ceiling, 8 lanes per call: {mb:.0} ops/s ({:.2}x) with {}",
+                        mb / r.ops_per_sec,
+                        r.multibuffer
+                    ),
+                    None => println!("no multi-buffer ceiling: {}", r.multibuffer),
+                }
             }
             Ok(true)
         }

@@ -78,13 +78,29 @@ async fn spinning_generator_paces_and_answers() {
 #[test]
 fn ceiling_signs_in_process() {
     let server = common::server();
+    let library = std::env::var_os("KEYLESS_TEST_CRYPTO_MB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/keyless-crypto-mb/lib/libcrypto_mb.so.11".into());
     let r = keyless_tools::bench::ceiling::measure(
         &server.pki.keys_dir.join("ecdsa-p256.key"),
         None,
         Duration::from_millis(200),
+        Some(&library),
     )
     .unwrap();
     assert!(r.ops > 0 && r.ops_per_sec > 0.0);
+    // Beside it, the multi-buffer ceiling, where crypto_mb can run.
+    let ifma = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == "avx512ifma"));
+    if ifma {
+        assert!(
+            r.multibuffer_ops_per_sec.is_some_and(|mb| mb > 0.0),
+            "{}",
+            r.multibuffer
+        );
+    } else {
+        assert_eq!(r.multibuffer_ops_per_sec, None);
+        assert!(r.multibuffer.contains("lacks AVX-512 IFMA"), "{}", r.multibuffer);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,10 @@ pub enum Command {
         op: Option<String>,
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+        /// crypto_mb's path, for the multi-buffer ceiling measured beside
+        /// the single one (default: libcrypto_mb.so.11 from the library path).
+        #[arg(long)]
+        multibuffer_library: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -52,11 +52,12 @@ pub struct Selected {
 /// Test builds only: `KEYLESS_TEST_LANE_MATH=reference` (or
 /// `reference:faults=N`) puts the AWS-LC reference behind the lanes, so the
 /// engine's batching is exercised on CPUs without IFMA. Release builds
-/// ignore it.
+/// ignore it unless built with the `lane-reference` feature (benchmarks of
+/// the path's own cost).
 const TEST_HOOK: &str = "KEYLESS_TEST_LANE_MATH";
 
 fn test_hook() -> Option<Result<Reference, String>> {
-    if !cfg!(debug_assertions) {
+    if !cfg!(debug_assertions) && !cfg!(feature = "lane-reference") {
         return None;
     }
     let value = std::env::var(TEST_HOOK).ok()?;

@@ -1,0 +1,72 @@
+//! Multi-buffer calls of 1 to 8 lanes against single AWS-LC signatures of
+//! the same key, per lane class: where the lane count that pays for a call
+//! (`LaneClass::min_lanes`) comes from. crypto_mb is measured where the CPU
+//! has AVX-512 IFMA (library from `KEYLESS_CRYPTO_MB`, else
+//! /opt/keyless-crypto-mb/lib, else the loader path); the AWS-LC reference
+//! always, which is the lanes path's own cost (padding, nonces, DER, the
+//! RSA check) on top of single signatures.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use keyless_keys::memory::KeyMaterial;
+use keyless_keys::multibuffer::{self, CryptoMb, Lane, LaneMath, Reference, LANES};
+use keyless_keys::{Hash, Operation, PrivateKey};
+use keyless_pki::KeyType;
+
+fn maths() -> Vec<(&'static str, Box<dyn LaneMath>)> {
+    let mut maths: Vec<(&'static str, Box<dyn LaneMath>)> = vec![("reference", Box::new(Reference::new()))];
+    let path = std::env::var_os("KEYLESS_CRYPTO_MB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/keyless-crypto-mb/lib/libcrypto_mb.so.11"));
+    let loaded = if path.exists() {
+        CryptoMb::load(Some(&path))
+    } else {
+        CryptoMb::load(None)
+    };
+    match loaded {
+        Ok(lib) => maths.push(("crypto_mb", Box::new(lib))),
+        Err(why) => eprintln!("crypto_mb not measured: {why}"),
+    }
+    maths
+}
+
+fn lanes(c: &mut Criterion) {
+    let cases = [
+        ("ecdsa-p256", KeyType::EcdsaP256, Operation::Ecdsa(Hash::Sha256)),
+        ("rsa-2048", KeyType::Rsa2048, Operation::RsaPkcs1(Hash::Sha256)),
+    ];
+    let maths = maths();
+    for (name, kind, op) in cases {
+        let pem = kind.generate().unwrap().serialize_pem();
+        let material = KeyMaterial::parse(pem.as_bytes(), Path::new("bench.key")).unwrap();
+        let key = material.instantiate().unwrap();
+        let lane_key = key.lane_key().unwrap();
+        let input = vec![0x5A; op.digest().unwrap().len()];
+        let mut g = c.benchmark_group(format!("multibuffer/{name}"));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("single AWS-LC", |b| {
+            b.iter(|| key.perform(op, black_box(&input)).unwrap())
+        });
+        for (math_name, math) in &maths {
+            for filled in [1, 2, 3, 4, 6, LANES] {
+                let batch: Vec<Lane<'_>> = (0..filled)
+                    .map(|_| Lane {
+                        key: lane_key,
+                        op,
+                        input: &input,
+                    })
+                    .collect();
+                g.throughput(Throughput::Elements(filled as u64));
+                g.bench_function(format!("{math_name}/{filled} lanes"), |b| {
+                    b.iter(|| multibuffer::sign(math.as_ref(), black_box(&batch)))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, lanes);
+criterion_main!(benches);
