@@ -26,6 +26,8 @@ install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yam
 install -m 0640 packaging/debian/edge.yaml "$ROOT/etc/keyless/edge.yaml"
 install -m 0644 README.md "$ROOT/usr/share/doc/keyless/README.md"
 install -m 0644 docs/*.md "$ROOT/usr/share/doc/keyless/"
+# crypto_mb for Debian 12, which does not package it (docs/operating.md).
+install -m 0755 packaging/fetch-crypto-mb.sh "$ROOT/usr/share/doc/keyless/fetch-crypto-mb.sh"
 # Manual pages and shell completions, from the binaries' own definitions.
 gen=$(mktemp -d)
 "target/$PROFILE/keyless-tool" man --out "$gen" >/dev/null
@@ -49,7 +51,7 @@ Depends: adduser, libc6
 Conflicts: gokeyless
 Replaces: gokeyless
 Provides: gokeyless
-Recommends: openssl
+Recommends: openssl, libcrypto-mb11
 Suggests: softhsm2
 Section: net
 Priority: optional

@@ -15,7 +15,7 @@ for f in /usr/bin/keyless-server /usr/bin/keyless-edge /usr/bin/keyless-tool /us
          /usr/share/man/man1/keyless-server.1.gz /usr/share/man/man1/keyless-edge.1.gz \
          /usr/share/man/man1/keyless-tool.1.gz /usr/share/man/man1/keyless-bench.1.gz \
          /usr/share/bash-completion/completions/keyless-server /usr/share/zsh/vendor-completions/_keyless-edge \
-         /usr/share/fish/vendor_completions.d/keyless-tool.fish; do
+         /usr/share/fish/vendor_completions.d/keyless-tool.fish /usr/share/doc/keyless/fetch-crypto-mb.sh; do
   [ -e "$f" ] || fail "$f not installed"
 done
 zcat /usr/share/man/man1/keyless-server.1.gz | grep -q -- 'keystore\\-debug' || fail "the man page misses --keystore-debug"
