@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole-path measurement in one go: the key server pinned to core 0, the
 # load generator pinned to core 1, and the raw signing ceiling of the same
-# key on core 0 measured in the same run, so every figure is a ratio.
+# key on core 0 measured in the same run, so every figure is a ratio. Where
+# crypto_mb can run (AVX-512 IFMA), the key's multi-buffer ceiling too, and
+# the server signs through it (multibuffer: auto); MB_LIB names the library
+# if it is not in the loader path (e.g. /opt/keyless-crypto-mb/lib/libcrypto_mb.so.11).
 #
 #   perf/measure.sh            # full run (about 3 minutes)
 #   DURATION=2 perf/measure.sh # shorter
@@ -12,6 +15,8 @@ WARMUP=${WARMUP:-2}
 PORT=${PORT:-24090}
 OUT=${OUT:-target/perf}
 source perf/common.sh
+MB_LIB=${MB_LIB:-}
+[ -n "$MB_LIB" ] && export KEYLESS_MULTIBUFFER_LIBRARY=$MB_LIB
 
 bench() { # $1 = cpu, rest = keyless-bench run args
   local cpu=$1; shift
@@ -25,7 +30,15 @@ echo "# server: 1 core (cpu 0); generator: cpu 1"
 start_server 0 1 "$OUT/server.log"
 printf "%-22s %-10s %10s %10s %7s %9s %9s\n" operation load "ops/s" ceiling ratio "p50 us" "p99 us"
 for key in p256 rsa2048; do
-  ceiling=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 3 --json | field ops_per_sec)
+  cjson=$(taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 3 --json \
+    ${MB_LIB:+--multibuffer-library "$MB_LIB"})
+  ceiling=$(echo "$cjson" | field ops_per_sec)
+  mb=$(echo "$cjson" | field "multibuffer_ops_per_sec or 0")
+  if [ "$mb" != 0 ]; then
+    printf "%-22s multi-buffer ceiling %.0f ops/s (%.2fx single)\n" "$key" "$mb" "$(python3 -c "print($mb/$ceiling)")"
+  else
+    printf "%-22s no multi-buffer ceiling: %s\n" "$key" "$(echo "$cjson" | field multibuffer)"
+  fi
   [ "$key" = p256 ] && ceiling_p256=$ceiling
   for load in "1 128" "16 8"; do
     set -- $load
@@ -37,6 +50,10 @@ for key in p256 rsa2048; do
     [ "$errors" = 0 ] || echo "WARNING: $errors errors or bad signatures: $(echo "$json" | field "errors")" >&2
     printf "%-22s %-10s %10.0f %10.0f %6.1f%% %9.0f %9.0f\n" "$key" "${1}x${2}" "$ops" "$ceiling" \
       "$(python3 -c "print($ops*100/$ceiling)")" "$p50" "$p99"
+    if [ "$mb" != 0 ]; then
+      printf "%-22s %-10s %10.0f %10.0f %6.1f%% of the multi-buffer ceiling\n" "" "" "$ops" "$mb" \
+        "$(python3 -c "print($ops*100/$mb)")"
+    fi
   done
   # Latency at half of the measured capacity (open loop), against raw sign time.
   rate=$(python3 -c "print(int($ops/2))")
