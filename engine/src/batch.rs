@@ -1,13 +1,20 @@
 //! A read's requests kept on one core, signed in order. With multi-buffer
 //! signing on, requests of one lane class (same algorithm and size, any
 //! key) are signed together when the core reaches the first of them: up
-//! to eight per call, only if at least the class's `min_lanes` are there.
-//! Every request of the read is ready, so no request waits for company.
+//! to eight per call, if at least the class's `min_lanes` are there.
+//!
+//! Fewer than that (one connection with one request in flight, among
+//! many such) are parked on the core: a task queued behind the tasks that
+//! are ready now signs them after those have run, so what other
+//! connections' reads add fills the same calls. Nothing waits on a timer:
+//! a lone request is signed as soon as the core has nothing else ready.
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use keyless_keys::multibuffer::LaneClass;
-use keyless_keys::KeyStore;
+use keyless_keys::{KeyStore, Operation, Ski};
 use keyless_protocol::Message;
 
 use crate::handler;
@@ -18,6 +25,28 @@ pub struct LocalBatch<'r> {
     pub(crate) requests: &'r [Request],
     pub(crate) next: usize,
     pub(crate) lanes: Option<LanePlan>,
+}
+
+/// What [`crate::core::Core::sign_next`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Its response is in `out`.
+    Answered,
+    /// Parked for a multi-buffer call with other connections' requests:
+    /// its response reaches the connection's writer on its own.
+    Parked,
+}
+
+/// A request parked for a call across connections: what answering it needs.
+pub(crate) struct Parked {
+    pub(crate) conn: u64,
+    pub(crate) id: u32,
+    pub(crate) opcode: u8,
+    pub(crate) read_at: Instant,
+    pub(crate) class: LaneClass,
+    pub(crate) ski: Ski,
+    pub(crate) op: Operation,
+    pub(crate) input: Vec<u8>,
 }
 
 /// Which requests can share multi-buffer calls, and their answers once a

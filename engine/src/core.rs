@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::LocalSender;
 use keyless_keys::multibuffer::{self, Lane, LaneClass, LaneMath, LANES};
-use keyless_keys::{KeyStore, SharedKey};
+use keyless_keys::{KeyStore, PrivateKey, SharedKey};
 use keyless_protocol::{ErrorCode, Frame, Message};
 
-use crate::batch::{LanePlan, LocalBatch};
+use crate::batch::{LanePlan, LocalBatch, Parked, Step};
 use crate::counters::{error_byte, CoreCounters};
 use crate::drain::Drain;
 use crate::handler::{self, Prepared};
@@ -44,6 +44,10 @@ pub struct Core {
     next_conn: Cell<u64>,
     /// What computes multi-buffer lanes, when that path is on.
     lanes: Option<Arc<dyn LaneMath>>,
+    /// Requests waiting for a multi-buffer call across connections
+    /// ([`crate::batch`]), and whether the task that signs them is queued.
+    parked: RefCell<Vec<Parked>>,
+    flush_queued: Cell<bool>,
 }
 
 /// One core's own copy of the keys, with their multi-buffer material
@@ -82,6 +86,8 @@ impl Core {
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             lanes,
+            parked: RefCell::new(Vec::new()),
+            flush_queued: Cell::new(false),
         });
         core.spawn_workers(inboxes);
         Ok(core)
@@ -221,15 +227,14 @@ impl Core {
         LocalBatch::new(requests, store.as_deref())
     }
 
-    /// Sign the batch's next request, appending its response to `out`;
-    /// `false` when none is left. With multi-buffer signing on, reaching a
+    /// Sign the batch's next request, appending its response to `out`
+    /// (`None` when none is left). With multi-buffer signing on, reaching a
     /// request of a lane class signs it together with the batch's later
-    /// requests of that class.
-    pub fn sign_next(self: &Rc<Self>, conn: u64, batch: &mut LocalBatch<'_>, out: &mut Vec<u8>) -> bool {
+    /// requests of that class, or parks it for a call with other
+    /// connections' requests when too few are here.
+    pub fn sign_next(self: &Rc<Self>, conn: u64, batch: &mut LocalBatch<'_>, out: &mut Vec<u8>) -> Option<Step> {
         let i = batch.next;
-        let Some(request) = batch.requests.get(i) else {
-            return false;
-        };
+        let request = batch.requests.get(i)?;
         batch.next += 1;
         let signed = match (&mut batch.lanes, &self.lanes) {
             (Some(plan), Some(math)) => match plan.classes[i] {
@@ -239,7 +244,9 @@ impl Core {
                         self.sign_lanes(math.as_ref(), plan, batch.requests, class, i);
                     } else {
                         plan.remaining[c] -= 1;
-                        self.counters().lane_alone[c].fetch_add(1, Ordering::Relaxed);
+                        if self.park(conn, request) {
+                            return Some(Step::Parked);
+                        }
                     }
                     plan.signed[i].take()
                 }
@@ -249,7 +256,126 @@ impl Core {
         };
         let _ = self.answer_here(self.id, conn, request, out, signed);
         self.shared.loads.done(self.id);
+        Some(Step::Answered)
+    }
+
+    /// Park `request` for a multi-buffer call with other connections'
+    /// requests, and queue the task that signs the parked ones. `false`
+    /// if it has no lanes after all (keys republished since the plan).
+    fn park(self: &Rc<Self>, conn: u64, request: &Request) -> bool {
+        let store = self.store();
+        let Some((lanes, op, input, ski)) = handler::lane_of(&store, request) else {
+            return false;
+        };
+        tracing::info!("fetch key with SKI: {}", hex::encode(ski));
+        self.parked.borrow_mut().push(Parked {
+            conn,
+            id: request.id,
+            opcode: request.opcode_byte(),
+            read_at: request.read_at,
+            class: lanes.class(),
+            ski,
+            op,
+            input: input.to_vec(),
+        });
+        if !self.flush_queued.replace(true) {
+            let core = self.clone();
+            glommio::spawn_local(async move { core.sign_parked().await }).detach();
+        }
         true
+    }
+
+    /// Sign every parked request: per class, calls of up to eight, each of
+    /// at least the class's minimum; the rest alone with AWS-LC.
+    ///
+    /// First the core goes around its loop (reaping completed I/O, running
+    /// what is ready): requests other connections bring in park too. It goes
+    /// around again only while each round adds some, no class has eight yet
+    /// and `batch_delay` has not passed since the first round: an idle core
+    /// signs after one round, a loaded one fills its calls. No timer is
+    /// involved, so nothing waits on a wake-up.
+    async fn sign_parked(self: Rc<Self>) {
+        let started = Instant::now();
+        loop {
+            let before = self.parked.borrow().len();
+            glommio::executor().yield_task_queue_now().await;
+            let parked = self.parked.borrow();
+            let mut per_class = [0usize; LaneClass::ALL.len()];
+            for p in parked.iter() {
+                per_class[p.class.index()] += 1;
+            }
+            let full = per_class.iter().any(|&n| n >= LANES);
+            if parked.len() == before || full || started.elapsed() >= self.shared.batch_delay() {
+                break;
+            }
+        }
+        self.flush_queued.set(false);
+        let parked = std::mem::take(&mut *self.parked.borrow_mut());
+        let Some(math) = self.lanes.clone() else {
+            return;
+        };
+        for class in LaneClass::ALL {
+            let group: Vec<&Parked> = parked.iter().filter(|p| p.class == class).collect();
+            for chunk in group.chunks(LANES) {
+                self.answer_parked(math.as_ref(), class, chunk);
+                glommio::executor().yield_if_needed().await;
+            }
+        }
+    }
+
+    fn answer_parked(&self, math: &dyn LaneMath, class: LaneClass, chunk: &[&Parked]) {
+        let store = self.store();
+        let counters = self.counters();
+        let c = class.index();
+        let started = Instant::now();
+        // In-memory keys only: one republished under the same SKI as an
+        // HSM key is not performed here (that would block the core).
+        let keys: Vec<Option<&dyn PrivateKey>> = chunk
+            .iter()
+            .map(|p| store.find(Some(&p.ski), None).filter(|k| k.lane_key().is_some()))
+            .collect();
+        let messages: Vec<Message> = if chunk.len() >= class.min_lanes() && keys.iter().all(Option::is_some) {
+            let lanes: Vec<Lane<'_>> = chunk
+                .iter()
+                .zip(&keys)
+                .filter_map(|(p, k)| {
+                    Some(Lane {
+                        key: (*k)?.lane_key()?,
+                        op: p.op,
+                        input: &p.input,
+                    })
+                })
+                .collect();
+            counters.lane_calls[c].fetch_add(1, Ordering::Relaxed);
+            counters.lane_filled[c].fetch_add(lanes.len() as u64, Ordering::Relaxed);
+            multibuffer::sign(math, &lanes)
+                .into_iter()
+                .zip(chunk)
+                .map(|(result, p)| handler::finish(&p.ski, p.op, result))
+                .collect()
+        } else {
+            counters.lane_alone[c].fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            chunk
+                .iter()
+                .zip(&keys)
+                .map(|(p, key)| match key {
+                    Some(key) => handler::finish(&p.ski, p.op, key.perform(p.op, &p.input)),
+                    None => Message::error(ErrorCode::KeyNotFound),
+                })
+                .collect()
+        };
+        let share = started.elapsed() / chunk.len().max(1) as u32;
+        for (p, message) in chunk.iter().zip(messages) {
+            counters.received(p.opcode);
+            counters.answered(p.opcode, &message, share);
+            counters.delivered(p.opcode, error_byte(&message), p.read_at.elapsed());
+            let mut frame = Vec::with_capacity(1024);
+            if let Err(e) = Frame::new(p.id, message).encode_into(&mut frame) {
+                tracing::error!("cannot encode response {}: {e}", p.id);
+            }
+            self.to_connection(p.conn, (frame, 1));
+            self.shared.loads.done(self.id);
+        }
     }
 
     /// One multi-buffer call for the request at `first` and up to seven

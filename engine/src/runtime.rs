@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     pub core_queue: usize,
     /// Multi-buffer signing, when on (`multibuffer`).
     pub lanes: Lanes,
+    /// How long requests parked for a multi-buffer call across connections
+    /// may gather while more keep arriving (`batch_delay_us`).
+    pub batch_delay: std::time::Duration,
 }
 
 /// What computes the cores' multi-buffer lanes (`None`: AWS-LC single
@@ -74,6 +77,7 @@ impl Default for RuntimeConfig {
             spin_before_park: std::time::Duration::ZERO,
             core_queue: 1024,
             lanes: Lanes::default(),
+            batch_delay: std::time::Duration::from_micros(200),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use keyless_keys::multibuffer::LaneMath;
 use keyless_keys::SharedKey;
@@ -31,6 +32,8 @@ pub struct Shared {
     /// What computes multi-buffer lanes, when that path is on (set once,
     /// before the cores start).
     lanes: OnceLock<Arc<dyn LaneMath>>,
+    /// How long parked requests may gather across connections at most.
+    batch_delay: OnceLock<Duration>,
 }
 
 // Cores share `Shared` through an `Arc`: prove it may be, at compile time.
@@ -51,13 +54,21 @@ impl Shared {
             channel_capacity,
             key_load: AtomicHistogram::new(&LATENCY_BOUNDS),
             lanes: OnceLock::new(),
+            batch_delay: OnceLock::new(),
         })
     }
 
     /// Sign with multi-buffer lanes computed by `math`. Call before the
     /// cores start; a second call is ignored.
-    pub fn use_lanes(&self, math: Arc<dyn LaneMath>) {
+    pub fn use_lanes(&self, math: Arc<dyn LaneMath>, batch_delay: Duration) {
         let _ = self.lanes.set(math);
+        let _ = self.batch_delay.set(batch_delay);
+    }
+
+    /// How long requests parked for a multi-buffer call across connections
+    /// may gather while more keep arriving ([`crate::batch`]).
+    pub fn batch_delay(&self) -> Duration {
+        self.batch_delay.get().copied().unwrap_or_default()
     }
 
     /// The multi-buffer path, if on.

@@ -216,6 +216,11 @@ pub struct Options {
     /// (ours; default: libcrypto_mb.so.11 from the library path).
     #[arg(long = "multibuffer-library", env = "KEYLESS_MULTIBUFFER_LIBRARY")]
     pub multibuffer_library: Option<PathBuf>,
+    /// Microseconds requests too few for a multi-buffer call may wait for
+    /// other connections' requests, while more keep arriving; an idle core
+    /// never waits (ours; default 200, like CryptoMB's poll_delay).
+    #[arg(long = "batch-delay-us", env = "KEYLESS_BATCH_DELAY_US")]
+    pub batch_delay_us: Option<u64>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
     #[arg(short = 't', long = "test-config")]
@@ -423,6 +428,7 @@ impl Settings {
             self.runtime.spin_before_park.as_micros().to_string(),
         );
         line("core_queue", self.runtime.core_queue.to_string());
+        line("batch_delay_us", self.runtime.batch_delay.as_micros().to_string());
         line("drain_timeout", self.limits.drain_timeout.as_secs().to_string());
         line("handshake_timeout", self.limits.handshake_timeout.as_secs().to_string());
         line("idle_timeout", self.limits.idle_timeout.as_secs().to_string());
@@ -508,6 +514,7 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         cores: pick!(workers).map_or(runtime.cores, NonZeroUsize::get),
         spin_before_park: pick!(spin_before_park_us).map_or(runtime.spin_before_park, Duration::from_micros),
         core_queue: pick!(core_queue).map_or(runtime.core_queue, NonZeroUsize::get),
+        batch_delay: pick!(batch_delay_us).map_or(runtime.batch_delay, Duration::from_micros),
         ..runtime
     };
     let limits = Limits::default();

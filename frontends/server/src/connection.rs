@@ -337,11 +337,13 @@ async fn answer_local(
     };
     let mut batch = core.local_batch(local);
     let mut i = 0;
-    while core.sign_next(conn, &mut batch, &mut out) {
+    while let Some(step) = core.sign_next(conn, &mut batch, &mut out) {
         let now = std::time::Instant::now();
-        count += 1;
+        if step == keyless_engine::batch::Step::Answered {
+            count += 1;
+        }
         i += 1;
-        if i == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush {
+        if count > 0 && (i == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush) {
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
             flushed = now;

@@ -283,7 +283,7 @@ pub fn start_with(
     let cores = runtime.cores.max(1);
     let shared = Shared::new(cores, runtime.core_queue.max(1));
     if let Some(math) = &runtime.lanes.0 {
-        shared.use_lanes(math.clone());
+        shared.use_lanes(math.clone(), runtime.batch_delay);
     }
     shared.publish_keys(keys);
     let shared_for_cores = shared.clone();

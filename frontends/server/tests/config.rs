@@ -220,10 +220,17 @@ fn every_setting_lands_where_the_engine_reads_it() {
         path,
         "workers: 3\ndrain_timeout: 7\nhandshake_timeout: 4\nidle_timeout: 0\nmax_connections_per_core: 9\n\
          max_request_body: 1000\ncore_queue: 5\nbatch_flush_us: 250\nspin_before_park_us: 20\n\
-         pkcs11_sessions: 4\npkcs11_queue: 6\npkcs11_timeout_ms: 1500\n",
+         pkcs11_sessions: 4\npkcs11_queue: 6\npkcs11_timeout_ms: 1500\n\
+         multibuffer: off\nmultibuffer_library: /opt/mb/libcrypto_mb.so.11\nbatch_delay_us: 50\n",
     )
     .unwrap();
     let s = config::resolve(&cli(&[]), Some(path), file).unwrap();
+    assert_eq!(s.multibuffer, keyless_keys::multibuffer::Mode::Off);
+    assert_eq!(
+        s.multibuffer_library.as_deref(),
+        Some(Path::new("/opt/mb/libcrypto_mb.so.11"))
+    );
+    assert_eq!(s.runtime.batch_delay, Duration::from_micros(50));
     assert_eq!((s.runtime.cores, s.runtime.core_queue), (3, 5));
     assert_eq!(s.runtime.spin_before_park, Duration::from_micros(20));
     assert_eq!(s.limits.drain_timeout, Duration::from_secs(7));
@@ -238,6 +245,7 @@ fn every_setting_lands_where_the_engine_reads_it() {
     assert_eq!(d.limits, keyless_server::connection::Limits::default());
     assert_eq!(d.runtime, keyless_engine::runtime::RuntimeConfig::default());
     assert_eq!(d.pkcs11, keyless_pkcs11::Options::default());
+    assert_eq!(d.multibuffer, keyless_keys::multibuffer::Mode::Auto);
 }
 
 #[test]

@@ -285,3 +285,42 @@ fn auto_and_off_sign_alone_where_lanes_cannot_run() {
         assert_eq!(pipelined(&conn, &keys, 64, 0).await, 0);
     });
 }
+
+#[test]
+fn many_connections_with_one_request_each_share_calls() {
+    // 24 connections, each with one request in flight at a time: no read
+    // holds two requests, so every call spans connections. RSA keeps the
+    // core busy long enough for other connections' requests to arrive.
+    let rsa = &[("rsa2048a", KeyType::Rsa2048), ("rsa2048b", KeyType::Rsa2048)];
+    let (server, keys) = start(rsa, &[], Some("reference"));
+    block_on(async {
+        let conns =
+            join_all((0..24).map(|_| keyless_client::connect(server.addr, "localhost", client_tls(&server.pki)))).await;
+        join_all(conns.into_iter().enumerate().map(|(c, conn)| {
+            let conn = conn.unwrap();
+            let keys = &keys;
+            async move {
+                for i in 0..20 {
+                    assert_eq!(pipelined(&conn, keys, 1, c * 1000 + i).await, 0);
+                }
+            }
+        }))
+        .await;
+    });
+    let metrics = http_get(server.metrics_port, "/metrics");
+    let calls = metric(
+        &metrics,
+        "keyless_multibuffer_calls_total{core=\"0\",class=\"rsa-2048\"}",
+    );
+    let lanes = metric(
+        &metrics,
+        "keyless_multibuffer_lanes_total{core=\"0\",class=\"rsa-2048\"}",
+    );
+    let alone = metric(
+        &metrics,
+        "keyless_multibuffer_alone_total{core=\"0\",class=\"rsa-2048\"}",
+    );
+    eprintln!("480 requests on 24 connections: {calls} calls of {lanes} lanes, {alone} alone");
+    assert_eq!(lanes + alone, 480, "every request signed once: {metrics}");
+    assert!(calls > 0, "requests of different connections never shared a call");
+}
