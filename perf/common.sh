@@ -1,22 +1,27 @@
 # Shared by the perf/ scripts: build, a PKI, and a key server to measure.
-# Expects PORT and OUT; sets BIN, PKI, SERVER_PID.
-BIN=target/release
+# Expects PORT and OUT (and optionally CARGO_TARGET_DIR, BUILD_FEATURES);
+# sets BIN, PKI, SERVER_PID.
+BIN=${CARGO_TARGET_DIR:-target}/release
 PKI="$OUT/pki"
 mkdir -p "$OUT"
-cargo build --release --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
+cargo build --release ${BUILD_FEATURES:+--features "$BUILD_FEATURES"} \
+  --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
 [ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
 
 SERVER_PID=
-# start_server CPUS WORKERS LOG: a pinned server; waits until /readyz answers.
+# start_server CPUS WORKERS LOG [FLAGS...]: a pinned server; waits until
+# /readyz answers.
 start_server() {
-  taskset -c "$1" "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
-    --metrics-port "$((PORT + 1))" --workers "$2" -l 2 >"$3" 2>&1 &
+  local cpus=$1 workers=$2 log=$3
+  shift 3
+  taskset -c "$cpus" "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 --port "$PORT" \
+    --metrics-port "$((PORT + 1))" --workers "$workers" -l 2 "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && return 0
     sleep 0.1
   done
-  echo "server did not start" >&2; cat "$3" >&2; exit 1
+  echo "server did not start" >&2; cat "$log" >&2; exit 1
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
 trap stop_server EXIT

@@ -17,31 +17,17 @@ LANES=${LANES:-crypto_mb}
 MB_LIB=${MB_LIB:-}
 OUT=${OUT:-target/perf-multibuffer}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/multibuffer-$LANES}
-features=()
-[ "$LANES" = reference ] && features=(--features keyless-keys/lane-reference)
-cargo build --release "${features[@]}" --bin keyless-server --bin keyless-bench --bin keyless-tool >/dev/null 2>&1
-BIN=$CARGO_TARGET_DIR/release
-PKI=$OUT/pki
-mkdir -p "$OUT"
-[ -f "$PKI/gokeyless.yaml" ] || "$BIN/keyless-tool" gen-pki --out "$PKI" --port "$PORT" >/dev/null
+[ "$LANES" = reference ] && BUILD_FEATURES=keyless-keys/lane-reference
+source perf/common.sh
 
-SERVER_PID=
-stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
-trap stop_server EXIT
-start_server() { # $1 = off | lanes
-  local env=() flags=(--multibuffer off)
-  if [ "$1" = lanes ]; then
-    flags=(--multibuffer on ${MB_LIB:+--multibuffer-library "$MB_LIB"})
-    [ "$LANES" = reference ] && env=(KEYLESS_TEST_LANE_MATH=reference)
+serve() { # $1 = off | lanes
+  if [ "$1" = off ]; then
+    start_server 0 1 "$OUT/server-off.log" --multibuffer off
+  elif [ "$LANES" = reference ]; then
+    KEYLESS_TEST_LANE_MATH=reference start_server 0 1 "$OUT/server-lanes.log" --multibuffer on
+  else
+    start_server 0 1 "$OUT/server-lanes.log" --multibuffer on ${MB_LIB:+--multibuffer-library "$MB_LIB"}
   fi
-  env "${env[@]}" taskset -c 0 "$BIN/keyless-server" -c "$PKI/gokeyless.yaml" --listen-host 127.0.0.1 \
-    --port "$PORT" --metrics-port "$((PORT + 1))" --workers 1 -l 1 "${flags[@]}" >"$OUT/server-$1.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server did not start" >&2; cat "$OUT/server-$1.log" >&2; exit 1
 }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, d))" "$1"; }
 run() { # $1 = key, $2 = connections, $3 = in flight
@@ -52,9 +38,12 @@ run() { # $1 = key, $2 = connections, $3 = in flight
 median() { python3 -c "import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 echo "# multi-buffer ($LANES) vs single signatures, one server core (cpu 0), generator on cpu 1, $(date -u +%FT%TZ)"
-start_server lanes
-grep -m1 "signing:" "$OUT/server-lanes.log" | sed 's/.*signing:/# signing:/'
-stop_server
+hook=()
+[ "$LANES" = reference ] && hook=(KEYLESS_TEST_LANE_MATH=reference)
+for key in p256 rsa2048; do
+  env "${hook[@]}" taskset -c 0 "$BIN/keyless-bench" ceiling --key-file "$PKI/keys/$key.key" --duration 2 \
+    ${MB_LIB:+--multibuffer-library "$MB_LIB"} | sed 's/^/# /'
+done
 printf "%-8s %-6s %12s %12s %7s %10s %10s %s\n" key load "off ops/s" "lanes ops/s" ratio "off p50" "lanes p50" "lanes per call"
 for key in p256 rsa2048; do
   for load in "1 1" "1 128" "32 1"; do
@@ -63,7 +52,7 @@ for key in p256 rsa2048; do
     fill=-
     for round in $(seq "$ROUNDS"); do
       for mode in off lanes; do
-        start_server "$mode"
+        serve "$mode"
         json=$(run "$key" "$1" "$2")
         errors=$(echo "$json" | field "sum(errors.values()) + verify_failures")
         [ "$errors" = 0 ] || echo "WARNING: $errors errors or bad signatures ($mode)" >&2

@@ -109,6 +109,12 @@ async fn pipelined(conn: &keyless_client::Connection, keys: &[ExpectedKey], coun
     refused
 }
 
+async fn connect(server: &Running) -> keyless_client::Connection {
+    keyless_client::connect(server.addr, "localhost", client_tls(&server.pki))
+        .await
+        .unwrap()
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(name))
@@ -127,9 +133,7 @@ fn lanes_sign_pipelined_mixed_requests_through_a_reload() {
         server.log()
     );
     block_on(async {
-        let conn = keyless_client::connect(server.addr, "localhost", client_tls(&server.pki))
-            .await
-            .unwrap();
+        let conn = connect(&server).await;
         let report = conformance::run(&conn, &keys).await;
         let failed: Vec<_> = report.failed().map(|o| format!("{o:?}")).collect();
         assert!(failed.is_empty(), "conformance through lanes: {failed:#?}");
@@ -172,9 +176,7 @@ fn a_faulty_rsa_result_is_answered_with_a_crypto_error_never_sent() {
     let rsa = &[("rsa2048a", KeyType::Rsa2048), ("rsa2048b", KeyType::Rsa2048)];
     let (server, keys) = start(rsa, &[], Some("reference:faults=5"));
     let refused = block_on(async {
-        let conn = keyless_client::connect(server.addr, "localhost", client_tls(&server.pki))
-            .await
-            .unwrap();
+        let conn = connect(&server).await;
         let mut refused = 0;
         for wave in 0..4 {
             refused += pipelined(&conn, &keys, 100, wave * 100).await;
@@ -262,9 +264,7 @@ fn auto_and_off_sign_alone_where_lanes_cannot_run() {
         );
     }
     block_on(async {
-        let conn = keyless_client::connect(server.addr, "localhost", client_tls(&server.pki))
-            .await
-            .unwrap();
+        let conn = connect(&server).await;
         assert_eq!(pipelined(&conn, &keys, 64, 0).await, 0);
     });
     drop(server);
@@ -279,9 +279,7 @@ fn auto_and_off_sign_alone_where_lanes_cannot_run() {
     );
     assert!(server.log().contains("(multibuffer: off)"), "{}", server.log());
     block_on(async {
-        let conn = keyless_client::connect(server.addr, "localhost", client_tls(&server.pki))
-            .await
-            .unwrap();
+        let conn = connect(&server).await;
         assert_eq!(pipelined(&conn, &keys, 64, 0).await, 0);
     });
 }
@@ -294,10 +292,8 @@ fn many_connections_with_one_request_each_share_calls() {
     let rsa = &[("rsa2048a", KeyType::Rsa2048), ("rsa2048b", KeyType::Rsa2048)];
     let (server, keys) = start(rsa, &[], Some("reference"));
     block_on(async {
-        let conns =
-            join_all((0..24).map(|_| keyless_client::connect(server.addr, "localhost", client_tls(&server.pki)))).await;
+        let conns = join_all((0..24).map(|_| connect(&server))).await;
         join_all(conns.into_iter().enumerate().map(|(c, conn)| {
-            let conn = conn.unwrap();
             let keys = &keys;
             async move {
                 for i in 0..20 {
