@@ -254,8 +254,9 @@ impl LaneMath for CryptoMb {
         let eph: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].nonce.as_ptr());
         let reg: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].key.scalar.as_ptr());
         // SAFETY: 8 entries each, pointing at live buffers of the curve's
-        // length (messages and outputs in bytes, keys and nonces in limbs);
-        // the library needs no scratch buffer for ECDSA (null is allowed).
+        // length (messages and outputs in bytes, keys and nonces in limbs).
+        // The ECDSA entry points neither check nor read the scratch buffer
+        // (ifma_ecdsa_p256.c); Envoy's CryptoMB provider passes null too.
         let status = unsafe {
             sign(
                 r_out.as_ptr(),
