@@ -6,8 +6,9 @@
 //! Fewer than that (one connection with one request in flight, among
 //! many such) are parked on the core: a task queued behind the tasks that
 //! are ready now signs them after those have run, so what other
-//! connections' reads add fills the same calls. Nothing waits on a timer:
-//! a lone request is signed as soon as the core has nothing else ready.
+//! connections' reads (and requests other cores hand over) add fills the
+//! same calls. Nothing waits on a timer: a lone request is signed as soon
+//! as the core has nothing else ready.
 
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub enum Step {
 
 /// A request parked for a call across connections: what answering it needs.
 pub(crate) struct Parked {
+    /// The core that holds the connection (another one's for a request
+    /// handed over by [`crate::links`]).
+    pub(crate) origin: usize,
     pub(crate) conn: u64,
     pub(crate) id: u32,
     pub(crate) opcode: u8,

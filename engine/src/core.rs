@@ -244,7 +244,7 @@ impl Core {
                         self.sign_lanes(math.as_ref(), plan, batch.requests, class, i);
                     } else {
                         plan.remaining[c] -= 1;
-                        if self.park(conn, request) {
+                        if self.park(self.id, conn, request) {
                             return Some(Step::Parked);
                         }
                     }
@@ -259,16 +259,18 @@ impl Core {
         Some(Step::Answered)
     }
 
-    /// Park `request` for a multi-buffer call with other connections'
-    /// requests, and queue the task that signs the parked ones. `false`
-    /// if it has no lanes after all (keys republished since the plan).
-    fn park(self: &Rc<Self>, conn: u64, request: &Request) -> bool {
+    /// Park `request` (of connection `conn` on core `origin`) for a
+    /// multi-buffer call with other connections' requests, and queue the
+    /// task that signs the parked ones. `false` if it has no lanes (or no
+    /// longer: keys republished since the plan).
+    fn park(self: &Rc<Self>, origin: usize, conn: u64, request: &Request) -> bool {
         let store = self.store();
         let Some((lanes, op, input, ski)) = handler::lane_of(&store, request) else {
             return false;
         };
         tracing::info!("fetch key with SKI: {}", hex::encode(ski));
         self.parked.borrow_mut().push(Parked {
+            origin,
             conn,
             id: request.id,
             opcode: request.opcode_byte(),
@@ -317,13 +319,17 @@ impl Core {
         for class in LaneClass::ALL {
             let group: Vec<&Parked> = parked.iter().filter(|p| p.class == class).collect();
             for chunk in group.chunks(LANES) {
-                self.answer_parked(math.as_ref(), class, chunk);
+                for (origin, answer) in self.answer_parked(math.as_ref(), class, chunk) {
+                    self.send_home(origin, answer).await;
+                }
                 glommio::executor().yield_if_needed().await;
             }
         }
     }
 
-    fn answer_parked(&self, math: &dyn LaneMath, class: LaneClass, chunk: &[&Parked]) {
+    /// Sign `chunk` and answer it: to this core's connections directly; the
+    /// answers for other cores' connections are returned, to send home.
+    fn answer_parked(&self, math: &dyn LaneMath, class: LaneClass, chunk: &[&Parked]) -> Vec<(usize, Answer)> {
         let store = self.store();
         let counters = self.counters();
         let c = class.index();
@@ -365,17 +371,31 @@ impl Core {
                 .collect()
         };
         let share = started.elapsed() / chunk.len().max(1) as u32;
+        let mut remote = Vec::new();
         for (p, message) in chunk.iter().zip(messages) {
             counters.received(p.opcode);
             counters.answered(p.opcode, &message, share);
-            counters.delivered(p.opcode, error_byte(&message), p.read_at.elapsed());
+            let error = error_byte(&message);
             let mut frame = Vec::with_capacity(1024);
             if let Err(e) = Frame::new(p.id, message).encode_into(&mut frame) {
                 tracing::error!("cannot encode response {}: {e}", p.id);
             }
-            self.to_connection(p.conn, (frame, 1));
             self.shared.loads.done(self.id);
+            if p.origin == self.id {
+                counters.delivered(p.opcode, error, p.read_at.elapsed());
+                self.to_connection(p.conn, (frame, 1));
+            } else {
+                let answer = Answer {
+                    conn: p.conn,
+                    frame,
+                    opcode: p.opcode,
+                    error,
+                    read_at: p.read_at,
+                };
+                remote.push((p.origin, answer));
+            }
         }
+        remote
     }
 
     /// One multi-buffer call for the request at `first` and up to seven
@@ -534,6 +554,12 @@ impl Core {
     }
 
     async fn run_job(self: &Rc<Self>, job: Job) {
+        // With lanes on, a handed-over request of a lane class joins this
+        // core's parked ones (its answer goes home from there).
+        if self.lanes.is_some() && self.park(job.origin, job.conn, &job.request) {
+            self.counters().handled_for_others.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let (opcode, read_at) = (job.request.opcode_byte(), job.request.read_at);
         let mut frame = Vec::with_capacity(1024);
         let answered = self.answer_here(job.origin, job.conn, &job.request, &mut frame, None);

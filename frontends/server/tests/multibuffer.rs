@@ -320,3 +320,39 @@ fn many_connections_with_one_request_each_share_calls() {
     assert_eq!(lanes + alone, 480, "every request signed once: {metrics}");
     assert!(calls > 0, "requests of different connections never shared a call");
 }
+
+#[test]
+fn requests_handed_to_another_core_share_its_calls() {
+    // Two cores, one connection: the reading core keeps part of each read
+    // and hands the rest to the other core one by one; those park there and
+    // fill that core's calls. Every answer is verified.
+    let p256 = &[("p256a", KeyType::EcdsaP256), ("p256b", KeyType::EcdsaP256)];
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate(dir.path(), p256, 0).unwrap();
+    let keys = conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
+    let server = Running::start_in(dir, pki, &["--workers", "2"], &[(HOOK, Path::new("reference"))]);
+    block_on(async {
+        let conn = connect(&server).await;
+        for wave in 0..8 {
+            assert_eq!(pipelined(&conn, &keys, 256, wave * 256).await, 0);
+        }
+    });
+    let metrics = http_get(server.metrics_port, "/metrics");
+    let handed = metric(&metrics, "keyless_core_handled_for_others_total");
+    let mut lanes_total = 0;
+    for core in 0..2 {
+        let series = |name: &str| format!("{name}{{core=\"{core}\",class=\"ecdsa-p256\"}}");
+        let calls = metric(&metrics, &series("keyless_multibuffer_calls_total"));
+        let lanes = metric(&metrics, &series("keyless_multibuffer_lanes_total"));
+        let alone = metric(&metrics, &series("keyless_multibuffer_alone_total"));
+        eprintln!("core {core}: {calls} calls of {lanes} lanes, {alone} alone");
+        lanes_total += lanes + alone;
+    }
+    assert_eq!(lanes_total, 2048, "every request signed once: {metrics}");
+    assert!(handed > 0, "the reading core handed nothing over: {metrics}");
+    let series = "keyless_multibuffer_calls_total{core=\"1\",class=\"ecdsa-p256\"}";
+    assert!(
+        metric(&metrics, series) > 0,
+        "{handed} handed over, none in a call on core 1: {metrics}"
+    );
+}
