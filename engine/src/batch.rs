@@ -10,9 +10,7 @@
 //! same calls. Nothing waits on a timer: a lone request is signed as soon
 //! as the core has nothing else ready.
 
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use keyless_keys::multibuffer::LaneClass;
 use keyless_keys::{KeyStore, Operation, Ski};
@@ -69,14 +67,6 @@ impl<'r> LocalBatch<'r> {
             next: 0,
             lanes: store.map(|store| LanePlan::new(store, requests)),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.requests.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::LocalSender;
 use keyless_keys::multibuffer::{self, Lane, LaneClass, LaneMath, LANES};
-use keyless_keys::{KeyStore, PrivateKey, SharedKey};
+use keyless_keys::{KeyStore, PrivateKey, SharedKey, Ski};
 use keyless_protocol::{ErrorCode, Frame, Message};
 
 use crate::batch::{LanePlan, LocalBatch, Parked, Step};
@@ -213,13 +213,6 @@ impl Core {
         }
     }
 
-    /// Sign a request [`dispatch`](Core::dispatch) kept on this core,
-    /// appending its response to `out`.
-    pub fn sign_local(self: &Rc<Self>, conn: u64, request: Request, out: &mut Vec<u8>) {
-        let _ = self.answer_here(self.id, conn, &request, out, None);
-        self.shared.loads.done(self.id);
-    }
-
     /// The requests [`dispatch`](Core::dispatch) kept on this core from
     /// one read, to sign with [`sign_next`](Core::sign_next).
     pub fn local_batch<'r>(&self, requests: &'r [Request]) -> LocalBatch<'r> {
@@ -340,25 +333,19 @@ impl Core {
             .iter()
             .map(|p| store.find(Some(&p.ski), None).filter(|k| k.lane_key().is_some()))
             .collect();
-        let messages: Vec<Message> = if chunk.len() >= class.min_lanes() && keys.iter().all(Option::is_some) {
+        let lane_keys: Option<Vec<_>> = keys.iter().map(|k| (*k)?.lane_key()).collect();
+        let messages: Vec<Message> = if let Some(lane_keys) = lane_keys.filter(|_| chunk.len() >= class.min_lanes()) {
             let lanes: Vec<Lane<'_>> = chunk
                 .iter()
-                .zip(&keys)
-                .filter_map(|(p, k)| {
-                    Some(Lane {
-                        key: (*k)?.lane_key()?,
-                        op: p.op,
-                        input: &p.input,
-                    })
+                .zip(lane_keys)
+                .map(|(p, key)| Lane {
+                    key,
+                    op: p.op,
+                    input: &p.input,
                 })
                 .collect();
-            counters.lane_calls[c].fetch_add(1, Ordering::Relaxed);
-            counters.lane_filled[c].fetch_add(lanes.len() as u64, Ordering::Relaxed);
-            multibuffer::sign(math, &lanes)
-                .into_iter()
-                .zip(chunk)
-                .map(|(result, p)| handler::finish(&p.ski, p.op, result))
-                .collect()
+            let skis: Vec<Ski> = chunk.iter().map(|p| p.ski).collect();
+            self.call_lanes(math, class, &lanes, &skis)
         } else {
             counters.lane_alone[c].fetch_add(chunk.len() as u64, Ordering::Relaxed);
             chunk
@@ -398,6 +385,19 @@ impl Core {
         remote
     }
 
+    /// One multi-buffer call, counted: each lane's answer (`skis[i]` names
+    /// lane i's key in the log of a failure).
+    fn call_lanes(&self, math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>], skis: &[Ski]) -> Vec<Message> {
+        let counters = self.counters();
+        counters.lane_calls[class.index()].fetch_add(1, Ordering::Relaxed);
+        counters.lane_filled[class.index()].fetch_add(lanes.len() as u64, Ordering::Relaxed);
+        multibuffer::sign(math, lanes)
+            .into_iter()
+            .zip(lanes.iter().zip(skis))
+            .map(|(result, (lane, ski))| handler::finish(ski, lane.op, result))
+            .collect()
+    }
+
     /// One multi-buffer call for the request at `first` and up to seven
     /// later ones of `class`; their answers wait in `plan`.
     fn sign_lanes(
@@ -410,26 +410,23 @@ impl Core {
     ) {
         let store = self.store();
         let started = Instant::now();
-        let mut members = Vec::with_capacity(LANES);
-        let mut lanes = Vec::with_capacity(LANES);
+        let (mut members, mut skis, mut lanes) = (Vec::new(), Vec::new(), Vec::new());
         for j in plan.gather(class, first, LANES) {
             // None only if the keys were republished since the plan was made:
             // that request then signs alone when reached.
             if let Some((key, op, input, ski)) = handler::lane_of(&store, &requests[j]) {
                 tracing::info!("fetch key with SKI: {}", hex::encode(ski));
-                members.push((j, op, ski));
+                members.push(j);
+                skis.push(ski);
                 lanes.push(Lane { key, op, input });
             }
         }
-        let results = multibuffer::sign(math, &lanes);
+        let messages = self.call_lanes(math, class, &lanes, &skis);
         let share = started.elapsed() / (lanes.len().max(1) as u32);
         let c = class.index();
         plan.remaining[c] = plan.remaining[c].saturating_sub(members.len().max(1));
-        let counters = self.counters();
-        counters.lane_calls[c].fetch_add(1, Ordering::Relaxed);
-        counters.lane_filled[c].fetch_add(lanes.len() as u64, Ordering::Relaxed);
-        for ((j, op, ski), result) in members.into_iter().zip(results) {
-            plan.signed[j] = Some((handler::finish(&ski, op, result), share));
+        for (j, message) in members.into_iter().zip(messages) {
+            plan.signed[j] = Some((message, share));
         }
     }
 

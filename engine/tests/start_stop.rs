@@ -62,9 +62,8 @@ fn one_round(round: usize) -> Result<(), String> {
                     ));
                 }
                 let mut out = Vec::new();
-                for r in local {
-                    core.sign_local(conn, r, &mut out);
-                }
+                let mut batch = core.local_batch(&local);
+                while core.sign_next(conn, &mut batch, &mut out).is_some() {}
                 PHASE[index].store(3, Ordering::SeqCst);
                 let (remote, _) = rx.recv().await.ok_or("no answer from core 1")?;
                 let mut ids = Vec::new();

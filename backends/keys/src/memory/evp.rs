@@ -23,8 +23,12 @@ pub(crate) struct EvpKey {
     pkey: NonNull<ffi::EVP_PKEY>,
 }
 
-// SAFETY: an EVP_PKEY may be moved between threads; it is reference counted
-// with atomic counts and this type never shares the pointer (no Clone, no Sync).
+// SAFETY: an EVP_PKEY may be moved between threads: AWS-LC counts its
+// references atomically. This type is not Sync and not Clone; its one second
+// owner is `share`'s, which only the multi-buffer lane material of an
+// `InMemoryKey` holds, inside that same key (`LaneKey` is built crate-private
+// and only lent out), so both owners always move together and the object is
+// never used from two threads at once.
 unsafe impl Send for EvpKey {}
 
 impl Drop for EvpKey {
@@ -103,7 +107,8 @@ impl EvpKey {
 
     /// A second owner of the same key (AWS-LC counts references atomically).
     pub(crate) fn share(&self) -> EvpKey {
-        // SAFETY: `pkey` is live; up-ref makes the new EvpKey's free balanced.
+        // SAFETY: `pkey` is live; the up-ref is balanced by the new owner's
+        // EVP_PKEY_free in Drop. See the Send note above for where it may go.
         unsafe { ffi::EVP_PKEY_up_ref(self.pkey.as_ptr()) };
         EvpKey { pkey: self.pkey }
     }

@@ -74,8 +74,11 @@ impl CryptoMb {
     pub fn load(path: Option<&Path>) -> Result<CryptoMb, String> {
         let library = match path {
             Some(path) => {
-                // SAFETY: loading runs the library's initialisers; crypto_mb's
-                // only set up CPU dispatch tables.
+                // SAFETY: loading runs the initialisers of crypto_mb and of
+                // the OpenSSL 3 libcrypto it links. They touch nothing of
+                // ours: AWS-LC's symbols are prefixed (aws_lc_0_47_0_*), so
+                // no name clashes with OpenSSL's. The path is the operator's,
+                // trusted as the binary is.
                 unsafe { Library::new(path) }.map_err(|e| format!("cannot load {}: {e}", path.display()))?
             }
             None => NAMES
@@ -91,8 +94,10 @@ impl CryptoMb {
                 })?,
         };
         // SAFETY: each symbol is looked up with the signature crypto_mb's
-        // headers (version 11) declare for it; the library stays loaded in
-        // the returned struct for as long as the pointers are used.
+        // headers (interface version 11) declare for it; the fn pointers are
+        // copied out and the library stays loaded in the returned struct for
+        // as long as they are used. mbx_getversion returns a pointer to a
+        // static struct whose strings are NUL-terminated (null checked).
         unsafe {
             let version = {
                 let f = *symbol::<unsafe extern "C" fn() -> *const MbxVersion>(&library, b"mbx_getversion\0")?;
@@ -141,7 +146,9 @@ impl CryptoMb {
 }
 
 /// # Safety
-/// `T` must be the symbol's true type.
+/// `T` must be the symbol's true type (a fn pointer type with the C
+/// signature the header declares), and whatever is copied out of the
+/// returned `Symbol` must not outlive `library`.
 unsafe fn symbol<'l, T>(library: &'l Library, name: &[u8]) -> Result<libloading::Symbol<'l, T>, String> {
     library.get(name).map_err(|e| {
         format!(
