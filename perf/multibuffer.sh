@@ -16,8 +16,13 @@ PORT=${PORT:-24190}
 LANES=${LANES:-crypto_mb}
 MB_LIB=${MB_LIB:-}
 OUT=${OUT:-target/perf-multibuffer}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/multibuffer-$LANES}
-[ "$LANES" = reference ] && BUILD_FEATURES=keyless-keys/lane-reference
+# The library's lanes run in the ordinary release build (target/release,
+# shared with the other perf/ scripts); only the reference needs a build
+# of its own (the lane-reference feature).
+if [ "$LANES" = reference ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/multibuffer-reference}
+  BUILD_FEATURES=keyless-keys/lane-reference
+fi
 source perf/common.sh
 
 serve() { # $1 = off | lanes

@@ -52,6 +52,10 @@ pub struct CoreCounters {
     /// Requests of a lane class signed alone: fewer than the class's
     /// `min_lanes` were ready.
     pub lane_alone: [AtomicU64; LANE_CLASSES],
+    /// Lanes the library refused (a lane status; crypto_mb refuses an
+    /// ECDSA message that is zero modulo the order) and that were signed
+    /// alone through AWS-LC instead.
+    pub lane_fallbacks: [AtomicU64; LANE_CLASSES],
 }
 
 const LANE_CLASSES: usize = LaneClass::ALL.len();
@@ -118,6 +122,7 @@ impl Default for CoreCounters {
             lane_calls: Default::default(),
             lane_filled: Default::default(),
             lane_alone: Default::default(),
+            lane_fallbacks: Default::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod core;
 pub mod counters;
 pub mod drain;
 pub mod handler;
+mod lanes;
 pub mod links;
 pub mod offload;
 pub mod request;

@@ -266,13 +266,101 @@ fn every_class_signs_in_batches_of_one_to_eight_with_mixed_keys() {
                         input,
                     })
                     .collect();
-                let results = multibuffer::sign(math.as_ref(), &lanes);
+                let results = multibuffer::sign(math.as_ref(), &lanes).results;
                 assert_eq!(results.len(), filled);
                 for (((k, op), input), result) in picks.iter().zip(&inputs).zip(results) {
                     let result = result.unwrap_or_else(|e| panic!("{} {class:?} {op:?}: {e}", math.describe()));
                     check(&class_keys[*k], *op, input, &result);
                 }
             }
+        }
+    }
+}
+
+/// The group orders, big-endian (SEC 2).
+const P256_N: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+const P384_N: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
+
+/// Digests at the edges of the order for a curve whose order is `n`: zero,
+/// n, n + 1, all ones, one; each with whether crypto_mb refuses it (the
+/// message it gets is zero: `ifma_check_range_n256` fails).
+fn edge_digests(n: &str) -> Vec<(&'static str, Vec<u8>, bool)> {
+    let n = hex::decode(n).unwrap();
+    let mut n_plus_1 = n.clone();
+    *n_plus_1.last_mut().unwrap() += 1; // n ends in 0x51 / 0x73: no carry
+    let mut one = vec![0u8; n.len()];
+    *one.last_mut().unwrap() = 1;
+    vec![
+        ("zero", vec![0u8; n.len()], true),
+        ("n", n.clone(), true),
+        ("n + 1", n_plus_1, false),
+        ("all 0xff", vec![0xff; n.len()], false),
+        ("one", one, false),
+    ]
+}
+
+#[test]
+fn digests_the_library_refuses_are_signed_alone_with_the_single_paths_answer() {
+    let keys = keys();
+    for (class, hash, n) in [
+        (LaneClass::EcdsaP256, Hash::Sha256, P256_N),
+        (LaneClass::EcdsaP384, Hash::Sha384, P384_N),
+    ] {
+        let (_, class_keys) = keys.iter().find(|(c, _)| *c == class).unwrap();
+        let op = Operation::Ecdsa(hash);
+        for math in maths() {
+            for (name, digest, refused) in edge_digests(n) {
+                // Eight of one digest fill a whole call, as eight pipelined
+                // requests of a client would.
+                let lanes: Vec<Lane<'_>> = (0..LANES)
+                    .map(|i| Lane {
+                        key: class_keys[i % class_keys.len()].key.lane_key().unwrap(),
+                        op,
+                        input: &digest,
+                    })
+                    .collect();
+                let signed = multibuffer::sign(math.as_ref(), &lanes);
+                let what = format!("{} {class:?} digest {name}", math.describe());
+                assert_eq!(signed.fallbacks, if refused { LANES } else { 0 }, "{what}");
+                for (i, result) in signed.results.iter().enumerate() {
+                    let sig = result.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
+                    check(&class_keys[i % class_keys.len()], op, &digest, sig);
+                }
+            }
+            // Refused and good lanes in one call: each gets a signature.
+            let edges = edge_digests(n);
+            let lanes: Vec<Lane<'_>> = (0..LANES)
+                .map(|i| Lane {
+                    key: class_keys[0].key.lane_key().unwrap(),
+                    op,
+                    input: &edges[i % edges.len()].1,
+                })
+                .collect();
+            let signed = multibuffer::sign(math.as_ref(), &lanes);
+            let expected = (0..LANES).filter(|i| edges[i % edges.len()].2).count();
+            assert_eq!(signed.fallbacks, expected, "{} {class:?} mixed", math.describe());
+            for (i, result) in signed.results.iter().enumerate() {
+                check(&class_keys[0], op, &edges[i % edges.len()].1, result.as_ref().unwrap());
+            }
+        }
+    }
+    // A longer digest whose leftmost bits are n is zero once reduced too.
+    let (_, p256) = keys.iter().find(|(c, _)| *c == LaneClass::EcdsaP256).unwrap();
+    let mut sha512 = hex::decode(P256_N).unwrap();
+    sha512.extend_from_slice(&[0xab; 32]);
+    let op = Operation::Ecdsa(Hash::Sha512);
+    for math in maths() {
+        let lanes: Vec<Lane<'_>> = (0..LANES)
+            .map(|_| Lane {
+                key: p256[0].key.lane_key().unwrap(),
+                op,
+                input: &sha512,
+            })
+            .collect();
+        let signed = multibuffer::sign(math.as_ref(), &lanes);
+        assert_eq!(signed.fallbacks, LANES, "{}", math.describe());
+        for result in &signed.results {
+            check(&p256[0], op, &sha512, result.as_ref().unwrap());
         }
     }
 }
@@ -301,7 +389,7 @@ fn a_faulty_rsa_result_is_never_sent() {
                 input,
             })
             .collect();
-        for (i, result) in multibuffer::sign(&math, &lanes).into_iter().enumerate() {
+        for (i, result) in multibuffer::sign(&math, &lanes).results.into_iter().enumerate() {
             match result {
                 Ok(out) => check(&rsa[i % rsa.len()], ops[i], &inputs[i], &out),
                 Err(e) => {
@@ -346,7 +434,7 @@ fn a_bad_lane_fails_alone() {
                     input: &too_big,
                 });
             }
-            let results = multibuffer::sign(math.as_ref(), &lanes);
+            let results = multibuffer::sign(math.as_ref(), &lanes).results;
             check(&class_keys[0], op, &good, results[0].as_ref().unwrap());
             assert_eq!(
                 results[1].as_ref().unwrap_err().0,
@@ -376,7 +464,10 @@ fn a_bad_lane_fails_alone() {
             input: &d,
         },
     ];
-    assert!(multibuffer::sign(&Reference::new(), &mixed).iter().all(Result::is_err));
+    assert!(multibuffer::sign(&Reference::new(), &mixed)
+        .results
+        .iter()
+        .all(Result::is_err));
 }
 
 proptest! {
@@ -402,7 +493,7 @@ proptest! {
             .map(|((k, op, _), input)| Lane { key: class_keys[*k].key.lane_key().unwrap(), op: *op, input })
             .collect();
         for math in maths() {
-            for (((k, op, _), input), result) in plan.iter().zip(&inputs).zip(multibuffer::sign(math.as_ref(), &batch)) {
+            for (((k, op, _), input), result) in plan.iter().zip(&inputs).zip(multibuffer::sign(math.as_ref(), &batch).results) {
                 let single = class_keys[*k].key.perform(*op, input);
                 match (result, single) {
                     (Ok(out), Ok(_)) => check(&class_keys[*k], *op, input, &out),
@@ -428,7 +519,7 @@ fn zero_and_one_are_refused_as_aws_lc_refuses_them() {
             input: &c,
         }];
         for math in maths() {
-            let lane = multibuffer::sign(math.as_ref(), &lanes).remove(0).unwrap_err();
+            let lane = multibuffer::sign(math.as_ref(), &lanes).results.remove(0).unwrap_err();
             assert_eq!(lane.0, single.0, "ciphertext {v}");
         }
     }

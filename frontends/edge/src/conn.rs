@@ -2,7 +2,7 @@
 //! handshake step that may sign goes to a handshake thread, the rest of the
 //! handshake and the decrypted traffic stay here.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use rustls::server::{Acceptor, ServerConnection};
 use rustls::{HandshakeKind, ServerConfig};
 
 use crate::handshake::HandshakePool;
+use crate::inbound::{Inbound, Next};
 use crate::metrics::EdgeMetrics;
 use crate::signer::{with_context, HandshakeContext};
 
@@ -104,7 +105,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
     }))
     .await;
     let started = std::time::Instant::now();
-    let (tcp, conn, pending, step_time) = match handshake {
+    let (tcp, conn, inbound, step_time) = match handshake {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => {
             ctx.metrics.failed_handshakes.inc();
@@ -135,7 +136,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
     let session = Session {
         tcp,
         conn,
-        pending,
+        inbound,
         traffic: traffic.clone(),
     };
     let result = match ctx.upstream {
@@ -196,8 +197,7 @@ async fn handshake(
     ctx: &CoreContext,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Result<(TcpStream, ServerConnection, Vec<u8>, Duration), String> {
-    let mut leftover = Vec::new();
+) -> Result<(TcpStream, ServerConnection, Inbound, Duration), String> {
     let mut acceptor = Acceptor::default();
     let mut buf = keyless_engine::buffers::lend(CHUNK);
     let accepted = loop {
@@ -257,32 +257,27 @@ async fn handshake(
             return Err(e.to_string());
         }
     };
-    // The rest of the handshake never signs: it runs here.
+    drop(buf);
+    // The rest of the handshake never signs: it runs here. What the client
+    // sends with its Finished stays in `inbound` (or decrypted in rustls).
+    let mut inbound = Inbound::default();
     while conn.is_handshaking() {
         flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
         if conn.wants_read() {
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let n = read_some(&mut stream, inbound.buffer(KEEP_PENDING))
+                .await
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("closed during the handshake".into());
             }
-            // read_tls takes what fits; the rest waits for the next turn
-            // (the client's first data may come with its Finished).
-            let mut rd = &buf[..n];
-            while !rd.is_empty() {
-                conn.read_tls(&mut rd).map_err(|e| e.to_string())?;
-                if let Err(e) = conn.process_new_packets() {
-                    let _ = flush(&mut conn, &mut stream).await;
-                    return Err(e.to_string());
-                }
-                if !conn.is_handshaking() {
-                    leftover.extend_from_slice(rd);
-                    break;
-                }
+            if let Err(e) = inbound.handshake(&mut conn) {
+                let _ = flush(&mut conn, &mut stream).await;
+                return Err(e.to_string());
             }
         }
     }
     flush(&mut conn, &mut stream).await.map_err(|e| e.to_string())?;
-    Ok((stream, conn, leftover, step_time))
+    Ok((stream, conn, inbound, step_time))
 }
 
 /// Write everything rustls has queued for the peer.
@@ -314,8 +309,8 @@ impl Traffic {
 pub struct Session {
     pub tcp: TcpStream,
     pub conn: ServerConnection,
-    /// Bytes from the client not yet given to rustls (it takes what fits).
-    pub pending: Vec<u8>,
+    /// Bytes from the client not yet given to rustls, and its plaintext.
+    pub inbound: Inbound,
     pub traffic: Rc<Traffic>,
 }
 
@@ -347,40 +342,30 @@ pub async fn read_some<R: futures_lite::AsyncRead + Unpin>(
     Ok(total)
 }
 
-/// Give rustls as much of `pending` as it takes and process it.
-pub fn feed(conn: &mut ServerConnection, pending: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut rd = &pending[..];
-    let taken = conn.read_tls(&mut rd)?;
-    pending.drain(..taken);
-    conn.process_new_packets()
-        .map(|_| ())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
 impl Session {
     /// Plaintext from the client; `Ok(0)` when it closed (close_notify or EOF).
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            match self.conn.reader().read(buf) {
-                Ok(n) => {
+            let next = self.inbound.poll(&mut self.conn, buf);
+            // What rustls queued meanwhile (an alert, a key update) goes
+            // out before anything waits.
+            if next.is_err() {
+                let _ = flush(&mut self.conn, &mut self.tcp).await;
+            }
+            let next = next?;
+            flush(&mut self.conn, &mut self.tcp).await?;
+            match next {
+                Next::Plaintext(n) => {
                     Traffic::add(&self.traffic.from_client, n);
                     return Ok(n);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            if self.pending.is_empty() {
-                keyless_engine::buffers::release_if_empty(&mut self.pending, KEEP_PENDING);
-                if read_some(&mut self.tcp, &mut self.pending).await? == 0 {
-                    return Ok(0);
+                Next::Finished => return Ok(0),
+                Next::NeedInput => {
+                    if read_some(&mut self.tcp, self.inbound.buffer(KEEP_PENDING)).await? == 0 {
+                        self.inbound.received_eof();
+                    }
                 }
             }
-            if let Err(e) = feed(&mut self.conn, &mut self.pending) {
-                let _ = flush(&mut self.conn, &mut self.tcp).await;
-                return Err(e);
-            }
-            flush(&mut self.conn, &mut self.tcp).await?;
         }
     }
 

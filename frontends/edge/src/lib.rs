@@ -15,6 +15,7 @@ pub mod conn;
 pub mod coroutine;
 pub mod dev;
 pub mod handshake;
+pub mod inbound;
 pub mod key_server_listener;
 pub mod metrics;
 pub mod proxy;

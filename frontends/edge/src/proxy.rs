@@ -8,7 +8,7 @@
 //! TLS records to the client in the order they were made.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -18,6 +18,7 @@ use glommio::net::TcpStream;
 use rustls::ServerConnection;
 
 use crate::conn::{Session, Traffic};
+use crate::inbound::Next;
 
 const CHUNK: usize = 16 * 1024;
 
@@ -140,7 +141,7 @@ pub async fn run(
     let Session {
         tcp,
         conn,
-        pending,
+        inbound,
         traffic,
     } = session;
     let mut up = match TcpStream::connect(upstream).await {
@@ -150,7 +151,7 @@ pub async fn run(
             let mut session = Session {
                 tcp,
                 conn,
-                pending,
+                inbound,
                 traffic,
             };
             let _ = session.write_all(BAD_GATEWAY).await;
@@ -204,78 +205,63 @@ pub async fn run(
         }
     });
 
-    // Client -> upstream, here.
+    // Client -> upstream, here: everything rustls holds or can make from
+    // bytes already read goes out before the socket is waited on.
     let upstream_result: std::io::Result<()> = async {
-        let mut pending = pending;
-        let mut closed = false;
+        let mut inbound = inbound;
         loop {
-            if pending.is_empty() && !closed {
-                keyless_engine::buffers::release_if_empty(&mut pending, 4096);
-                let read = crate::conn::read_some(&mut client_r, &mut pending);
-                let idle = async {
-                    if idle_timeout.is_zero() {
-                        std::future::pending::<()>().await;
+            {
+                // Lent while plaintext flows; given back before the wait.
+                let mut plain = keyless_engine::buffers::lend(CHUNK);
+                loop {
+                    let next = inbound.poll(&mut conn.borrow_mut(), &mut plain);
+                    let out = take_output(&conn)?;
+                    if !out.is_empty() {
+                        let _ = records_tx.try_send(out);
                     }
-                    // Traffic the other way keeps the connection open.
-                    while last_traffic.get().elapsed() < idle_timeout {
-                        glommio::timer::sleep(idle_timeout.saturating_sub(last_traffic.get().elapsed())).await;
-                    }
-                };
-                match futures_lite::future::or(async { Some(read.await) }, async {
-                    idle.await;
-                    None
-                })
-                .await
-                {
-                    Some(n) => closed = n? == 0,
-                    None => {
-                        // Idle both ways: close both.
-                        conn.borrow_mut().send_close_notify();
-                        let _ = records_tx.try_send(take_output(&conn)?);
-                        up_w.close().await?;
-                        return Ok(());
+                    match next? {
+                        Next::Plaintext(m) => {
+                            Traffic::add(&traffic.from_client, m);
+                            up_w.write_all(&plain[..m]).await?;
+                        }
+                        Next::Finished => {
+                            up_w.close().await?;
+                            return Ok(());
+                        }
+                        Next::NeedInput => break,
                     }
                 }
-                last_traffic.set(std::time::Instant::now());
             }
-            // Lent while plaintext flows; given back before the next wait.
-            let mut plain = keyless_engine::buffers::lend(CHUNK);
-            // rustls takes what fits; drain its plaintext between feeds.
-            if !pending.is_empty() {
-                let fed = crate::conn::feed(&mut conn.borrow_mut(), &mut pending);
-                if let Err(e) = fed {
+            let read = crate::conn::read_some(&mut client_r, inbound.buffer(4096));
+            let idle = async {
+                if idle_timeout.is_zero() {
+                    std::future::pending::<()>().await;
+                }
+                // Traffic the other way keeps the connection open.
+                while last_traffic.get().elapsed() < idle_timeout {
+                    glommio::timer::sleep(idle_timeout.saturating_sub(last_traffic.get().elapsed())).await;
+                }
+            };
+            match futures_lite::future::or(async { Some(read.await) }, async {
+                idle.await;
+                None
+            })
+            .await
+            {
+                Some(n) => {
+                    if n? == 0 {
+                        inbound.received_eof();
+                    }
+                }
+                None => {
+                    // Idle both ways: close both.
+                    conn.borrow_mut().send_close_notify();
                     let _ = records_tx.try_send(take_output(&conn)?);
-                    return Err(e);
+                    up_w.close().await?;
+                    return Ok(());
                 }
             }
-            loop {
-                let read = conn.borrow_mut().reader().read(&mut plain);
-                match read {
-                    Ok(0) => {
-                        // close_notify: the client is done sending.
-                        up_w.close().await?;
-                        return Ok(());
-                    }
-                    Ok(m) => {
-                        Traffic::add(&traffic.from_client, m);
-                        up_w.write_all(&plain[..m]).await?
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                        up_w.close().await?;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let out = take_output(&conn)?;
-            if !out.is_empty() {
-                let _ = records_tx.try_send(out);
-            }
-            if closed && pending.is_empty() {
-                up_w.close().await?;
-                return Ok(());
-            }
+            last_traffic.set(std::time::Instant::now());
         }
     }
     .await;

@@ -252,6 +252,14 @@ impl CoreCollector {
                 MetricType::Counter,
                 per_class(|c| &c.lane_alone),
             )?;
+            family(
+                encoder,
+                "keyless_multibuffer_fallbacks",
+                "Lanes the multi-buffer library refused (it refuses an ECDSA digest that is zero modulo the \
+                 order), signed alone through AWS-LC instead.",
+                MetricType::Counter,
+                per_class(|c| &c.lane_fallbacks),
+            )?;
         }
         family(
             encoder,

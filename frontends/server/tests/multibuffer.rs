@@ -356,3 +356,69 @@ fn requests_handed_to_another_core_share_its_calls() {
         "{handed} handed over, none in a call on core 1: {metrics}"
     );
 }
+
+/// Digests at the edges of a curve's order `n` (hex): zero, n, n + 1, all
+/// ones, one. crypto_mb refuses the first two (zero once reduced); AWS-LC
+/// signs all five, so every path must.
+fn edge_digests(n: &str) -> Vec<Vec<u8>> {
+    let n = hex::decode(n).unwrap();
+    let mut n_plus_1 = n.clone();
+    *n_plus_1.last_mut().unwrap() += 1; // n ends in 0x51 / 0x73: no carry
+    let mut one = vec![0u8; n.len()];
+    *one.last_mut().unwrap() = 1;
+    vec![vec![0u8; n.len()], n.clone(), n_plus_1, vec![0xff; n.len()], one]
+}
+
+#[test]
+fn digests_crypto_mb_refuses_get_the_single_paths_signature_on_every_path() {
+    const P256_N: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+    const P384_N: &str =
+        "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
+    let lib = library();
+    let lib = lib.to_str().unwrap();
+    let ec = &[("p256", KeyType::EcdsaP256), ("p384", KeyType::EcdsaP384)];
+    // (flags, test hook, whether lanes run): the reference everywhere, the
+    // library where the CPU has IFMA, and AWS-LC alone.
+    let paths: [(&[&str], Option<&str>, bool); 3] = [
+        (&["--multibuffer", "on"], Some("reference"), true),
+        (&["--multibuffer-library", lib], None, cpu_has_ifma()),
+        (&["--multibuffer", "off"], None, false),
+    ];
+    for (flags, hook, lanes) in paths {
+        let (server, keys) = start(ec, flags, hook);
+        block_on(async {
+            let conn = connect(&server).await;
+            for key in &keys {
+                let (opcode, n) = match key.info.algorithm {
+                    keyless_keys::KeyAlgorithm::EcdsaP256 => (Opcode::ECDSA_SIGN_SHA256, P256_N),
+                    _ => (Opcode::ECDSA_SIGN_SHA384, P384_N),
+                };
+                for digest in edge_digests(n) {
+                    // Eight pipelined requests of one digest fill a call.
+                    let answers = join_all((0..8).map(|_| conn.perform(opcode, key.info.ski, &digest))).await;
+                    for answer in answers {
+                        let sig = answer
+                            .unwrap_or_else(|e| panic!("{flags:?} {}: digest {}: {e}", key.name, hex::encode(&digest)));
+                        check(key, opcode, &digest, &None, &sig);
+                    }
+                }
+            }
+        });
+        let metrics = http_get(server.metrics_port, "/metrics");
+        let fallbacks = metric(&metrics, "keyless_multibuffer_fallbacks_total");
+        let calls = metric(&metrics, "keyless_multibuffer_calls_total");
+        eprintln!("{flags:?}: {calls} calls, {fallbacks} lanes signed alone after a refusal");
+        if lanes {
+            // Zero and n, eight each, for two curves: those that went into
+            // a call were refused there and signed alone.
+            assert!(calls > 0, "{flags:?}: no call was made\n{metrics}");
+            assert!(
+                fallbacks > 0 && fallbacks <= 32,
+                "{flags:?}: {fallbacks} fallbacks\n{metrics}"
+            );
+        } else {
+            assert_eq!(fallbacks, 0, "{flags:?}\n{metrics}");
+        }
+        assert!(!server.log().contains("crypto error"), "{}", server.log());
+    }
+}

@@ -96,7 +96,7 @@ fn multibuffer_ceiling(
     let start = Instant::now();
     let mut ops = 0u64;
     while start.elapsed() < duration {
-        for result in multibuffer::sign(math.as_ref(), std::hint::black_box(&lanes)) {
+        for result in multibuffer::sign(math.as_ref(), std::hint::black_box(&lanes)).results {
             std::hint::black_box(result.map_err(|e| e.to_string())?);
         }
         ops += lanes.len() as u64;

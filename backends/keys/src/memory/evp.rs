@@ -13,7 +13,7 @@ use std::ptr::{self, NonNull};
 use aws_lc_sys as ffi;
 use keyless_protocol::Hash;
 
-use crate::{CryptoError, KeyAlgorithm};
+use crate::{CryptoError, KeyAlgorithm, Operation};
 
 /// An owned `EVP_PKEY` holding a private key (or, from [`EvpKey::from_spki`], a public one).
 ///
@@ -181,6 +181,26 @@ impl EvpKey {
         NonNull::new(ctx)
             .map(PkeyCtx)
             .ok_or(CryptoError("cannot allocate context"))
+    }
+
+    /// The single path: `op` on `input` with this key (of `algorithm`),
+    /// one request at a time. What a multi-buffer lane falls back to.
+    pub(crate) fn perform(&self, algorithm: KeyAlgorithm, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if !op.applies_to(algorithm) {
+            return Err(CryptoError("operation does not match the key type"));
+        }
+        if let Some(hash) = op.digest() {
+            if input.len() != hash.len() {
+                return Err(CryptoError("payload length does not match the digest algorithm"));
+            }
+        }
+        match op {
+            Operation::RsaPkcs1(hash) => self.sign_digest(hash, Some(PKCS1), input),
+            Operation::RsaPss(hash) => self.sign_digest(hash, Some(PSS), input),
+            Operation::Ecdsa(hash) => self.sign_digest(hash, None, input),
+            Operation::Ed25519 => self.sign_message(input),
+            Operation::RsaRawDecrypt => self.rsa_raw_decrypt(input),
+        }
     }
 
     /// Sign a digest. `padding` is `None` for ECDSA, which takes any digest

@@ -158,20 +158,6 @@ impl PrivateKey for InMemoryKey {
     }
 
     fn perform(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if !op.applies_to(self.public.algorithm) {
-            return Err(CryptoError("operation does not match the key type"));
-        }
-        if let Some(hash) = op.digest() {
-            if input.len() != hash.len() {
-                return Err(CryptoError("payload length does not match the digest algorithm"));
-            }
-        }
-        match op {
-            Operation::RsaPkcs1(hash) => self.key.sign_digest(hash, Some(evp::PKCS1), input),
-            Operation::RsaPss(hash) => self.key.sign_digest(hash, Some(evp::PSS), input),
-            Operation::Ecdsa(hash) => self.key.sign_digest(hash, None, input),
-            Operation::Ed25519 => self.key.sign_message(input),
-            Operation::RsaRawDecrypt => self.key.rsa_raw_decrypt(input),
-        }
+        self.key.perform(self.public.algorithm, op, input)
     }
 }

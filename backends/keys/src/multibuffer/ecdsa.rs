@@ -6,31 +6,31 @@ use std::ptr::NonNull;
 use aws_lc_sys as ffi;
 use zeroize::Zeroizing;
 
-use super::{EcLane, EcLaneKey, Lane, LaneClass, LaneKey, LaneMath, LANES};
+use super::{EcLane, EcLaneKey, Lane, LaneClass, LaneKey, LaneMath, Outcome, LANES};
 use crate::{CryptoError, Operation};
 
 type Prepared<'a> = (usize, &'a EcLaneKey, Vec<u8>, Zeroizing<Vec<u64>>);
 
-pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) -> Vec<Result<Vec<u8>, CryptoError>> {
-    let mut results: Vec<Result<Vec<u8>, CryptoError>> = Vec::with_capacity(lanes.len());
+pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) -> Vec<Outcome> {
+    let mut results: Vec<Outcome> = Vec::with_capacity(lanes.len());
     // (lane index, key, message, nonce) of the lanes that go into the call.
     let mut ready: Vec<Prepared<'_>> = Vec::with_capacity(LANES);
     let mut nonces = match Nonces::new() {
         Ok(n) => n,
-        Err(e) => return lanes.iter().map(|_| Err(e)).collect(),
+        Err(e) => return lanes.iter().map(|_| Outcome::Done(Err(e))).collect(),
     };
     for (i, lane) in lanes.iter().enumerate() {
         let LaneKey::Ec(key) = lane.key else {
-            results.push(Err(CryptoError("operation does not match the key type")));
+            results.push(Outcome::Done(Err(CryptoError("operation does not match the key type"))));
             continue;
         };
         let prepared = message(key, lane.op, lane.input).and_then(|msg| Ok((msg, nonces.draw(key)?)));
         match prepared {
             Ok((msg, nonce)) => {
                 ready.push((i, key, msg, nonce));
-                results.push(Err(CryptoError("not computed")));
+                results.push(Outcome::Refused); // until computed
             }
-            Err(e) => results.push(Err(e)),
+            Err(e) => results.push(Outcome::Done(Err(e))),
         }
     }
     if ready.is_empty() {
@@ -48,9 +48,9 @@ pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) ->
         results[*i] = if good[j] {
             let mut raw = std::mem::take(&mut r[j]);
             raw.extend_from_slice(&s[j]);
-            crate::spki::ecdsa_der(&raw).map_err(CryptoError)
+            Outcome::Done(crate::spki::ecdsa_der(&raw).map_err(CryptoError))
         } else {
-            Err(CryptoError("the multi-buffer ECDSA operation failed"))
+            Outcome::Refused
         };
     }
     results

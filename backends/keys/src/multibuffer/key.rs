@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::LaneClass;
 use crate::memory::evp::EvpKey;
-use crate::Operation;
+use crate::{KeyAlgorithm, Operation};
 
 /// One key's lane material (RSA or ECDSA).
 pub enum LaneKey {
@@ -55,6 +55,22 @@ impl LaneKey {
             LaneKey::Rsa(k) => k.class,
             LaneKey::Ec(k) => k.class,
         }
+    }
+
+    /// `op` on `input` through AWS-LC's single path, as an `InMemoryKey`
+    /// of this key performs it: where the library refuses a lane.
+    pub(crate) fn sign_alone(&self, op: Operation, input: &[u8]) -> Result<Vec<u8>, crate::CryptoError> {
+        let (key, algorithm) = match self {
+            LaneKey::Rsa(k) => (&k.key, KeyAlgorithm::Rsa { bits: k.bits }),
+            LaneKey::Ec(k) => (
+                &k.key,
+                match k.class {
+                    LaneClass::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+                    _ => KeyAlgorithm::EcdsaP256,
+                },
+            ),
+        };
+        key.perform(algorithm, op, input)
     }
 
     /// Whether `op` can go into this key's lanes (Ed25519 and P-521 sign

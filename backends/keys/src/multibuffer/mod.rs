@@ -126,24 +126,64 @@ pub struct Lane<'a> {
     pub input: &'a [u8],
 }
 
+/// The answers of one call, in the lanes' order.
+#[derive(Debug)]
+pub struct Signed {
+    pub results: Vec<Result<Vec<u8>, CryptoError>>,
+    /// Lanes the library refused (a non-zero lane status) and that were
+    /// signed alone through AWS-LC instead.
+    pub fallbacks: usize,
+}
+
 /// Perform every lane's operation in one call of `math`. All lanes must
 /// be of one class and at most [`LANES`]; a lane whose input is bad fails
-/// alone, with the error the single path gives.
-pub fn sign(math: &dyn LaneMath, lanes: &[Lane<'_>]) -> Vec<Result<Vec<u8>, CryptoError>> {
+/// alone, with the error the single path gives. A lane the library refuses
+/// (crypto_mb refuses an ECDSA message that is zero modulo the order, which
+/// AWS-LC signs) is signed alone through AWS-LC, so every input gets the
+/// answer the single path gives.
+pub fn sign(math: &dyn LaneMath, lanes: &[Lane<'_>]) -> Signed {
     let Some(first) = lanes.first() else {
-        return Vec::new();
+        return Signed {
+            results: Vec::new(),
+            fallbacks: 0,
+        };
     };
     let class = first.key.class();
     if lanes.len() > LANES || lanes.iter().any(|l| l.key.class() != class) {
-        return lanes
-            .iter()
-            .map(|_| Err(CryptoError("lanes of different classes in one call")))
-            .collect();
+        return Signed {
+            results: lanes
+                .iter()
+                .map(|_| Err(CryptoError("lanes of different classes in one call")))
+                .collect(),
+            fallbacks: 0,
+        };
     }
-    match class {
+    let outcomes = match class {
         LaneClass::EcdsaP256 | LaneClass::EcdsaP384 => ecdsa::sign(math, class, lanes),
         LaneClass::Rsa2048 | LaneClass::Rsa3072 | LaneClass::Rsa4096 => rsa::sign(math, class, lanes),
-    }
+    };
+    let mut fallbacks = 0;
+    let results = outcomes
+        .into_iter()
+        .zip(lanes)
+        .map(|(outcome, lane)| match outcome {
+            Outcome::Done(result) => result,
+            Outcome::Refused => {
+                fallbacks += 1;
+                lane.key.sign_alone(lane.op, lane.input)
+            }
+        })
+        .collect();
+    Signed { results, fallbacks }
+}
+
+/// One lane's outcome in a call.
+pub(crate) enum Outcome {
+    /// Its answer (a signature, or the error the single path gives too).
+    Done(Result<Vec<u8>, CryptoError>),
+    /// The library refused the lane (a non-zero lane status): it is signed
+    /// alone through AWS-LC.
+    Refused,
 }
 
 #[cfg(test)]

@@ -7,25 +7,25 @@ use std::ptr;
 use aws_lc_sys as ffi;
 use zeroize::Zeroizing;
 
-use super::{Lane, LaneClass, LaneKey, LaneMath, RsaLane, RsaLaneKey, LANES};
+use super::{Lane, LaneClass, LaneKey, LaneMath, Outcome, RsaLane, RsaLaneKey, LANES};
 use crate::memory::evp::{check as lc_check, md};
 use crate::{CryptoError, Operation};
 
-pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) -> Vec<Result<Vec<u8>, CryptoError>> {
-    let mut results: Vec<Result<Vec<u8>, CryptoError>> = Vec::with_capacity(lanes.len());
+pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) -> Vec<Outcome> {
+    let mut results: Vec<Outcome> = Vec::with_capacity(lanes.len());
     // (lane index, key, encoded message) of the lanes that go into the call.
     let mut ready: Vec<(usize, &RsaLaneKey, Zeroizing<Vec<u8>>)> = Vec::with_capacity(LANES);
     for (i, lane) in lanes.iter().enumerate() {
         let LaneKey::Rsa(key) = lane.key else {
-            results.push(Err(CryptoError("operation does not match the key type")));
+            results.push(Outcome::Done(Err(CryptoError("operation does not match the key type"))));
             continue;
         };
         match encode(key, lane.op, lane.input) {
             Ok(em) => {
                 ready.push((i, key, em));
-                results.push(Err(CryptoError("not computed")));
+                results.push(Outcome::Refused); // until computed
             }
-            Err(e) => results.push(Err(e)),
+            Err(e) => results.push(Outcome::Done(Err(e))),
         }
     }
     if ready.is_empty() {
@@ -37,10 +37,12 @@ pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) ->
         .collect();
     let good = math.rsa_private(class, &call, &mut out);
     for (j, (i, key, em)) in ready.iter().enumerate() {
-        results[*i] = if !good[j] {
-            Err(CryptoError("the multi-buffer RSA operation failed"))
+        // A refused lane is signed alone; a computed one that fails its
+        // check is a fault, answered with an error and never retried.
+        results[*i] = if good[j] {
+            Outcome::Done(check(key, &out[j], em).map(|()| out[j].to_vec()))
         } else {
-            check(key, &out[j], em).map(|()| out[j].to_vec())
+            Outcome::Refused
         };
     }
     results
