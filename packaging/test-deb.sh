@@ -54,6 +54,15 @@ done
 /usr/bin/keyless-tool conformance --server 127.0.0.1:2407 --server-name localhost --ca "$pki/ca.pem" \
   --cert "$pki/client.pem" --key "$pki/client-key.pem" --pubkeys "$pki/pubkeys" | tail -1
 kill -TERM "$pid"; wait "$pid" || fail "installed server did not exit 0 on SIGTERM"
+# Without -c the edge reads the installed configuration (as nginx reads
+# /etc/nginx/nginx.conf); -t checks it and names it.
+out=$(/usr/bin/keyless-edge -t 2>&1 || true)
+echo "$out" | grep -q "keyless-edge: /etc/keyless/edge.yaml" || fail "keyless-edge without -c did not read /etc/keyless/edge.yaml: $out"
+for bin in keyless-server keyless-edge keyless-tool keyless-bench; do
+  for flag in -v -V; do
+    "/usr/bin/$bin" "$flag" | grep -q "^$bin .* (commit " || fail "$bin $flag does not print version and commit"
+  done
+done
 # The edge's user cannot read the keys; the key server's can.
 key=$(ls /etc/keyless/keys/*.key | head -1)
 setpriv --reuid=keyless --regid=keyless --init-groups cat "$key" >/dev/null || fail "the key server cannot read $key"

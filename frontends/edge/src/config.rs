@@ -13,11 +13,16 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
     name = "keyless-edge",
-    version,
-    about = "Keyless SSL edge: terminates TLS, signs with keys on remote key servers"
+    version = keyless_service::VERSION,
+    about = "Keyless SSL edge: terminates TLS, signs with keys on remote key servers",
+    disable_version_flag = true
 )]
 pub struct Cli {
-    /// Configuration file.
+    /// Print the version and the commit, and exit (`-v` or `-V`).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+    /// Configuration file (default: /etc/keyless/edge.yaml, where the
+    /// Debian package installs it).
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_EDGE_CONFIG")]
     pub config_file: Option<PathBuf>,
     /// Log level, as the key server's: 0 debug, 1 info, 2 warning, 3 error, 4 critical, 5 fatal.
@@ -176,6 +181,10 @@ pub struct EdgeConfig {
     /// header. Default: none (no ALPN).
     #[serde(default)]
     pub alpn: Vec<String>,
+    /// The ALPN protocols the upstream speaks (default `[http/1.1]`): the
+    /// edge passes bytes, so `alpn` may offer only these. The built-in
+    /// page (no upstream) speaks http/1.1 only.
+    pub upstream_protocols: Option<Vec<String>>,
     #[serde(default)]
     pub tickets: TicketSettings,
     /// Top-level keys this edge does not know, ignored.
@@ -201,8 +210,9 @@ impl EdgeConfig {
             ),
             ("handshake_mode", self.handshake_mode != next.handshake_mode),
             (
-                "upstream or proxy_protocol",
-                (self.upstream, self.proxy_protocol) != (next.upstream, next.proxy_protocol),
+                "upstream, upstream_protocols or proxy_protocol",
+                (self.upstream, &self.upstream_protocols, self.proxy_protocol)
+                    != (next.upstream, &next.upstream_protocols, next.proxy_protocol),
             ),
             (
                 "timeouts or max_connections_per_core",
@@ -223,6 +233,15 @@ impl EdgeConfig {
                 ),
             ),
         ])
+    }
+
+    /// What the bytes behind the edge speak: the upstream's protocols, or
+    /// the built-in page's.
+    pub fn upstream_protocols(&self) -> Vec<String> {
+        match (&self.upstream, &self.upstream_protocols) {
+            (Some(_), Some(protocols)) => protocols.clone(),
+            _ => vec!["http/1.1".to_string()],
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -303,7 +322,41 @@ pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
             path.display()
         ));
     }
+    if config.upstream.is_none() && config.upstream_protocols.is_some() {
+        return Err(format!(
+            "{}:{}: upstream_protocols: there is no upstream (the built-in page speaks http/1.1)",
+            path.display(),
+            top_level_line(text, "upstream_protocols"),
+        ));
+    }
+    let speaks = config.upstream_protocols();
+    if let Some(other) = config.alpn.iter().find(|p| !speaks.contains(p)) {
+        let behind = if config.upstream.is_some() {
+            format!(
+                "the upstream speaks {} (upstream_protocols); add {other} there if it speaks it too",
+                speaks.join(", ")
+            )
+        } else {
+            "the built-in page speaks http/1.1 only".to_string()
+        };
+        return Err(format!(
+            "{}:{}: alpn: {other} would be offered to clients, but {behind}: the edge passes bytes and \
+             cannot translate",
+            path.display(),
+            top_level_line(text, "alpn"),
+        ));
+    }
     Ok(config)
+}
+
+/// The line of top-level `key:` in `text` (1 if not found: a flow mapping).
+fn top_level_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map_or(1, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -315,6 +368,33 @@ mod tests {
 
     fn parse_with(extra: &str) -> Result<EdgeConfig, String> {
         parse(Path::new("edge.yaml"), &format!("{BASE}{extra}"))
+    }
+
+    #[test]
+    fn alpn_offers_only_what_the_upstream_speaks() {
+        let e = parse_with("upstream: 127.0.0.1:8080\nalpn: [h2, http/1.1]\n").unwrap_err();
+        assert_eq!(
+            e,
+            "edge.yaml:8: alpn: h2 would be offered to clients, but the upstream speaks http/1.1 \
+             (upstream_protocols); add h2 there if it speaks it too: the edge passes bytes and cannot translate"
+        );
+        let e = parse_with("alpn: [h2]\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:7: alpn: h2") && e.contains("built-in page"),
+            "{e}"
+        );
+        let e = parse_with("upstream_protocols: [h2]\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:7: upstream_protocols: there is no upstream"),
+            "{e}"
+        );
+        let c =
+            parse_with("upstream: 127.0.0.1:8080\nupstream_protocols: [h2, http/1.1]\nalpn: [h2, http/1.1]\n").unwrap();
+        assert_eq!(c.upstream_protocols(), ["h2", "http/1.1"]);
+        assert_eq!(
+            parse_with("alpn: [http/1.1]\n").unwrap().upstream_protocols(),
+            ["http/1.1"]
+        );
     }
 
     #[test]

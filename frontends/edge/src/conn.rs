@@ -148,6 +148,7 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
                 peer,
                 local,
                 ctx.idle_timeout,
+                &ctx.drain,
             ))
             .await
         }
@@ -176,13 +177,16 @@ pub async fn serve(tcp: TcpStream, ctx: Rc<CoreContext>, open: OpenCount) {
         // (KEYLESS_LOG=access=info,warn) can keep just these.
         tracing::info!(
             target: "access",
-            "client={peer} sni={} tls={} cipher={} alpn={} handshake={} sign_ms={:.3} in={} out={} ms={}",
+            "client={peer} sni={} tls={} cipher={} alpn={} handshake={} sign_ms={:.3} request=\"{}\" status={} \
+             in={} out={} ms={}",
             tls.sni.as_deref().unwrap_or("-"),
             tls.version.as_deref().unwrap_or("-"),
             tls.cipher.as_deref().unwrap_or("-"),
             tls.alpn.as_deref().map_or("-".into(), String::from_utf8_lossy),
             if resumed { "resumed" } else { "full" },
             if resumed { 0.0 } else { step_time.as_secs_f64() * 1e3 },
+            traffic.request.borrow().as_deref().unwrap_or("-"),
+            traffic.status.get().map_or("-".to_string(), |s| s.to_string()),
             traffic.from_client.get(),
             traffic.to_client.get(),
             started.elapsed().as_millis(),
@@ -292,16 +296,44 @@ pub async fn flush(conn: &mut ServerConnection, tcp: &mut TcpStream) -> std::io:
     Ok(())
 }
 
-/// Plaintext bytes a connection carried, each way (for the access log).
+/// Plaintext bytes a connection carried, each way, and for HTTP/1.x its
+/// first request line and the status of the first answer (for the access
+/// log).
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub from_client: std::cell::Cell<u64>,
     pub to_client: std::cell::Cell<u64>,
+    pub request: std::cell::RefCell<Option<String>>,
+    pub status: std::cell::Cell<Option<u16>>,
 }
 
 impl Traffic {
     pub fn add(counter: &std::cell::Cell<u64>, n: usize) {
         counter.set(counter.get() + n as u64);
+    }
+
+    /// Note the request line, if `bytes` start the connection's first
+    /// request (`GET /path HTTP/1.1`; quoted in the log, at most 200 bytes).
+    pub fn saw_request(&self, bytes: &[u8]) {
+        if self.from_client.get() == 0 && self.request.borrow().is_none() {
+            let line = bytes.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+            let line: String = String::from_utf8_lossy(&line[..line.len().min(200)])
+                .chars()
+                .map(|c| if c.is_control() || c == '"' { '?' } else { c })
+                .collect();
+            *self.request.borrow_mut() = Some(line);
+        }
+    }
+
+    /// Note the status, if `bytes` start the first answer (`HTTP/1.1 200 OK`).
+    pub fn saw_answer(&self, bytes: &[u8]) {
+        if self.to_client.get() == 0 && self.status.get().is_none() {
+            let status = bytes
+                .strip_prefix(b"HTTP/1.")
+                .and_then(|rest| rest.get(2..5))
+                .and_then(|code| std::str::from_utf8(code).ok()?.parse().ok());
+            self.status.set(status);
+        }
     }
 }
 
@@ -356,6 +388,7 @@ impl Session {
             flush(&mut self.conn, &mut self.tcp).await?;
             match next {
                 Next::Plaintext(n) => {
+                    self.traffic.saw_request(&buf[..n]);
                     Traffic::add(&self.traffic.from_client, n);
                     return Ok(n);
                 }
@@ -371,6 +404,7 @@ impl Session {
 
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.conn.writer().write_all(data)?;
+        self.traffic.saw_answer(data);
         Traffic::add(&self.traffic.to_client, data.len());
         flush(&mut self.conn, &mut self.tcp).await
     }

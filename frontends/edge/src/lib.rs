@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod coroutine;
 pub mod dev;
+pub mod h2;
 pub mod handshake;
 pub mod inbound;
 pub mod key_server_listener;

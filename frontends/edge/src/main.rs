@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use keyless_edge::config::{self, Cli};
 
+/// Read when no `-c` is given: where the Debian package installs it.
+const DEFAULT_CONFIG: &str = "/etc/keyless/edge.yaml";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -36,8 +39,11 @@ fn run() -> ExitCode {
             }
         }
     }
-    let Some(path) = cli.config_file.clone() else {
-        eprintln!("keyless-edge: no configuration: use -c edge.yaml (or --dev)");
+    let Some(path) = cli.config_file.clone().or_else(|| {
+        let installed = std::path::PathBuf::from(DEFAULT_CONFIG);
+        installed.exists().then_some(installed)
+    }) else {
+        eprintln!("keyless-edge: no configuration: use -c edge.yaml (or --dev); {DEFAULT_CONFIG} does not exist");
         return ExitCode::FAILURE;
     };
     let config = match config::load(&path) {

@@ -21,6 +21,9 @@ use crate::conn::{Session, Traffic};
 use crate::inbound::Next;
 
 const CHUNK: usize = 16 * 1024;
+/// On SIGTERM, an HTTP/1.x connection whose last bytes were an answer and
+/// that has been quiet this long is closed (its request is answered).
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the client negotiated, passed to the upstream in PROXY v2 TLVs as
 /// hitch passes it.
@@ -114,7 +117,8 @@ fn take_output(conn: &RefCell<ServerConnection>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// What a client gets when the upstream cannot be reached.
+/// What an HTTP/1.x client gets when the upstream cannot be reached (an
+/// h2 client gets [`crate::h2::bad_gateway`]; another protocol a close).
 const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n\
 connection: close\r\n\r\nupstream unreachable\n";
 
@@ -137,6 +141,7 @@ pub async fn run(
     client: SocketAddr,
     local: SocketAddr,
     idle_timeout: std::time::Duration,
+    drain: &keyless_engine::drain::Drain,
 ) -> std::io::Result<()> {
     let Session {
         tcp,
@@ -147,14 +152,29 @@ pub async fn run(
     let mut up = match TcpStream::connect(upstream).await {
         Ok(up) => up,
         Err(e) => {
-            // Say why, as an HTTP proxy would, then close.
+            // Say why in the client's protocol, as an HTTP proxy would,
+            // then close.
             let mut session = Session {
                 tcp,
                 conn,
                 inbound,
                 traffic,
             };
-            let _ = session.write_all(BAD_GATEWAY).await;
+            match session.conn.alpn_protocol() {
+                None | Some(b"http/1.1") | Some(b"http/1.0") => {
+                    let _ = session.write_all(BAD_GATEWAY).await;
+                }
+                Some(b"h2") => {
+                    let _ = glommio::timer::timeout(std::time::Duration::from_secs(2), async {
+                        crate::h2::bad_gateway(&mut session).await;
+                        session.traffic.status.set(Some(502));
+                        Ok(())
+                    })
+                    .await;
+                }
+                // Another protocol: no answer we could write; a clean close.
+                Some(_) => {}
+            }
             session.close().await;
             return Err(UpstreamDown(format!("upstream {upstream}: {e}")).into());
         }
@@ -170,8 +190,15 @@ pub async fn run(
     let (records_tx, records_rx) = local_channel::new_unbounded::<Vec<u8>>();
     let records_tx = Rc::new(records_tx);
     // When bytes last went either way: a connection idle for the idle
-    // timeout is closed.
+    // timeout is closed. And when they last went to the client: an HTTP/1.x
+    // connection whose last bytes were an answer, quiet since, has no
+    // request in flight, and closes at once on SIGTERM.
     let last_traffic = Rc::new(std::cell::Cell::new(std::time::Instant::now()));
+    let answered = Rc::new(std::cell::Cell::new(false));
+    let keep_alive = matches!(
+        conn.borrow().alpn_protocol(),
+        None | Some(b"http/1.1") | Some(b"http/1.0")
+    );
 
     // Records to the client, in order.
     let writer = glommio::spawn_local(async move {
@@ -183,8 +210,13 @@ pub async fn run(
 
     // Upstream -> client.
     let downstream = glommio::spawn_local({
-        let (conn, records_tx, traffic, last_traffic) =
-            (conn.clone(), records_tx.clone(), traffic.clone(), last_traffic.clone());
+        let (conn, records_tx, traffic, last_traffic, answered) = (
+            conn.clone(),
+            records_tx.clone(),
+            traffic.clone(),
+            last_traffic.clone(),
+            answered.clone(),
+        );
         async move {
             let mut buf = Vec::new();
             loop {
@@ -196,8 +228,12 @@ pub async fn run(
                     return Ok::<(), std::io::Error>(());
                 }
                 conn.borrow_mut().writer().write_all(&buf)?;
+                if keep_alive {
+                    traffic.saw_answer(&buf);
+                }
                 Traffic::add(&traffic.to_client, n);
                 last_traffic.set(std::time::Instant::now());
+                answered.set(true);
                 buf.clear();
                 keyless_engine::buffers::release_if_empty(&mut buf, 4096);
                 let _ = records_tx.try_send(take_output(&conn)?);
@@ -221,7 +257,11 @@ pub async fn run(
                     }
                     match next? {
                         Next::Plaintext(m) => {
+                            if keep_alive {
+                                traffic.saw_request(&plain[..m]);
+                            }
                             Traffic::add(&traffic.from_client, m);
+                            answered.set(false);
                             up_w.write_all(&plain[..m]).await?;
                         }
                         Next::Finished => {
@@ -242,6 +282,20 @@ pub async fn run(
                     glommio::timer::sleep(idle_timeout.saturating_sub(last_traffic.get().elapsed())).await;
                 }
             };
+            // SIGTERM: an HTTP/1.x connection closes once its last request
+            // is answered and nothing has moved for DRAIN_QUIET; anything
+            // else waits for the drain timeout.
+            let drained = async {
+                drain.wait().await;
+                loop {
+                    let quiet = last_traffic.get().elapsed();
+                    if keep_alive && answered.get() && quiet >= DRAIN_QUIET {
+                        break;
+                    }
+                    glommio::timer::sleep(DRAIN_QUIET.saturating_sub(quiet).max(DRAIN_QUIET / 4)).await;
+                }
+            };
+            let idle = futures_lite::future::or(idle, drained);
             match futures_lite::future::or(async { Some(read.await) }, async {
                 idle.await;
                 None
@@ -254,7 +308,8 @@ pub async fn run(
                     }
                 }
                 None => {
-                    // Idle both ways: close both.
+                    // Idle both ways, or draining with nothing in flight:
+                    // close both, close_notify first.
                     conn.borrow_mut().send_close_notify();
                     let _ = records_tx.try_send(take_output(&conn)?);
                     up_w.close().await?;

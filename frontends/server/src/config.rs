@@ -64,8 +64,8 @@ pub const DEFAULTS: Defaults = Defaults {
 )]
 #[serde(default)]
 pub struct Options {
-    /// Print the version and the commit, and exit.
-    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    /// Print the version and the commit, and exit (`-v`, as gokeyless, or `-V`).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
     #[serde(skip)]
     pub version: Option<bool>,
     /// List every key store and its keys, or what failed, and exit

@@ -148,8 +148,13 @@ fn gokeyless_flags_work_or_say_why_not() {
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    let (ok, text) = run(&["-v"]);
-    assert!(ok && text.starts_with("keyless-server 0.1.0 (commit "), "{text}");
+    for flag in ["-v", "-V", "--version"] {
+        let (ok, text) = run(&[flag]);
+        assert!(
+            ok && text.starts_with("keyless-server 0.1.0 (commit "),
+            "{flag}: {text}"
+        );
+    }
     let (ok, text) = run(&["--config-only", "--port", "3000"]);
     assert!(ok, "{text}");
     for line in [

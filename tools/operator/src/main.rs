@@ -16,8 +16,16 @@ pub fn command() -> clap::Command {
 }
 
 #[derive(Parser)]
-#[command(name = "keyless-tool", version, about = "Utilities for keyless key servers")]
+#[command(
+    name = "keyless-tool",
+    version = keyless_service::VERSION,
+    about = "Utilities for keyless key servers",
+    disable_version_flag = true
+)]
 struct Cli {
+    /// Print the version and the commit, and exit (`-v` or `-V`).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }

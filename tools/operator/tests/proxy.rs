@@ -23,7 +23,8 @@ fn body(seed: usize, len: usize) -> Vec<u8> {
 }
 
 /// An HTTP/1.1 upstream on loopback: `GET /N` answers N bytes of
-/// `body(N, N)`; a `POST` answers its own body back. Keep-alive; a client
+/// `body(N, N)` (`GET /slow/N` the same, 800 ms later); a `POST` answers
+/// its own body back. Keep-alive; a client
 /// that closes its side still gets the answers to what it sent.
 fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,13 +54,16 @@ fn serve_upstream(mut conn: TcpStream) {
             }
             let request_body: Vec<u8> = buf[end + 4..end + 4 + length].to_vec();
             buf.drain(..end + 4 + length);
+            if head.starts_with("GET /slow") {
+                std::thread::sleep(Duration::from_millis(800));
+            }
             let answer = if head.starts_with("POST") {
                 request_body
             } else {
                 let n: usize = head
                     .split_whitespace()
                     .nth(1)
-                    .and_then(|p| p.trim_start_matches('/').parse().ok())
+                    .and_then(|p| p.trim_start_matches('/').trim_start_matches("slow/").parse().ok())
                     .unwrap_or(0);
                 body(n, n)
             };
@@ -297,4 +301,156 @@ fn requests_sent_with_the_handshakes_end_are_all_answered() {
             "{resumed} of {connections} resumed: both kinds of handshake are tested"
         );
     }
+}
+
+/// `curl` at the edge on `localhost`: (HTTP version, status, body).
+fn curl(edge: SocketAddr, args: &[&str]) -> (String, String, Vec<u8>) {
+    let port = edge.port();
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "%{http_version} %{http_code}", "-o"])
+        .arg(body.path())
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1"), "--cacert"])
+        .arg(&fixture().pki.ca_cert)
+        .args(args)
+        .arg(format!("https://localhost:{port}/1234"))
+        .output()
+        .expect("curl");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (version, status) = said.split_once(' ').unwrap_or(("", ""));
+    (
+        version.to_string(),
+        status.to_string(),
+        std::fs::read(body.path()).unwrap(),
+    )
+}
+
+#[test]
+fn h2_is_offered_only_where_the_upstream_speaks_it_and_its_502_is_h2() {
+    let _serial = serial();
+    let server = key_server("127.0.0.1:0".parse().unwrap());
+    let up = upstream();
+    // The pairing operators copy, in front of an HTTP/1.1-only upstream:
+    // refused at start-up (and by -t, which parses the same way), naming
+    // the line.
+    let yaml = edge_yaml(&[server.addr], &format!("upstream: \"{up}\"\nalpn: [h2, http/1.1]\n"));
+    let refused = keyless_edge::config::parse(std::path::Path::new("edge.yaml"), &yaml).unwrap_err();
+    assert!(
+        refused.starts_with("edge.yaml:") && refused.contains("alpn: h2 would be offered to clients"),
+        "{refused}"
+    );
+    // HTTP/1.1 only: an h2 client falls back and is answered by the upstream.
+    let e = edge(
+        &[server.addr],
+        &format!("upstream: \"{up}\"\nalpn: [http/1.1]\naccess_log: true\n"),
+    );
+    let (version, status, body_got) = curl(e.addr, &["--http2"]);
+    assert_eq!((version.as_str(), status.as_str()), ("1.1", "200"));
+    assert_eq!(body_got, body(1234, 1234));
+    access_line(&["alpn=http/1.1", "request=\"GET /1234 HTTP/1.1\" status=200 "]);
+    drop(e);
+    // An upstream said to speak h2 that is down: the 502 comes as HTTP/2.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let e = edge(
+        &[server.addr],
+        &format!(
+            "upstream: \"{closed}\"\nupstream_protocols: [h2, http/1.1]\nalpn: [h2, http/1.1]\naccess_log: true\n"
+        ),
+    );
+    let (version, status, _) = curl(e.addr, &["--http2"]);
+    assert_eq!((version.as_str(), status.as_str()), ("2", "502"));
+    access_line(&["alpn=h2", "status=502 "]);
+    let (version, status, said) = curl(e.addr, &["--http1.1"]);
+    assert_eq!((version.as_str(), status.as_str()), ("1.1", "502"));
+    assert_eq!(said, b"upstream unreachable\n");
+    access_line(&["alpn=http/1.1", "status=502 "]);
+}
+
+/// Wait for an access log line holding every one of `parts`.
+fn access_line(parts: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = ACCESS
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .cloned();
+        match found {
+            Some(line) => return line,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("no access line with {parts:?}: {:#?}", ACCESS.lock().unwrap()),
+        }
+    }
+}
+
+/// A TLS connection to the edge (TLS 1.3) that has sent `request`.
+fn open(edge: SocketAddr, request: &[u8]) -> rustls::StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(edge).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut conn = ClientConnection::new(client_config(true), "localhost".try_into().unwrap()).unwrap();
+    conn.writer().write_all(request).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.flush().unwrap();
+    tls
+}
+
+/// Read one response of `n` body bytes (as the upstream writes them).
+fn read_response(tls: &mut rustls::StreamOwned<ClientConnection, TcpStream>, n: usize) -> Vec<u8> {
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n");
+    let mut got = vec![0u8; head.len() + n];
+    tls.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..head.len()], head.as_bytes());
+    got.split_off(head.len())
+}
+
+#[test]
+fn sigterm_closes_idle_proxied_connections_at_once_and_busy_ones_after_their_answer() {
+    let _serial = serial();
+    let server = key_server("127.0.0.1:0".parse().unwrap());
+    let up = upstream();
+    let e = edge(&[server.addr], &format!("upstream: \"{up}\"\ndrain_timeout: 30\n"));
+    // Idle: one request answered, kept alive.
+    let mut idle = open(e.addr, b"GET /100 HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    assert_eq!(read_response(&mut idle, 100), body(100, 100));
+    // Busy: its request is still with the upstream when SIGTERM comes.
+    let mut busy = open(e.addr, b"GET /slow/5000 HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    e.start_drain();
+    let busy = std::thread::spawn(move || {
+        let answer = read_response(&mut busy, 5000);
+        let mut rest = Vec::new();
+        let end = busy.read_to_end(&mut rest);
+        (
+            answer,
+            end.map(|_| rest.len()).map_err(|e| e.to_string()),
+            started.elapsed(),
+        )
+    });
+    let mut rest = Vec::new();
+    let end = idle.read_to_end(&mut rest);
+    let idle_closed = started.elapsed();
+    assert_eq!(
+        end.map_err(|e| e.to_string()),
+        Ok(0),
+        "the idle connection ends with close_notify"
+    );
+    assert!(
+        idle_closed < Duration::from_millis(800),
+        "idle closed after {idle_closed:?}"
+    );
+    let (answer, end, busy_closed) = busy.join().unwrap();
+    assert_eq!(answer, body(5000, 5000), "the request in flight got its whole answer");
+    assert_eq!(end, Ok(0), "then close_notify");
+    assert!(
+        busy_closed < Duration::from_secs(3),
+        "busy closed after {busy_closed:?}"
+    );
+    e.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the edge stopped after {:?} (drain_timeout 30 s)",
+        started.elapsed()
+    );
 }

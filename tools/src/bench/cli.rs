@@ -7,8 +7,16 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "keyless-bench", version, about = "Load generator for keyless key servers")]
+#[command(
+    name = "keyless-bench",
+    version = keyless_service::VERSION,
+    about = "Load generator for keyless key servers",
+    disable_version_flag = true
+)]
 pub struct Cli {
+    /// Print the version and the commit, and exit (`-v` or `-V`).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -95,9 +95,8 @@ pub fn signatures(server: &keyless_server::RunningServer) -> u64 {
         .sum()
 }
 
-/// The configuration of an edge in front of `key_servers`, with `extra`
-/// YAML appended.
-pub fn edge_config(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::config::EdgeConfig {
+/// The YAML of an edge in front of `key_servers`, with `extra` appended.
+pub fn edge_yaml(key_servers: &[SocketAddr], extra: &str) -> String {
     let pki = &fixture().pki;
     let timeout = if extra.contains("request_timeout_ms") {
         ""
@@ -105,7 +104,7 @@ pub fn edge_config(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::con
         "request_timeout_ms: 1000\n"
     };
     let servers: Vec<String> = key_servers.iter().map(|a| format!("\"{a}\"")).collect();
-    let yaml = format!(
+    format!(
         "listen: 127.0.0.1:0\nworkers: 1\nhandshake_threads: 16\n{timeout}health_interval_ms: 100\n\
          certificates:\n  - cert: {}\n    default: true\n  - cert: {}\n    names: [rsa.localhost]\n\
          key_servers: [{}]\nkey_server_name: localhost\nkey_server_ca: {}\nclient_cert: {}\nclient_key: {}\n{extra}",
@@ -115,8 +114,13 @@ pub fn edge_config(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::con
         pki.ca_cert.display(),
         pki.client_cert.display(),
         pki.client_key.display(),
-    );
-    keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap()
+    )
+}
+
+/// The configuration of an edge in front of `key_servers`, with `extra`
+/// YAML appended.
+pub fn edge_config(key_servers: &[SocketAddr], extra: &str) -> keyless_edge::config::EdgeConfig {
+    keyless_edge::config::parse(Path::new("edge.yaml"), &edge_yaml(key_servers, extra)).unwrap()
 }
 
 /// An edge in front of `key_servers`, with `extra` YAML appended.
