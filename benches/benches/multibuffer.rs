@@ -35,6 +35,8 @@ fn maths() -> Vec<(&'static str, Box<dyn LaneMath>)> {
 fn lanes(c: &mut Criterion) {
     let cases = [
         ("ecdsa-p256", KeyType::EcdsaP256, Operation::Ecdsa(Hash::Sha256)),
+        ("ecdsa-p384", KeyType::EcdsaP384, Operation::Ecdsa(Hash::Sha384)),
+        ("ecdsa-p521", KeyType::EcdsaP521, Operation::Ecdsa(Hash::Sha512)),
         ("rsa-2048", KeyType::Rsa2048, Operation::RsaPkcs1(Hash::Sha256)),
     ];
     let maths = maths();

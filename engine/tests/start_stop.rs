@@ -48,42 +48,14 @@ fn one_round(round: usize) -> Result<(), String> {
             let core = Core::join(shared.clone(), index).await?;
             PHASE[index].store(2, Ordering::SeqCst);
             if index == 0 {
-                let (tx, rx) = local_channel::new_unbounded();
-                let conn = core.register(std::rc::Rc::new(tx));
-                // The first stays here (a tie), the second goes to the idle core.
-                let mut local = Vec::new();
-                for id in [1, 2] {
-                    local.extend(core.dispatch(conn, request(id)).await);
+                // A failure here must stop core 1 too (it waits for the
+                // drain), or it would show as a hang instead of itself.
+                let result = core_zero(&core, &shared).await;
+                if result.is_err() {
+                    shared.start_drain();
                 }
-                if core.shared().load_per_core() != vec![1, 1] {
-                    return Err(format!(
-                        "one request per core expected: {:?}",
-                        core.shared().load_per_core()
-                    ));
-                }
-                let mut out = Vec::new();
-                let mut batch = core.local_batch(&local);
-                while core.sign_next(conn, &mut batch, &mut out).is_some() {}
-                PHASE[index].store(3, Ordering::SeqCst);
-                let (remote, _) = rx.recv().await.ok_or("no answer from core 1")?;
-                let mut ids = Vec::new();
-                for bytes in [out, remote] {
-                    let frame = split_frame(&bytes)
-                        .ok_or("a partial answer")?
-                        .decode()
-                        .map_err(|e| e.to_string())?;
-                    if frame.message.error_code() != Some(Ok(ErrorCode::KeyNotFound)) {
-                        return Err(format!("answer {}: {:?}", frame.id, frame.message));
-                    }
-                    ids.push(frame.id);
-                }
-                ids.sort();
-                if ids != [1, 2] {
-                    return Err(format!("answers for {ids:?}"));
-                }
+                result?;
                 answered.fetch_add(2, Ordering::SeqCst);
-                core.unregister(conn);
-                shared.start_drain();
             }
             PHASE[index].store(4, Ordering::SeqCst);
             core.drain().wait().await;
@@ -95,6 +67,48 @@ fn one_round(round: usize) -> Result<(), String> {
     if answered.load(Ordering::SeqCst) != 2 || shared.handled_per_core() != vec![1, 1] {
         return Err(format!("round {round}: handled {:?}", shared.handled_per_core()));
     }
+    Ok(())
+}
+
+/// Core 0's part: one request signed here, one handed to core 1 and
+/// answered back, then the drain.
+async fn core_zero(core: &std::rc::Rc<Core>, shared: &Arc<Shared>) -> Result<(), String> {
+    let index = 0;
+    let (tx, rx) = local_channel::new_unbounded();
+    let conn = core.register(std::rc::Rc::new(tx));
+    // The first stays here (a tie), the second goes to the idle core.
+    let mut local = Vec::new();
+    for id in [1, 2] {
+        local.extend(core.dispatch(conn, request(id)).await);
+    }
+    if core.shared().load_per_core() != vec![1, 1] {
+        return Err(format!(
+            "one request per core expected: {:?}",
+            core.shared().load_per_core()
+        ));
+    }
+    let mut out = Vec::new();
+    let mut batch = core.local_batch(&local);
+    while core.sign_next(conn, &mut batch, &mut out).is_some() {}
+    PHASE[index].store(3, Ordering::SeqCst);
+    let (remote, _) = rx.recv().await.ok_or("no answer from core 1")?;
+    let mut ids = Vec::new();
+    for bytes in [out, remote] {
+        let frame = split_frame(&bytes)
+            .ok_or("a partial answer")?
+            .decode()
+            .map_err(|e| e.to_string())?;
+        if frame.message.error_code() != Some(Ok(ErrorCode::KeyNotFound)) {
+            return Err(format!("answer {}: {:?}", frame.id, frame.message));
+        }
+        ids.push(frame.id);
+    }
+    ids.sort();
+    if ids != [1, 2] {
+        return Err(format!("answers for {ids:?}"));
+    }
+    core.unregister(conn);
+    shared.start_drain();
     Ok(())
 }
 

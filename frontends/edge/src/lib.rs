@@ -19,6 +19,7 @@ pub mod handshake;
 pub mod inbound;
 pub mod key_server_listener;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod signer;
 pub mod tickets;

@@ -59,7 +59,12 @@ fn run() -> ExitCode {
         }
     };
     if cli.test_config {
-        return match keyless_edge::check(&config) {
+        // As nginx -t, and one signature per certificate from the key
+        // servers, verified: a certificate whose key no key server holds
+        // would fail every full handshake.
+        let checked = keyless_edge::check(&config)
+            .and_then(|what| Ok(format!("{what}; {}", keyless_edge::probe::probe(&config)?)));
+        return match checked {
             Ok(what) => {
                 println!("keyless-edge: {}: configuration ok ({what})", path.display());
                 ExitCode::SUCCESS

@@ -70,6 +70,14 @@ pub fn load_certified(
     pool: Option<Arc<KeyServerPool>>,
     metrics: Arc<EdgeMetrics>,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
+    let (chain, public, names) = read_certificate(path)?;
+    let key = Arc::new(RemoteKey { public, pool, metrics });
+    Ok((Arc::new(CertifiedKey::new(chain, key)), names))
+}
+
+/// A certificate chain (PEM, leaf first), its leaf's public key (which
+/// names the key on the key servers) and DNS names.
+pub fn read_certificate(path: &Path) -> Result<(Vec<CertificateDer<'static>>, PublicKeyInfo, Vec<String>), String> {
     let chain = keyless_service::tls::load_certs(path).map_err(|e| e.to_string())?;
     let leaf = chain
         .first()
@@ -82,9 +90,7 @@ pub fn load_certified(
         .algorithm();
     let public = PublicKeyInfo::from_spki(algorithm, spki).map_err(|e| format!("{}: {e}", path.display()))?;
     let names = dns_names(&cert);
-    let key = Arc::new(RemoteKey { public, pool, metrics });
-    let chain: Vec<CertificateDer<'static>> = chain;
-    Ok((Arc::new(CertifiedKey::new(chain, key)), names))
+    Ok((chain, public, names))
 }
 
 fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {

@@ -220,7 +220,7 @@ impl CoreCollector {
             [(Vec::new(), ConstGauge::new(i64::from(lanes_on)))],
         )?;
         if lanes_on {
-            type PerClass = fn(&keyless_engine::counters::CoreCounters) -> &[std::sync::atomic::AtomicU64; 5];
+            type PerClass = fn(&keyless_engine::counters::CoreCounters) -> &[std::sync::atomic::AtomicU64; 6];
             let per_class = |f: PerClass| {
                 self.shared.counters.iter().enumerate().flat_map(move |(i, c)| {
                     keyless_keys::multibuffer::LaneClass::ALL.into_iter().map(move |class| {

@@ -195,6 +195,43 @@ fn checking_a_configuration_loads_everything_and_binds_nothing() {
     drop(taken);
 }
 
+/// `-t` asks the key servers for a signature per certificate, as `nginx -t`
+/// catches a certificate whose key does not match.
+#[test]
+fn checking_a_configuration_asks_the_key_servers_for_every_certificates_key() {
+    let _serial = serial();
+    let server = shared_key_server();
+    let config = edge_config(&[server.addr], "");
+    let ok = keyless_edge::probe::probe(&config).unwrap();
+    assert_eq!(ok, "every certificate's key signs on 1 of 1 key servers");
+    // A certificate of the same CA whose key is on no key server.
+    let other = fixture()
+        .pki
+        .ca()
+        .unwrap()
+        .issue("other.localhost", &["other.localhost"], keyless_pki::Usage::Server)
+        .unwrap();
+    let path = fixture().dir.path().join("other.pem");
+    std::fs::write(&path, &other.cert_pem).unwrap();
+    let mut lacking = edge_config(&[server.addr], "");
+    lacking.certificates[1].cert = path.clone();
+    let e = keyless_edge::probe::probe(&lacking).unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "{}: no key server holds the key of this certificate (SKI ",
+            path.display()
+        )) && e.contains("key not found"),
+        "{e}"
+    );
+    // Nothing to ask: -t says so instead of passing.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = keyless_edge::probe::probe(&edge_config(&[closed], "")).unwrap_err();
+    assert!(e.starts_with("no key server answered within 3 s"), "{e}");
+}
+
 /// `openssl s_client` against the edge; its output. With `-sess_out` the
 /// client stays connected for a moment: a TLS 1.3 ticket arrives after the
 /// handshake, and s_client saves only what it has read before it exits.

@@ -60,6 +60,7 @@ type RsaBufSize = unsafe extern "C" fn(method: *const c_void) -> c_int;
 pub struct CryptoMb {
     p256_sign: EcdsaSign,
     p384_sign: EcdsaSign,
+    p521_sign: EcdsaSign,
     rsa_private_crt: RsaPrivateCrt,
     rsa_method: RsaMethod,
     rsa_buf_size: RsaBufSize,
@@ -120,13 +121,14 @@ impl CryptoMb {
                 };
                 return Err(format!("{why} ({version}, CPU features {cpu:#x})"));
             }
-            // MBX_ALGO_RSA_2K, _3K, _4K, MBX_ALGO_EC_NIST_P256, _P384.
+            // MBX_ALGO_RSA_2K, _3K, _4K, MBX_ALGO_EC_NIST_P256, _P384, _P521.
             for (algo, name) in [
                 (1, "RSA-2048"),
                 (2, "RSA-3072"),
                 (3, "RSA-4096"),
                 (5, "P-256"),
                 (6, "P-384"),
+                (7, "P-521"),
             ] {
                 if algo_info(algo) & WIDTH_MB8 == 0 {
                     return Err(format!("{version} has no 8-lane {name} on this CPU"));
@@ -135,6 +137,7 @@ impl CryptoMb {
             Ok(CryptoMb {
                 p256_sign: *symbol(&library, b"mbx_nistp256_ecdsa_sign_mb8\0")?,
                 p384_sign: *symbol(&library, b"mbx_nistp384_ecdsa_sign_mb8\0")?,
+                p521_sign: *symbol(&library, b"mbx_nistp521_ecdsa_sign_mb8\0")?,
                 rsa_private_crt: *symbol(&library, b"mbx_rsa_private_crt_mb8\0")?,
                 rsa_method: *symbol(&library, b"mbx_RSA_private_crt_Method\0")?,
                 rsa_buf_size: *symbol(&library, b"mbx_RSA_Method_BufSize\0")?,
@@ -240,6 +243,7 @@ impl LaneMath for CryptoMb {
         let sign = match class {
             LaneClass::EcdsaP256 => self.p256_sign,
             LaneClass::EcdsaP384 => self.p384_sign,
+            LaneClass::EcdsaP521 => self.p521_sign,
             _ => return [false; LANES],
         };
         if filled == 0 {
@@ -263,7 +267,8 @@ impl LaneMath for CryptoMb {
         // SAFETY: 8 entries each, pointing at live buffers of the curve's
         // length (messages and outputs in bytes, keys and nonces in limbs).
         // The ECDSA entry points neither check nor read the scratch buffer
-        // (ifma_ecdsa_p256.c); Envoy's CryptoMB provider passes null too.
+        // (ifma_ecdsa_p256.c, _p384.c, _p521.c: their own setup paths pass
+        // 0 for it); Envoy's CryptoMB provider passes null too.
         let status = unsafe {
             sign(
                 r_out.as_ptr(),

@@ -54,7 +54,8 @@ pub(super) fn sign(math: &dyn LaneMath, class: LaneClass, lanes: &[Lane<'_>]) ->
 
 /// The digest as ECDSA's integer `e` (FIPS 186-5 6.4.1: its leftmost bits,
 /// as many as the order has), reduced below the order as the library
-/// wants; big-endian, the scalar's length.
+/// wants; big-endian, the scalar's length. (P-521's order is wider than any
+/// digest, which is then the integer as it is.)
 pub(super) fn message(key: &EcLaneKey, op: Operation, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let Operation::Ecdsa(hash) = op else {
         return Err(CryptoError("operation does not match the key type"));
@@ -90,16 +91,31 @@ pub(super) fn message(key: &EcLaneKey, op: Operation, digest: &[u8]) -> Result<V
 /// 2^-32). Never kept: zeroized on drop.
 pub(super) fn draw_nonces(order: &[u8], count: usize) -> Result<Vec<Zeroizing<Vec<u64>>>, CryptoError> {
     let len = order.len();
+    // P-521's order has 521 bits in 66 bytes: the candidate's top bits
+    // beyond them are cleared, or most candidates would be rejected.
+    let top = 0xffu8 >> order[0].leading_zeros();
+    let limbs = len.div_ceil(8);
     let mut pool = Zeroizing::new(vec![0u8; len * count]);
-    let fill = |bytes: &mut [u8]| aws_lc_rs::rand::fill(bytes).map_err(|_| CryptoError("cannot draw a nonce"));
+    let fill = |bytes: &mut [u8]| {
+        aws_lc_rs::rand::fill(bytes).map_err(|_| CryptoError("cannot draw a nonce"))?;
+        bytes[0] &= top;
+        Ok::<(), CryptoError>(())
+    };
     fill(&mut pool)?;
+    for k in pool.chunks_exact_mut(len) {
+        k[0] &= top;
+    }
     pool.chunks_exact_mut(len)
         .map(|k| {
             while k.iter().all(|&b| b == 0) || &*k >= order {
                 fill(k)?;
             }
+            // Big-endian bytes to little-endian limbs, the top one padded.
+            let mut padded = Zeroizing::new(vec![0u8; limbs * 8]);
+            padded[limbs * 8 - len..].copy_from_slice(k);
             Ok(Zeroizing::new(
-                k.rchunks_exact(8)
+                padded
+                    .rchunks_exact(8)
                     .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
                     .collect(),
             ))
@@ -113,13 +129,16 @@ mod tests {
 
     #[test]
     fn nonces_are_in_range_and_differ() {
-        for class in [LaneClass::EcdsaP256, LaneClass::EcdsaP384] {
+        for class in [LaneClass::EcdsaP256, LaneClass::EcdsaP384, LaneClass::EcdsaP521] {
             let key = crate::multibuffer::tests::ec_key(class);
             let LaneKey::Ec(key) = &key else { unreachable!() };
             let mut seen = std::collections::HashSet::new();
             for _ in 0..250 {
                 for k in draw_nonces(&key.order, LANES).unwrap() {
                     let be: Vec<u8> = k.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
+                    let (pad, be) = be.split_at(be.len() - key.order.len());
+                    assert!(pad.iter().all(|&b| b == 0), "a nonce wider than the order");
+                    let be = be.to_vec();
                     assert!(be.iter().any(|&b| b != 0), "a zero nonce");
                     assert!(be < key.order, "a nonce not below the order");
                     assert!(seen.insert(be), "a nonce drawn twice");

@@ -66,6 +66,7 @@ impl LaneKey {
                 &k.key,
                 match k.class {
                     LaneClass::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+                    LaneClass::EcdsaP521 => KeyAlgorithm::EcdsaP521,
                     _ => KeyAlgorithm::EcdsaP256,
                 },
             ),
@@ -73,8 +74,8 @@ impl LaneKey {
         key.perform(algorithm, op, input)
     }
 
-    /// Whether `op` can go into this key's lanes (Ed25519 and P-521 sign
-    /// alone; a key of another type is refused by the single path).
+    /// Whether `op` can go into this key's lanes (Ed25519 signs alone; a
+    /// key of another type is refused by the single path).
     /// MD5SHA1 is a PKCS#1-only digest: with PSS or ECDSA it goes the single
     /// path, which refuses it as it always did.
     pub fn serves(&self, op: Operation) -> bool {
@@ -176,6 +177,7 @@ unsafe fn ec_lane_key(ec: *const ffi::EC_KEY, key: &EvpKey) -> Option<LaneKey> {
     let class = match ffi::EC_GROUP_get_curve_name(group) {
         ffi::NID_X9_62_prime256v1 => LaneClass::EcdsaP256,
         ffi::NID_secp384r1 => LaneClass::EcdsaP384,
+        ffi::NID_secp521r1 => LaneClass::EcdsaP521,
         _ => return None,
     };
     let len = class.scalar_len();
@@ -186,7 +188,7 @@ unsafe fn ec_lane_key(ec: *const ffi::EC_KEY, key: &EvpKey) -> Option<LaneKey> {
     }
     Some(LaneKey::Ec(EcLaneKey {
         class,
-        scalar: limbs(ffi::EC_KEY_get0_private_key(ec), len / 8)?,
+        scalar: limbs(ffi::EC_KEY_get0_private_key(ec), len.div_ceil(8))?,
         order,
         key: key.share(),
     }))

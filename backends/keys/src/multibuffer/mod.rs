@@ -41,15 +41,17 @@ pub const LANES: usize = 8;
 pub enum LaneClass {
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Rsa2048,
     Rsa3072,
     Rsa4096,
 }
 
 impl LaneClass {
-    pub const ALL: [LaneClass; 5] = [
+    pub const ALL: [LaneClass; 6] = [
         LaneClass::EcdsaP256,
         LaneClass::EcdsaP384,
+        LaneClass::EcdsaP521,
         LaneClass::Rsa2048,
         LaneClass::Rsa3072,
         LaneClass::Rsa4096,
@@ -65,6 +67,7 @@ impl LaneClass {
         match self {
             LaneClass::EcdsaP256 => "ecdsa-p256",
             LaneClass::EcdsaP384 => "ecdsa-p384",
+            LaneClass::EcdsaP521 => "ecdsa-p521",
             LaneClass::Rsa2048 => "rsa-2048",
             LaneClass::Rsa3072 => "rsa-3072",
             LaneClass::Rsa4096 => "rsa-4096",
@@ -77,16 +80,17 @@ impl LaneClass {
     /// P-256 call took 3.2 single AWS-LC signatures' time, an RSA-2048 one 2.5.
     pub fn min_lanes(self) -> usize {
         match self {
-            LaneClass::EcdsaP256 | LaneClass::EcdsaP384 => 4,
+            LaneClass::EcdsaP256 | LaneClass::EcdsaP384 | LaneClass::EcdsaP521 => 4,
             LaneClass::Rsa2048 | LaneClass::Rsa3072 | LaneClass::Rsa4096 => 3,
         }
     }
 
-    /// Bytes of a scalar (ECDSA) or of the modulus (RSA).
+    /// Bytes of a scalar (ECDSA; P-521's 521 bits in 66) or of the modulus (RSA).
     pub fn scalar_len(self) -> usize {
         match self {
             LaneClass::EcdsaP256 => 32,
             LaneClass::EcdsaP384 => 48,
+            LaneClass::EcdsaP521 => 66,
             LaneClass::Rsa2048 => 256,
             LaneClass::Rsa3072 => 384,
             LaneClass::Rsa4096 => 512,
@@ -159,7 +163,7 @@ pub fn sign(math: &dyn LaneMath, lanes: &[Lane<'_>]) -> Signed {
         };
     }
     let outcomes = match class {
-        LaneClass::EcdsaP256 | LaneClass::EcdsaP384 => ecdsa::sign(math, class, lanes),
+        LaneClass::EcdsaP256 | LaneClass::EcdsaP384 | LaneClass::EcdsaP521 => ecdsa::sign(math, class, lanes),
         LaneClass::Rsa2048 | LaneClass::Rsa3072 | LaneClass::Rsa4096 => rsa::sign(math, class, lanes),
     };
     let mut fallbacks = 0;
@@ -198,6 +202,7 @@ pub(crate) mod tests {
         let alg = match class {
             LaneClass::EcdsaP256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
             LaneClass::EcdsaP384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+            LaneClass::EcdsaP521 => &aws_lc_rs::signature::ECDSA_P521_SHA512_ASN1_SIGNING,
             _ => unreachable!("not an EC class"),
         };
         let rng = aws_lc_rs::rand::SystemRandom::new();

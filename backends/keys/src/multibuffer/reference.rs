@@ -77,16 +77,22 @@ impl LaneMath for Reference {
             if library_refuses(lane) {
                 continue;
             }
-            let nonce: Zeroizing<Vec<u8>> =
+            // The message as a digest AWS-LC takes as it is: without its
+            // leading zero bytes (66 bytes would be cut to P-521's 521 bits).
+            let digest = &lane.msg[lane.msg.iter().take_while(|&&b| b == 0).count().min(lane.msg.len() - 1)..];
+            // Big-endian, the order's length (P-521's 9 limbs hold 66 bytes).
+            let mut nonce: Zeroizing<Vec<u8>> =
                 Zeroizing::new(lane.nonce.iter().rev().flat_map(|l| l.to_be_bytes()).collect());
+            let pad = nonce.len() - len;
+            nonce.drain(..pad);
             // SAFETY: the key's EVP_PKEY is live and holds an EC key; `msg`
             // and `nonce` are readable; the returned ECDSA_SIG is ours to free
             // and its r and s are borrowed only until then.
             good[i] = unsafe {
                 let ec = ffi::EVP_PKEY_get0_EC_KEY(lane.key.key.as_ptr());
                 let sig = ffi::ECDSA_sign_with_nonce_and_leak_private_key_for_testing(
-                    lane.msg.as_ptr(),
-                    lane.msg.len(),
+                    digest.as_ptr(),
+                    digest.len(),
                     ec,
                     nonce.as_ptr(),
                     nonce.len(),
