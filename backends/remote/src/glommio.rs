@@ -169,7 +169,10 @@ impl Directory {
         peers.retain(|p| p.state.links_up() > 0);
         let peer = Arc::new(Peer {
             hello,
-            state: Arc::new(ServerState::new(addr, format!("instance {}", hello.instance_name()))),
+            state: Arc::new(ServerState::dialed_in(
+                addr,
+                format!("instance {}", hello.instance_name()),
+            )),
             forwarders: Mutex::new(Vec::new()),
         });
         tracing::info!("key server {addr} dialed in (instance {})", hello.instance_name());

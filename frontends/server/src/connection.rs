@@ -394,5 +394,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     .await;
     // A dead writer must stop the reader, which may be waiting for permits.
     permits.close();
+    if result.is_ok() {
+        // Every close says so (TLS close_notify): a peer that sees a bare
+        // EOF cannot tell it from a truncation. A peer that went away
+        // first makes this fail, which changes nothing.
+        let _ = glommio::timer::timeout(CLOSE_NOTIFY_WITHIN, async {
+            writer.close().await.map_err(glommio::GlommioError::<()>::IoError)
+        })
+        .await;
+    }
     result
 }
+
+/// How long a connection's close_notify may take to leave.
+const CLOSE_NOTIFY_WITHIN: Duration = Duration::from_secs(1);

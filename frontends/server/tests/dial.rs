@@ -541,3 +541,41 @@ fn foreign_peers_are_refused_both_ways_and_silent_or_garbage_peers_are_dropped()
     );
     stop(impostor);
 }
+
+/// SIGTERM on a key server that dialed out ends each dialed link with a
+/// TLS close_notify: the edge can tell a key server that stopped from a
+/// link that broke. Here the edge is a bare TLS listener with the edge's
+/// identity, so the test sees exactly how the link ends.
+#[test]
+fn sigterm_closes_dialed_links_with_close_notify() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dial = listener.local_addr().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let tls = keyless_edge::key_server_listener::tls_config(&edge_config(&pki, any, dial, "")).unwrap();
+    let mut server = KeyServer::start(&pki, "a", &["p256"], dial, "", &[]);
+    let (tcp, _) = listener.accept().unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut link = rustls::StreamOwned::new(rustls::ServerConnection::new(tls).unwrap(), tcp);
+    // Its first ping (the hello) arrives: the link is up.
+    let mut buf = [0u8; 4096];
+    let n = link.read(&mut buf).unwrap();
+    assert!(n >= 8, "no ping from the key server");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let end = loop {
+        match link.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => continue, // more pings
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        end.is_ok(),
+        "the link ended without close_notify: {end:?}\n{}",
+        server.log()
+    );
+    assert!(server.child.wait().unwrap().success(), "{}", server.log());
+}

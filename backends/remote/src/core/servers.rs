@@ -28,6 +28,8 @@ pub struct ServerState {
     missing: Mutex<HashMap<Ski, Instant>>,
     /// Connections that ended after being up, counted for metrics.
     pub reconnects: AtomicU64,
+    /// It dials in (we cannot reconnect to it: it must dial again).
+    dials_in: bool,
 }
 
 /// How long a key-not-found answer keeps requests for that key away from
@@ -45,6 +47,16 @@ impl ServerState {
             answered: AtomicU64::new(0),
             missing: Mutex::new(HashMap::new()),
             reconnects: AtomicU64::new(0),
+            dials_in: false,
+        }
+    }
+
+    /// A key server that dialed in: when its connections are gone, the
+    /// edge waits for it to dial again.
+    pub fn dialed_in(addr: SocketAddr, name: String) -> ServerState {
+        ServerState {
+            dials_in: true,
+            ..ServerState::new(addr, name)
         }
     }
 
@@ -93,7 +105,15 @@ impl ServerState {
     pub fn link_down(&self, reason: &str) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
         if self.links_up.fetch_sub(1, Ordering::Relaxed) == 1 {
-            tracing::warn!("key server {}: no connection left ({reason}); reconnecting", self.addr);
+            if self.dials_in {
+                tracing::warn!(
+                    "key server {} ({}): no connection left ({reason}); waiting for it to dial in again",
+                    self.addr,
+                    self.name
+                );
+            } else {
+                tracing::warn!("key server {}: no connection left ({reason}); reconnecting", self.addr);
+            }
         }
     }
 
