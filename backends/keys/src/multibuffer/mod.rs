@@ -76,11 +76,17 @@ impl LaneClass {
 
     /// Fewest lanes worth one call. A call costs about the same with one
     /// lane filled as with eight, so below this the requests are signed
-    /// alone. From one core of an EPYC with IFMA (issue #15): an 8-lane
-    /// P-256 call took 3.2 single AWS-LC signatures' time, an RSA-2048 one 2.5.
+    /// alone. Measured with `cargo bench --bench multibuffer` on one core
+    /// of an AMD EPYC (Zen 4, AVX-512 IFMA), crypto_mb 2021.12.1, the
+    /// fewest lanes whose call beats single AWS-LC signatures: P-256 3
+    /// (57.9k/s against 52.8k/s; 2 lanes: 39.0k/s), P-384 3 (14.8k/s
+    /// against 11.4k/s), P-521 2 (7.5k/s against 5.9k/s), RSA-2048 3
+    /// (4.0k/s against 2.8k/s; 2 lanes: 2.7k/s). RSA-3072 and 4096 take
+    /// RSA-2048's figure.
     pub fn min_lanes(self) -> usize {
         match self {
-            LaneClass::EcdsaP256 | LaneClass::EcdsaP384 | LaneClass::EcdsaP521 => 4,
+            LaneClass::EcdsaP521 => 2,
+            LaneClass::EcdsaP256 | LaneClass::EcdsaP384 => 3,
             LaneClass::Rsa2048 | LaneClass::Rsa3072 | LaneClass::Rsa4096 => 3,
         }
     }
