@@ -454,3 +454,117 @@ fn sigterm_closes_idle_proxied_connections_at_once_and_busy_ones_after_their_ans
         started.elapsed()
     );
 }
+
+/// A browser's trust store: an NSS database under `home` (where Chromium
+/// on Linux looks, `$HOME/.pki/nssdb`) trusting the development CA.
+fn nss_home(home: &std::path::Path) {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let certutil = |args: &[&str]| {
+        let out = std::process::Command::new("certutil")
+            .args(args)
+            .output()
+            .expect("certutil (libnss3-tools; .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certutil(&["-d", &db, "-N", "--empty-password"]);
+    let ca = fixture().pki.ca_cert.display().to_string();
+    certutil(&["-d", &db, "-A", "-t", "C,,", "-n", "keyless test CA", "-i", &ca]);
+}
+
+/// Headless Chromium loads `url` (its first request leaves with the TLS
+/// 1.3 Finished, several connections at once): the page's DOM as text.
+fn chromium(home: &std::path::Path, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("chromium")
+        .env("HOME", home)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP localhost 127.0.0.1",
+            "--timeout=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium (Debian's chromium; .ci/run installs it)");
+    let mut dom = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut dom).unwrap();
+    child.wait().unwrap();
+    dom
+}
+
+#[test]
+fn chromium_loads_pages_through_the_edge_from_http1_and_h2_upstreams() {
+    let _serial = serial();
+    let server = key_server("127.0.0.1:0".parse().unwrap());
+    let home = tempfile::tempdir().unwrap();
+    nss_home(home.path());
+    // HTTP/1.1: the test upstream's page of 3000 letters.
+    let up = upstream();
+    let e = edge(
+        &[server.addr],
+        &format!("upstream: \"{up}\"\nalpn: [http/1.1]\naccess_log: true\n"),
+    );
+    let page = String::from_utf8(body(3000, 3000)).unwrap();
+    for load in 0..5 {
+        let dom = chromium(home.path(), &format!("https://localhost:{}/3000", e.addr.port()));
+        assert!(dom.contains(&page), "load {load} over HTTP/1.1: {dom:.300}");
+    }
+    access_line(&[
+        "tls=TLSv1.3",
+        "alpn=http/1.1",
+        "request=\"GET /3000 HTTP/1.1\" status=200 ",
+    ]);
+    drop(e);
+    // h2 end to end: nghttpd (nghttp2-server) speaking h2 without TLS behind
+    // an edge that offers h2.
+    let dir = tempfile::tempdir().unwrap();
+    let token = "keyless-h2-page-7f3a91";
+    std::fs::write(
+        dir.path().join("index.html"),
+        format!("<html><body><p id=t>{token}</p></body></html>"),
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _nghttpd = keyless_tools::process::KillOnDrop(
+        std::process::Command::new("nghttpd")
+            .args(["--no-tls", "-a", "127.0.0.1", "-d"])
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nghttpd (nghttp2-server; .ci/run installs it)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nghttpd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = edge(
+        &[server.addr],
+        &format!(
+            "upstream: \"127.0.0.1:{port}\"\nupstream_protocols: [h2, http/1.1]\nalpn: [h2, http/1.1]\naccess_log: true\n"
+        ),
+    );
+    for load in 0..5 {
+        let dom = chromium(home.path(), &format!("https://localhost:{}/", e.addr.port()));
+        assert!(dom.contains(token), "load {load} over h2: {dom:.300}");
+    }
+    access_line(&["tls=TLSv1.3", "alpn=h2"]);
+}
