@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak: a bounded mixed load on a key server and an edge in front of it —
 # pipelined ECDSA and RSA clients, a closed-loop client, full and resumed
-# handshakes through the edge (connects and disconnects), a key-server
+# handshakes through the edge (connects and disconnects), pages fetched
+# through a second edge that proxies to an HTTP/1.1 upstream, a key-server
 # reload (SIGHUP) and a ticket-key rotation every RELOAD seconds. Passes
 # with zero errors and bad signatures, and each process's resident memory
 # at the end within 5% of its value once warm (after the first minute, or
@@ -41,6 +42,14 @@ client_key: $PKI/client-key.pem
 tickets:
   key_file: $OUT/tickets.json
 YAML
+# A second edge proxies to an HTTP/1.1 upstream (python's http.server, as
+# an operator replacing hitch would try it): pages fetched through it over
+# new TLS connections, every byte compared.
+mkdir -p "$OUT/www"
+head -c 65536 /dev/urandom >"$OUT/www/page.bin"
+echo "hello through the edge" >"$OUT/www/small.txt"
+sed -e "s/^listen: .*/listen: 127.0.0.1:$((PORT + 20))/" "$OUT/edge.yaml" >"$OUT/edge-proxy.yaml"
+echo "upstream: 127.0.0.1:$((PORT + 30))" >>"$OUT/edge-proxy.yaml"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -50,7 +59,13 @@ SERVER=$!; pids+=($SERVER)
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$((PORT + 1))/readyz" >/dev/null && break; sleep 0.1; done
 "$BIN/keyless-edge" -c "$OUT/edge.yaml" -l 2 >"$OUT/edge.log" 2>&1 &
 EDGE=$!; pids+=($EDGE)
-for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$((PORT + 10))) 2>/dev/null && break; sleep 0.1; done
+python3 -m http.server --bind 127.0.0.1 --directory "$OUT/www" $((PORT + 30)) >"$OUT/upstream.log" 2>&1 &
+pids+=($!)
+"$BIN/keyless-edge" -c "$OUT/edge-proxy.yaml" -l 2 >"$OUT/edge-proxy.log" 2>&1 &
+PROXY_EDGE=$!; pids+=($PROXY_EDGE)
+for port in $((PORT + 10)) $((PORT + 20)) $((PORT + 30)); do
+  for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
 sleep 1
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -66,6 +81,37 @@ hs=(--server 127.0.0.1:$((PORT + 10)) --ca "$PKI/ca.pem" --duration "$DURATION" 
 "$BIN/keyless-bench" handshake "${hs[@]}" --mode full --tls 1.3 --concurrency 4 >"$OUT/full.json" &
 loads+=($!)
 "$BIN/keyless-bench" handshake "${hs[@]}" --mode resumed --tls 1.2 --concurrency 2 >"$OUT/resumed.json" &
+loads+=($!)
+python3 - "$((PORT + 20))" "$PKI/ca.pem" "$OUT/www" "$DURATION" >"$OUT/proxied.json" <<'PY' &
+import http.client, json, ssl, sys, threading, time
+port, ca, www, duration = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+pages = {p: open(f"{www}/{p}", "rb").read() for p in ("page.bin", "small.txt")}
+ctx = ssl.create_default_context(cafile=ca)
+counts = {"requests": 0, "errors": 0}
+lock = threading.Lock()
+def run():
+    end, i = time.time() + duration, 0
+    while time.time() < end:
+        name = ("page.bin", "small.txt")[i % 2]; i += 1
+        ok = False
+        try:
+            c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=5)
+            c.request("GET", "/" + name)
+            r = c.getresponse()
+            ok = r.status == 200 and r.read() == pages[name]
+            c.close()
+        except Exception as e:
+            print(f"proxied request failed: {e!r}", file=sys.stderr)
+        with lock:
+            counts["requests"] += 1
+            counts["errors"] += 0 if ok else 1
+threads = [threading.Thread(target=run) for _ in range(2)]
+started = time.time()
+for t in threads: t.start()
+for t in threads: t.join()
+counts["per_sec"] = counts["requests"] / (time.time() - started)
+print(json.dumps(counts))
+PY
 loads+=($!)
 
 start=$(date +%s)
@@ -92,6 +138,9 @@ for f in ecdsa rsa closed; do
   n=$(field "sum(errors.values()) + verify_failures" "$OUT/$f.json"); errors=$((errors + n))
   printf "%-8s %10.0f ops/s  errors+bad signatures: %s\n" "$f" "$(field ops_per_sec "$OUT/$f.json")" "$n"
 done
+n=$(field errors "$OUT/proxied.json"); errors=$((errors + n))
+printf "%-8s %10.0f requests/s through the proxy (%s in all, bytes compared)  errors: %s\n" proxied \
+  "$(field per_sec "$OUT/proxied.json")" "$(field requests "$OUT/proxied.json")" "$n"
 for f in full resumed; do
   n=$(field failures "$OUT/$f.json"); errors=$((errors + n))
   printf "%-8s %10.0f handshakes/s (%s resumed)  failures: %s\n" "$f" "$(field handshakes_per_sec "$OUT/$f.json")" \
