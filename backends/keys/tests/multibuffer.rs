@@ -295,33 +295,46 @@ fn edge_digests(n: &str) -> Vec<(&'static str, Vec<u8>, bool)> {
     ]
 }
 
+/// Eight requests of one digest, spread over `keys`, in one call (as eight
+/// pipelined requests of a client fill one): every answer a signature that
+/// verifies, and all eight signed alone after a refusal if `refused`.
+fn eight_of(math: &dyn LaneMath, keys: &[TestKey], op: Operation, digest: &[u8], refused: bool, what: &str) {
+    let lanes: Vec<Lane<'_>> = (0..LANES)
+        .map(|i| Lane {
+            key: keys[i % keys.len()].key.lane_key().unwrap(),
+            op,
+            input: digest,
+        })
+        .collect();
+    let signed = multibuffer::sign(math, &lanes);
+    let what = format!("{} {what}", math.describe());
+    assert_eq!(signed.fallbacks, if refused { LANES } else { 0 }, "{what}");
+    for (i, result) in signed.results.iter().enumerate() {
+        let sig = result.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
+        check(&keys[i % keys.len()], op, digest, sig);
+    }
+}
+
 #[test]
 fn digests_the_library_refuses_are_signed_alone_with_the_single_paths_answer() {
     let keys = keys();
+    let of = |class: LaneClass| &keys.iter().find(|(c, _)| *c == class).unwrap().1;
     for (class, hash, n) in [
         (LaneClass::EcdsaP256, Hash::Sha256, P256_N),
         (LaneClass::EcdsaP384, Hash::Sha384, P384_N),
     ] {
-        let (_, class_keys) = keys.iter().find(|(c, _)| *c == class).unwrap();
+        let class_keys = of(class);
         let op = Operation::Ecdsa(hash);
         for math in maths() {
             for (name, digest, refused) in edge_digests(n) {
-                // Eight of one digest fill a whole call, as eight pipelined
-                // requests of a client would.
-                let lanes: Vec<Lane<'_>> = (0..LANES)
-                    .map(|i| Lane {
-                        key: class_keys[i % class_keys.len()].key.lane_key().unwrap(),
-                        op,
-                        input: &digest,
-                    })
-                    .collect();
-                let signed = multibuffer::sign(math.as_ref(), &lanes);
-                let what = format!("{} {class:?} digest {name}", math.describe());
-                assert_eq!(signed.fallbacks, if refused { LANES } else { 0 }, "{what}");
-                for (i, result) in signed.results.iter().enumerate() {
-                    let sig = result.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
-                    check(&class_keys[i % class_keys.len()], op, &digest, sig);
-                }
+                eight_of(
+                    math.as_ref(),
+                    class_keys,
+                    op,
+                    &digest,
+                    refused,
+                    &format!("{class:?} digest {name}"),
+                );
             }
             // Refused and good lanes in one call: each gets a signature.
             let edges = edge_digests(n);
@@ -340,53 +353,37 @@ fn digests_the_library_refuses_are_signed_alone_with_the_single_paths_answer() {
             }
         }
     }
+    let sha512 = Operation::Ecdsa(Hash::Sha512);
     // P-521: its order is wider than SHA-512, so only a zero digest is
     // zero for the library.
-    let (_, p521) = keys.iter().find(|(c, _)| *c == LaneClass::EcdsaP521).unwrap();
-    let op = Operation::Ecdsa(Hash::Sha512);
     for math in maths() {
         for (digest, refused) in [
             (vec![0u8; 64], true),
             (vec![0xff; 64], false),
             ([vec![0u8; 63], vec![1]].concat(), false),
         ] {
-            let lanes: Vec<Lane<'_>> = (0..LANES)
-                .map(|i| Lane {
-                    key: p521[i % p521.len()].key.lane_key().unwrap(),
-                    op,
-                    input: &digest,
-                })
-                .collect();
-            let signed = multibuffer::sign(math.as_ref(), &lanes);
-            assert_eq!(
-                signed.fallbacks,
-                if refused { LANES } else { 0 },
-                "{} P-521",
-                math.describe()
+            eight_of(
+                math.as_ref(),
+                of(LaneClass::EcdsaP521),
+                sha512,
+                &digest,
+                refused,
+                "P-521",
             );
-            for (i, result) in signed.results.iter().enumerate() {
-                check(&p521[i % p521.len()], op, &digest, result.as_ref().unwrap());
-            }
         }
     }
     // A longer digest whose leftmost bits are n is zero once reduced too.
-    let (_, p256) = keys.iter().find(|(c, _)| *c == LaneClass::EcdsaP256).unwrap();
-    let mut sha512 = hex::decode(P256_N).unwrap();
-    sha512.extend_from_slice(&[0xab; 32]);
-    let op = Operation::Ecdsa(Hash::Sha512);
+    let mut digest = hex::decode(P256_N).unwrap();
+    digest.extend_from_slice(&[0xab; 32]);
     for math in maths() {
-        let lanes: Vec<Lane<'_>> = (0..LANES)
-            .map(|_| Lane {
-                key: p256[0].key.lane_key().unwrap(),
-                op,
-                input: &sha512,
-            })
-            .collect();
-        let signed = multibuffer::sign(math.as_ref(), &lanes);
-        assert_eq!(signed.fallbacks, LANES, "{}", math.describe());
-        for result in &signed.results {
-            check(&p256[0], op, &sha512, result.as_ref().unwrap());
-        }
+        eight_of(
+            math.as_ref(),
+            of(LaneClass::EcdsaP256),
+            sha512,
+            &digest,
+            true,
+            "P-256 SHA-512 = n || ...",
+        );
     }
 }
 
