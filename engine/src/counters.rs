@@ -34,6 +34,10 @@ pub struct CoreCounters {
     pub total_duration: Vec<AtomicHistogram>,
     /// Requests this core signed per read of one connection (its batches).
     pub batch_size: AtomicHistogram,
+    /// Answers per hand-off from signing to a connection's writer: a batch
+    /// hands its answers over at least every `batch_flush`, so a long batch
+    /// shows as many small hand-offs.
+    pub handoff_size: AtomicHistogram,
     /// Connections that failed before serving (TLS handshake refused or
     /// timed out): gokeyless's `keyless_failed_connection`.
     pub failed_connections: AtomicU64,
@@ -115,6 +119,7 @@ impl Default for CoreCounters {
             exec_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
             total_duration: (0..256).map(|_| AtomicHistogram::new(&LATENCY_BOUNDS)).collect(),
             batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
+            handoff_size: AtomicHistogram::new(&BATCH_BOUNDS),
             failed_connections: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             exec_by_family: ByFamilyAndError::new(),

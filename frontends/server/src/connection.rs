@@ -344,6 +344,7 @@ async fn answer_local(
         }
         i += 1;
         if count > 0 && (i == half || out.len() >= WRITE_HIGH_WATER || now - flushed >= batch_flush) {
+            core.counters().handoff_size.observe(count as f64);
             let _ = tx.try_send((std::mem::take(&mut out), count));
             count = 0;
             flushed = now;
@@ -356,6 +357,7 @@ async fn answer_local(
     }
     local.clear();
     if count > 0 {
+        core.counters().handoff_size.observe(count as f64);
         let _ = tx.try_send((out, count));
         // Let the writer send these now, before the next read: otherwise a
         // reader that always finds more input starves it, the client gets

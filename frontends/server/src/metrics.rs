@@ -211,6 +211,18 @@ impl CoreCollector {
                 .enumerate()
                 .map(|(i, c)| (vec![("core", i.to_string())], ConstHistogram(c.batch_size.snapshot()))),
         )?;
+        family(
+            encoder,
+            "keyless_core_handoff_size",
+            "Answers per hand-off from signing to a connection's writer (a batch hands over at least every \
+             batch_flush_us).",
+            MetricType::Histogram,
+            self.shared
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (vec![("core", i.to_string())], ConstHistogram(c.handoff_size.snapshot()))),
+        )?;
         let lanes_on = self.shared.lanes().is_some();
         family(
             encoder,

@@ -127,8 +127,8 @@ fn the_access_log_has_a_line_per_connection() {
 }
 
 /// SIGTERM: an idle keep-alive connection is closed at once (with
-/// close_notify), so the edge stops within a second instead of the whole
-/// drain timeout.
+/// close_notify), so the edge stops long before the drain timeout (30 s
+/// here; about 0.2 s is usual, the bounds leave room for a loaded machine).
 #[test]
 fn a_drain_closes_idle_keep_alive_connections_at_once() {
     let _serial = serial();
@@ -152,12 +152,12 @@ fn a_drain_closes_idle_keep_alive_connections_at_once() {
         let started = Instant::now();
         e.start_drain();
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut rest))
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest))
             .await
             .expect("the idle connection was not closed")
             .expect("closed cleanly with close_notify");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(10),
             "closed after {:?}",
             started.elapsed()
         );
@@ -165,7 +165,7 @@ fn a_drain_closes_idle_keep_alive_connections_at_once() {
     let started = Instant::now();
     e.wait().unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(10),
         "stopped after {:?}",
         started.elapsed()
     );
