@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use keyless_keys::multibuffer::LaneClass;
+use keyless_keys::multibuffer::{LaneClass, LaneMath};
 use keyless_keys::{KeyStore, Operation, Ski};
 use keyless_protocol::Message;
 
@@ -61,22 +61,22 @@ pub(crate) struct LanePlan {
 }
 
 impl<'r> LocalBatch<'r> {
-    pub(crate) fn new(requests: &'r [Request], store: Option<&KeyStore>) -> LocalBatch<'r> {
+    pub(crate) fn new(requests: &'r [Request], lanes: Option<(&KeyStore, &dyn LaneMath)>) -> LocalBatch<'r> {
         LocalBatch {
             requests,
             next: 0,
-            lanes: store.map(|store| LanePlan::new(store, requests)),
+            lanes: lanes.map(|(store, math)| LanePlan::new(store, math, requests)),
         }
     }
 }
 
 impl LanePlan {
-    fn new(store: &KeyStore, requests: &[Request]) -> LanePlan {
+    fn new(store: &KeyStore, math: &dyn LaneMath, requests: &[Request]) -> LanePlan {
         let mut remaining = [0; LaneClass::ALL.len()];
         let classes = requests
             .iter()
             .map(|r| {
-                let class = handler::lane_of(store, r).map(|(key, ..)| key.class());
+                let class = handler::lane_of(store, math, r).map(|(key, ..)| key.class());
                 if let Some(c) = class {
                     remaining[c.index()] += 1;
                 }

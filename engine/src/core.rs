@@ -217,7 +217,7 @@ impl Core {
     /// one read, to sign with [`sign_next`](Core::sign_next).
     pub fn local_batch<'r>(&self, requests: &'r [Request]) -> LocalBatch<'r> {
         let store = self.lanes.as_ref().map(|_| self.store());
-        LocalBatch::new(requests, store.as_deref())
+        LocalBatch::new(requests, store.as_deref().zip(self.lanes.as_deref()))
     }
 
     /// Sign the batch's next request, appending its response to `out`

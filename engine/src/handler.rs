@@ -3,7 +3,7 @@
 //! Sans-I/O: the connection code feeds decoded requests in and writes the
 //! returned messages out; this module never sees a socket or the clock.
 
-use keyless_keys::multibuffer::LaneKey;
+use keyless_keys::multibuffer::{LaneKey, LaneMath};
 use keyless_keys::{CryptoError, KeyStore, Offload, Operation, PrivateKey, Ski};
 use keyless_protocol::{ErrorCode, Message, OpKind, Opcode};
 
@@ -102,14 +102,19 @@ fn prepare_message<'a>(store: &'a KeyStore, request: &'a Message) -> Prepared<'a
 
 /// A request multi-buffer lanes can sign: its key's lane material, the
 /// operation, the input and the key's SKI. `None` sends it the usual way
-/// (errors, offloaded keys, keys and operations without lanes).
-pub fn lane_of<'a>(store: &'a KeyStore, request: &'a Request) -> Option<(&'a LaneKey, Operation, &'a [u8], Ski)> {
+/// (errors, offloaded keys, keys and operations without lanes, classes
+/// `math` does not run).
+pub fn lane_of<'a>(
+    store: &'a KeyStore,
+    math: &dyn LaneMath,
+    request: &'a Request,
+) -> Option<(&'a LaneKey, Operation, &'a [u8], Ski)> {
     let message = request.message.as_ref().ok()?;
     let op = Operation::from_kind(message.opcode?.kind())?;
     let key = store.find(message.ski.as_ref(), message.cert_digest.as_ref())?;
     let lanes = key.lane_key()?;
     let input = message.payload.as_deref().unwrap_or_default();
-    lanes.serves(op).then_some((lanes, op, input, key.public().ski))
+    (lanes.serves(op) && math.runs(lanes.class())).then_some((lanes, op, input, key.public().ski))
 }
 
 /// The response for an operation's result.

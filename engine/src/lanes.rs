@@ -25,7 +25,10 @@ impl Core {
     /// longer: keys republished since the plan).
     pub(crate) fn park(self: &Rc<Self>, origin: usize, conn: u64, request: &Request) -> bool {
         let store = self.store();
-        let Some((lanes, op, input, ski)) = handler::lane_of(&store, request) else {
+        let Some(math) = self.lanes.as_deref() else {
+            return false;
+        };
+        let Some((lanes, op, input, ski)) = handler::lane_of(&store, math, request) else {
             return false;
         };
         tracing::info!("fetch key with SKI: {}", hex::encode(ski));
@@ -186,7 +189,7 @@ impl Core {
         for j in plan.gather(class, first, LANES) {
             // None only if the keys were republished since the plan was made:
             // that request then signs alone when reached.
-            if let Some((key, op, input, ski)) = handler::lane_of(&store, &requests[j]) {
+            if let Some((key, op, input, ski)) = handler::lane_of(&store, math, &requests[j]) {
                 tracing::info!("fetch key with SKI: {}", hex::encode(ski));
                 members.push(j);
                 skis.push(ski);

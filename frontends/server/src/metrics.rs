@@ -232,7 +232,10 @@ impl CoreCollector {
             [(Vec::new(), ConstGauge::new(i64::from(lanes_on)))],
         )?;
         if lanes_on {
-            type PerClass = fn(&keyless_engine::counters::CoreCounters) -> &[std::sync::atomic::AtomicU64; 6];
+            type PerClass = fn(
+                &keyless_engine::counters::CoreCounters,
+            )
+                -> &[std::sync::atomic::AtomicU64; keyless_keys::multibuffer::LaneClass::ALL.len()];
             let per_class = |f: PerClass| {
                 self.shared.counters.iter().enumerate().flat_map(move |(i, c)| {
                     keyless_keys::multibuffer::LaneClass::ALL.into_iter().map(move |class| {

@@ -151,7 +151,7 @@ fn lanes_sign_pipelined_mixed_requests_through_a_reload() {
     );
     let metrics = http_get(server.metrics_port, "/metrics");
     assert_eq!(metric(&metrics, "keyless_multibuffer_active "), 1);
-    for class in ["ecdsa-p256", "ecdsa-p521", "rsa-2048"] {
+    for class in ["ecdsa-p256", "ecdsa-p521", "rsa-2048", "ed25519"] {
         let calls = metric(
             &metrics,
             &format!("keyless_multibuffer_calls_total{{core=\"0\",class=\"{class}\"}}"),

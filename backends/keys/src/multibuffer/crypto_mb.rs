@@ -11,7 +11,7 @@ use std::ptr;
 use libloading::Library;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{EcLane, LaneClass, LaneMath, RsaLane, LANES};
+use super::{EcLane, EdLane, LaneClass, LaneMath, RsaLane, LANES};
 
 /// The names tried when no path is configured: Debian's and Fedora's
 /// runtime package, then the development symlink.
@@ -53,6 +53,14 @@ type RsaPrivateCrt = unsafe extern "C" fn(
     method: *const c_void,
     buffer: *mut u8,
 ) -> Status;
+type Ed25519Sign = unsafe extern "C" fn(
+    r: *const *mut [u8; 32],
+    s: *const *mut [u8; 32],
+    msg: *const *const u8,
+    msg_len: *const u32,
+    private: *const *const [u8; 32],
+    public: *const *const [u8; 32],
+) -> Status;
 type RsaMethod = unsafe extern "C" fn(bits: c_int) -> *const c_void;
 type RsaBufSize = unsafe extern "C" fn(method: *const c_void) -> c_int;
 
@@ -61,10 +69,14 @@ pub struct CryptoMb {
     p256_sign: EcdsaSign,
     p384_sign: EcdsaSign,
     p521_sign: EcdsaSign,
+    ed25519_sign: Ed25519Sign,
     rsa_private_crt: RsaPrivateCrt,
     rsa_method: RsaMethod,
     rsa_buf_size: RsaBufSize,
     version: String,
+    /// Per class ([`LaneClass::index`]): why it is signed alone, if it
+    /// failed the self-test at load.
+    failed: [Option<String>; LaneClass::ALL.len()],
     // Last: the functions above point into it.
     _library: Library,
 }
@@ -134,16 +146,22 @@ impl CryptoMb {
                     return Err(format!("{version} has no 8-lane {name} on this CPU"));
                 }
             }
-            Ok(CryptoMb {
+            let mut lib = CryptoMb {
                 p256_sign: *symbol(&library, b"mbx_nistp256_ecdsa_sign_mb8\0")?,
                 p384_sign: *symbol(&library, b"mbx_nistp384_ecdsa_sign_mb8\0")?,
                 p521_sign: *symbol(&library, b"mbx_nistp521_ecdsa_sign_mb8\0")?,
+                ed25519_sign: *symbol(&library, b"mbx_ed25519_sign_mb8\0")?,
                 rsa_private_crt: *symbol(&library, b"mbx_rsa_private_crt_mb8\0")?,
                 rsa_method: *symbol(&library, b"mbx_RSA_private_crt_Method\0")?,
                 rsa_buf_size: *symbol(&library, b"mbx_RSA_Method_BufSize\0")?,
                 version,
+                failed: Default::default(),
                 _library: library,
-            })
+            };
+            for (class, why) in super::self_test::failures(&lib) {
+                lib.failed[class.index()] = Some(why);
+            }
+            Ok(lib)
         }
     }
 }
@@ -178,7 +196,23 @@ fn good(status: Status, filled: usize) -> [bool; LANES] {
 
 impl LaneMath for CryptoMb {
     fn describe(&self) -> String {
-        format!("crypto_mb multi-buffer ({})", self.version)
+        let alone: Vec<String> = LaneClass::ALL
+            .iter()
+            .filter_map(|c| Some(format!("{} ({})", c.name(), self.failed[c.index()].as_ref()?)))
+            .collect();
+        if alone.is_empty() {
+            format!("crypto_mb multi-buffer ({})", self.version)
+        } else {
+            format!(
+                "crypto_mb multi-buffer ({}); signed alone, failed the self-test on this CPU: {}",
+                self.version,
+                alone.join(", ")
+            )
+        }
+    }
+
+    fn runs(&self, class: LaneClass) -> bool {
+        self.failed[class.index()].is_none()
     }
 
     fn rsa_private(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Zeroizing<Vec<u8>>]) -> [bool; LANES] {
@@ -277,6 +311,50 @@ impl LaneMath for CryptoMb {
                 eph.as_ptr(),
                 reg.as_ptr(),
                 ptr::null_mut(),
+            )
+        };
+        good(status, filled)
+    }
+
+    fn ed25519(&self, lanes: &[EdLane<'_>], sig: &mut [[u8; 64]]) -> [bool; LANES] {
+        let filled = lanes.len().min(LANES);
+        if filled == 0 {
+            return [false; LANES];
+        }
+        // R and S of each lane: the two halves of its 64-byte signature.
+        let mut spare = vec![[0u8; 64]; LANES - filled];
+        let mut r_out: [*mut [u8; 32]; LANES] = [ptr::null_mut(); LANES];
+        let mut s_out: [*mut [u8; 32]; LANES] = [ptr::null_mut(); LANES];
+        for (i, (r, s)) in r_out.iter_mut().zip(s_out.iter_mut()).enumerate() {
+            let out = if i < filled {
+                &mut sig[i]
+            } else {
+                &mut spare[i - filled]
+            };
+            let (lo, hi) = out.split_at_mut(32);
+            *r = lo.as_mut_ptr().cast();
+            *s = hi.as_mut_ptr().cast();
+        }
+        let msg: [*const u8; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].msg.as_ptr());
+        // Lengths fit: the caller sends a longer message alone.
+        let msg_len: [u32; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].msg.len() as u32);
+        let private: [*const [u8; 32]; LANES] =
+            std::array::from_fn(|i| &*lanes[source(i, filled)].key.seed as *const _);
+        let public: [*const [u8; 32]; LANES] =
+            std::array::from_fn(|i| &lanes[source(i, filled)].key.public as *const _);
+        // SAFETY: 8 entries each: outputs point at disjoint 32-byte halves
+        // of live 64-byte buffers, messages at live buffers of the given
+        // lengths (never null: an empty slice's pointer is dangling but
+        // non-null, and the library reads no byte of it), keys at live
+        // 32-byte arrays. The library reads and writes nothing else.
+        let status = unsafe {
+            (self.ed25519_sign)(
+                r_out.as_ptr(),
+                s_out.as_ptr(),
+                msg.as_ptr(),
+                msg_len.as_ptr(),
+                private.as_ptr(),
+                public.as_ptr(),
             )
         };
         good(status, filled)

@@ -1,5 +1,6 @@
 //! A key's material in the form the multi-buffer library takes: private
-//! numbers as little-endian 64-bit limbs, in zeroizing buffers. Built on
+//! numbers as little-endian 64-bit limbs (Ed25519: the RFC 8032 seed), in
+//! zeroizing buffers. Built on
 //! the core that uses it, from that core's own copy of the key.
 
 use std::fmt;
@@ -12,10 +13,11 @@ use super::LaneClass;
 use crate::memory::evp::EvpKey;
 use crate::{KeyAlgorithm, Operation};
 
-/// One key's lane material (RSA or ECDSA).
+/// One key's lane material (RSA, ECDSA or Ed25519).
 pub enum LaneKey {
     Rsa(RsaLaneKey),
     Ec(EcLaneKey),
+    Ed(EdLaneKey),
 }
 
 /// An RSA key's CRT numbers; `key` also serves the padding and the check
@@ -41,6 +43,13 @@ pub struct EcLaneKey {
     pub(crate) key: EvpKey,
 }
 
+/// An Ed25519 key: its 32-byte seed (RFC 8032's private key) and public key.
+pub struct EdLaneKey {
+    pub(crate) seed: Zeroizing<[u8; 32]>,
+    pub(crate) public: [u8; 32],
+    pub(crate) key: EvpKey,
+}
+
 impl fmt::Debug for LaneKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LaneKey")
@@ -54,6 +63,7 @@ impl LaneKey {
         match self {
             LaneKey::Rsa(k) => k.class,
             LaneKey::Ec(k) => k.class,
+            LaneKey::Ed(_) => LaneClass::Ed25519,
         }
     }
 
@@ -70,12 +80,13 @@ impl LaneKey {
                     _ => KeyAlgorithm::EcdsaP256,
                 },
             ),
+            LaneKey::Ed(k) => (&k.key, KeyAlgorithm::Ed25519),
         };
         key.perform(algorithm, op, input)
     }
 
-    /// Whether `op` can go into this key's lanes (Ed25519 signs alone; a
-    /// key of another type is refused by the single path).
+    /// Whether `op` can go into this key's lanes (an operation of another
+    /// key type goes to the single path, which refuses it).
     /// MD5SHA1 is a PKCS#1-only digest: with PSS or ECDSA it goes the single
     /// path, which refuses it as it always did.
     pub fn serves(&self, op: Operation) -> bool {
@@ -83,6 +94,7 @@ impl LaneKey {
         match (self, op) {
             (LaneKey::Rsa(_), Operation::RsaPkcs1(_) | Operation::RsaRawDecrypt) => true,
             (LaneKey::Rsa(_), Operation::RsaPss(h)) | (LaneKey::Ec(_), Operation::Ecdsa(h)) => h != Md5Sha1,
+            (LaneKey::Ed(_), Operation::Ed25519) => true,
             _ => false,
         }
     }
@@ -100,6 +112,9 @@ impl LaneKey {
             let ec = ffi::EVP_PKEY_get0_EC_KEY(pkey);
             if !ec.is_null() {
                 return ec_lane_key(ec, key);
+            }
+            if ffi::EVP_PKEY_id(pkey) == ffi::EVP_PKEY_ED25519 {
+                return ed_lane_key(key);
             }
         }
         None
@@ -190,6 +205,26 @@ unsafe fn ec_lane_key(ec: *const ffi::EC_KEY, key: &EvpKey) -> Option<LaneKey> {
         class,
         scalar: limbs(ffi::EC_KEY_get0_private_key(ec), len.div_ceil(8))?,
         order,
+        key: key.share(),
+    }))
+}
+
+/// # Safety
+/// `key` must hold a live Ed25519 EVP_PKEY.
+unsafe fn ed_lane_key(key: &EvpKey) -> Option<LaneKey> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    let mut public = [0u8; 32];
+    let (mut seed_len, mut public_len) = (seed.len(), public.len());
+    if ffi::EVP_PKEY_get_raw_private_key(key.as_ptr(), seed.as_mut_ptr(), &mut seed_len) != 1
+        || ffi::EVP_PKEY_get_raw_public_key(key.as_ptr(), public.as_mut_ptr(), &mut public_len) != 1
+        || seed_len != 32
+        || public_len != 32
+    {
+        return None;
+    }
+    Some(LaneKey::Ed(EdLaneKey {
+        seed,
+        public,
         key: key.share(),
     }))
 }
