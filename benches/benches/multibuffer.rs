@@ -12,10 +12,11 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use keyless_keys::memory::KeyMaterial;
-use keyless_keys::multibuffer::{self, CryptoMb, EdLane, Lane, LaneKey, LaneMath, Reference, LANES};
+use keyless_keys::memory::{KeyMaterial, PublicKey};
+use keyless_keys::multibuffer::{self, CryptoMb, EdLane, Lane, LaneKey, LaneMath, Reference, RsaLane, LANES};
 use keyless_keys::{Hash, Operation, PrivateKey};
 use keyless_pki::KeyType;
+use zeroize::Zeroizing;
 
 fn maths() -> Vec<(&'static str, Box<dyn LaneMath>)> {
     let mut maths: Vec<(&'static str, Box<dyn LaneMath>)> = vec![("reference", Box::new(Reference::new()))];
@@ -55,6 +56,15 @@ fn lanes(c: &mut Criterion) {
         g.bench_function("single AWS-LC", |b| {
             b.iter(|| key.perform(op, black_box(&input)).unwrap())
         });
+        if let Operation::RsaPkcs1(_) = op {
+            // What the check of each RSA lane against the public exponent
+            // costs (a verification is that operation and a compare).
+            let public = PublicKey::from_spki(&material.public().spki_der).unwrap();
+            let sig = key.perform(op, &input).unwrap();
+            g.bench_function("verify AWS-LC", |b| {
+                b.iter(|| public.verify(op, black_box(&input), black_box(&sig)).unwrap())
+            });
+        }
         for (math_name, math) in &maths {
             for filled in [1, 2, 3, 4, 6, LANES] {
                 let batch: Vec<Lane<'_>> = (0..filled)
@@ -76,6 +86,19 @@ fn lanes(c: &mut Criterion) {
                 g.bench_function(format!("{math_name}/{filled} lanes"), |b| {
                     b.iter(|| multibuffer::sign(math.as_ref(), black_box(&batch)))
                 });
+                if let (LaneKey::Rsa(rsa), LANES) = (lane_key, filled) {
+                    // The library's own rate: the private operation alone,
+                    // without padding or the check of each result.
+                    let class = lane_key.class();
+                    let em = vec![0x11u8; class.scalar_len()];
+                    let raw: Vec<RsaLane<'_>> = (0..LANES).map(|_| RsaLane { key: rsa, input: &em }).collect();
+                    let mut out: Vec<Zeroizing<Vec<u8>>> = (0..LANES)
+                        .map(|_| Zeroizing::new(vec![0u8; class.scalar_len()]))
+                        .collect();
+                    g.bench_function(format!("{math_name}/8 lanes, private operation only"), |b| {
+                        b.iter(|| math.rsa_private(class, black_box(&raw), &mut out))
+                    });
+                }
             }
         }
         g.finish();

@@ -149,6 +149,11 @@ fn crypto_mb_loads_and_runs_exactly_where_the_cpu_has_ifma() {
             );
         }
         eprintln!("{}", lib.describe());
+        assert!(
+            !lib.describe().contains("RSA results checked with AWS-LC"),
+            "its public operation is right: {}",
+            lib.describe()
+        );
         let on = multibuffer::select(Mode::On, Some(&path)).unwrap();
         assert!(on.math.is_some());
     } else {
@@ -688,6 +693,46 @@ fn ed25519_lanes_sign_messages_of_any_length_as_aws_lc_does() {
                 let sig = result.unwrap_or_else(|e| panic!("{}: {e}", math.describe()));
                 check(&ed[i % ed.len()], Operation::Ed25519, &chunk[i], &sig);
             }
+        }
+    }
+}
+
+/// The library's public operation (the batched check of RSA results)
+/// knows e = 65537 only: a key with another exponent is checked with AWS-LC,
+/// and its signatures are the same.
+#[test]
+fn rsa_keys_with_another_public_exponent_sign_in_lanes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let e3 = genkey(
+        dir.path(),
+        "e3.pem",
+        &[
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-pkeyopt",
+            "rsa_keygen_pubexp:3",
+        ],
+    );
+    let keys = keys();
+    let e65537 = &keys.iter().find(|(c, _)| *c == LaneClass::Rsa2048).unwrap().1[0];
+    for math in maths() {
+        let ops: Vec<Operation> = (0..LANES).map(|i| op_for(LaneClass::Rsa2048, i)).collect();
+        let owners: Vec<&TestKey> = (0..LANES).map(|i| if i % 2 == 0 { &e3 } else { e65537 }).collect();
+        let inputs: Vec<Vec<u8>> = ops.iter().zip(&owners).map(|(op, k)| input_for(k, *op)).collect();
+        let lanes: Vec<Lane<'_>> = (0..LANES)
+            .map(|i| Lane {
+                key: owners[i].key.lane_key().unwrap(),
+                op: ops[i],
+                input: &inputs[i],
+            })
+            .collect();
+        let signed = multibuffer::sign(math.as_ref(), &lanes);
+        assert_eq!(signed.fallbacks, 0);
+        for (i, result) in signed.results.into_iter().enumerate() {
+            let out = result.unwrap_or_else(|e| panic!("{} lane {i}: {e}", math.describe()));
+            check(owners[i], ops[i], &inputs[i], &out);
         }
     }
 }

@@ -61,6 +61,14 @@ type Ed25519Sign = unsafe extern "C" fn(
     private: *const *const [u8; 32],
     public: *const *const [u8; 32],
 ) -> Status;
+type RsaPublic = unsafe extern "C" fn(
+    from: *const *const u8,
+    to: *const *mut u8,
+    n: *const *const u64,
+    bits: c_int,
+    method: *const c_void,
+    buffer: *mut u8,
+) -> Status;
 type RsaMethod = unsafe extern "C" fn(bits: c_int) -> *const c_void;
 type RsaBufSize = unsafe extern "C" fn(method: *const c_void) -> c_int;
 
@@ -72,11 +80,16 @@ pub struct CryptoMb {
     ed25519_sign: Ed25519Sign,
     rsa_private_crt: RsaPrivateCrt,
     rsa_method: RsaMethod,
+    rsa_public: RsaPublic,
+    rsa_public_method: RsaMethod,
     rsa_buf_size: RsaBufSize,
     version: String,
     /// Per class ([`LaneClass::index`]): why it is signed alone, if it
     /// failed the self-test at load.
     failed: [Option<String>; LaneClass::ALL.len()],
+    /// Why RSA results are checked with AWS-LC, if the library's public
+    /// operation failed the self-test at load.
+    public_failed: Option<String>,
     // Last: the functions above point into it.
     _library: Library,
 }
@@ -153,15 +166,78 @@ impl CryptoMb {
                 ed25519_sign: *symbol(&library, b"mbx_ed25519_sign_mb8\0")?,
                 rsa_private_crt: *symbol(&library, b"mbx_rsa_private_crt_mb8\0")?,
                 rsa_method: *symbol(&library, b"mbx_RSA_private_crt_Method\0")?,
+                rsa_public: *symbol(&library, b"mbx_rsa_public_mb8\0")?,
+                rsa_public_method: *symbol(&library, b"mbx_RSA_pub65537_Method\0")?,
                 rsa_buf_size: *symbol(&library, b"mbx_RSA_Method_BufSize\0")?,
                 version,
                 failed: Default::default(),
+                public_failed: None,
                 _library: library,
             };
             for (class, why) in super::self_test::failures(&lib) {
                 lib.failed[class.index()] = Some(why);
             }
+            lib.public_failed =
+                super::self_test::rsa_public(&|bits, from, n, to| lib.public_65537(bits, from, n, to)).err();
             Ok(lib)
+        }
+    }
+}
+
+/// Run `f` with a 64-byte aligned scratch buffer of at least `size` bytes:
+/// one per thread (per core), kept between calls; zeroized after `f` if it
+/// held secrets.
+fn with_scratch<R>(size: usize, secret: bool, f: impl FnOnce(*mut u8) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Zeroizing<Vec<u8>>> = std::cell::RefCell::new(Zeroizing::new(Vec::new()));
+    }
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < size + 64 {
+            scratch.zeroize();
+            **scratch = vec![0u8; size + 64];
+        }
+        let offset = scratch.as_ptr().align_offset(64);
+        let used = offset..offset + size;
+        let result = f(scratch[used.clone()].as_mut_ptr());
+        if secret {
+            scratch[used].zeroize();
+        }
+        result
+    })
+}
+
+impl CryptoMb {
+    /// `from[i]^65537 mod n[i]` for 8 lanes of `bits`, into `to(i)` (a
+    /// null output leaves that lane out: it repeats lane 0 into a spare).
+    /// Also what the self-test runs on moduli it makes up.
+    pub(super) fn public_65537(
+        &self,
+        bits: usize,
+        from: &[*const u8; LANES],
+        n: &[*const u64; LANES],
+        to: [*mut u8; LANES],
+    ) -> Status {
+        let len = bits / 8;
+        let mut spare = vec![vec![0u8; len]; LANES];
+        let to: [*mut u8; LANES] = std::array::from_fn(|i| if to[i].is_null() { spare[i].as_mut_ptr() } else { to[i] });
+        let Ok(bits) = c_int::try_from(bits) else {
+            return u32::MAX;
+        };
+        // SAFETY: every pointer array has 8 entries; `from` and `n` point at
+        // live inputs of the modulus' length (n in limbs), `to` at buffers
+        // of that length the caller or `spare` owns; the method and its
+        // scratch (64-byte aligned, of the size the library asks) come from
+        // the same library.
+        unsafe {
+            let method = (self.rsa_public_method)(bits);
+            if method.is_null() {
+                return u32::MAX;
+            }
+            let size = usize::try_from((self.rsa_buf_size)(method)).unwrap_or(0);
+            with_scratch(size, false, |buffer| {
+                (self.rsa_public)(from.as_ptr(), to.as_ptr(), n.as_ptr(), bits, method, buffer)
+            })
         }
     }
 }
@@ -200,15 +276,14 @@ impl LaneMath for CryptoMb {
             .iter()
             .filter_map(|c| Some(format!("{} ({})", c.name(), self.failed[c.index()].as_ref()?)))
             .collect();
-        if alone.is_empty() {
-            format!("crypto_mb multi-buffer ({})", self.version)
-        } else {
-            format!(
-                "crypto_mb multi-buffer ({}); signed alone, failed the self-test on this CPU: {}",
-                self.version,
-                alone.join(", ")
-            )
+        let mut text = format!("crypto_mb multi-buffer ({})", self.version);
+        if !alone.is_empty() {
+            text += &format!("; signed alone, failed the self-test on this CPU: {}", alone.join(", "));
         }
+        if let Some(why) = &self.public_failed {
+            text += &format!("; RSA results checked with AWS-LC ({why})");
+        }
+        text
     }
 
     fn runs(&self, class: LaneClass) -> bool {
@@ -251,24 +326,38 @@ impl LaneMath for CryptoMb {
                 return [false; LANES];
             }
             let size = usize::try_from((self.rsa_buf_size)(method)).unwrap_or(0);
-            let mut scratch = vec![0u8; size + 64];
-            let offset = scratch.as_ptr().align_offset(64);
-            let status = (self.rsa_private_crt)(
-                from.as_ptr(),
-                to.as_ptr(),
-                p.as_ptr(),
-                q.as_ptr(),
-                dp.as_ptr(),
-                dq.as_ptr(),
-                iq.as_ptr(),
-                bits,
-                method,
-                scratch.as_mut_ptr().add(offset),
-            );
-            scratch.zeroize();
-            status
+            // The scratch holds the CRT halves' intermediates: zeroized after.
+            with_scratch(size, true, |buffer| {
+                (self.rsa_private_crt)(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    p.as_ptr(),
+                    q.as_ptr(),
+                    dp.as_ptr(),
+                    dq.as_ptr(),
+                    iq.as_ptr(),
+                    bits,
+                    method,
+                    buffer,
+                )
+            })
         };
         spare.clear();
+        good(status, filled)
+    }
+
+    fn rsa_public(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Vec<u8>]) -> [bool; LANES] {
+        let filled = lanes.len().min(LANES);
+        if filled == 0 || self.public_failed.is_some() {
+            return [false; LANES];
+        }
+        let n: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].key.n_limbs.as_ptr());
+        let from: [*const u8; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].input.as_ptr());
+        let mut to = [ptr::null_mut(); LANES];
+        for (slot, out) in to.iter_mut().zip(out.iter_mut()).take(filled) {
+            *slot = out.as_mut_ptr();
+        }
+        let status = self.public_65537(class.scalar_len() * 8, &from, &n, to);
         good(status, filled)
     }
 

@@ -32,6 +32,11 @@ pub struct RsaLaneKey {
     pub(crate) qinv: Zeroizing<Vec<u64>>,
     /// The modulus, big-endian (public).
     pub(crate) n: Vec<u8>,
+    /// The modulus as little-endian limbs, for the library's public
+    /// operation (which takes e = 65537 only).
+    pub(crate) n_limbs: Zeroizing<Vec<u64>>,
+    /// Whether the public exponent is 65537.
+    pub(crate) e65537: bool,
     pub(crate) key: EvpKey,
 }
 
@@ -169,6 +174,8 @@ unsafe fn rsa_lane_key(rsa: *const ffi::RSA, key: &EvpKey) -> Option<LaneKey> {
         return None;
     }
     let n = limbs_per_prime;
+    let e = ffi::RSA_get0_e(rsa);
+    let e65537 = !e.is_null() && ffi::BN_num_bits(e) <= 64 && ffi::BN_get_word(e) == 65537;
     Some(LaneKey::Rsa(RsaLaneKey {
         class,
         bits,
@@ -178,6 +185,8 @@ unsafe fn rsa_lane_key(rsa: *const ffi::RSA, key: &EvpKey) -> Option<LaneKey> {
         dq: limbs(dq, n)?,
         qinv: limbs(qinv, n)?,
         n: modulus,
+        n_limbs: limbs(ffi::RSA_get0_n(rsa), 2 * n)?,
+        e65537,
         key: key.share(),
     }))
 }

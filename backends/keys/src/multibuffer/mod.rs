@@ -147,6 +147,10 @@ pub trait LaneMath: Send + Sync {
     fn runs(&self, class: LaneClass) -> bool;
     /// The raw RSA private operation (CRT) of each lane, into `out[i]`.
     fn rsa_private(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Zeroizing<Vec<u8>>]) -> [bool; LANES];
+    /// Each lane's input raised to the public exponent, into `out[i]`: the
+    /// check of each private result. Only keys whose exponent is 65537 come
+    /// here (the library's public operation knows no other).
+    fn rsa_public(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Vec<u8>]) -> [bool; LANES];
     /// Each lane's ECDSA `(r, s)`, big-endian of the scalar's length.
     fn ecdsa(&self, class: LaneClass, lanes: &[EcLane<'_>], r: &mut [Vec<u8>], s: &mut [Vec<u8>]) -> [bool; LANES];
     /// Each lane's Ed25519 signature (`R || S`, 64 bytes), into `sig[i]`.

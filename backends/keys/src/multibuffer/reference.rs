@@ -50,26 +50,20 @@ impl LaneMath for Reference {
     fn rsa_private(&self, _class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Zeroizing<Vec<u8>>]) -> [bool; LANES] {
         let mut good = [false; LANES];
         for (i, lane) in lanes.iter().enumerate().take(LANES) {
-            let mut len = 0usize;
-            // SAFETY: the key's EVP_PKEY is live and holds RSA; `out[i]` has
-            // the modulus' length writable, `input` is that long.
-            let rc = unsafe {
-                let rsa = ffi::EVP_PKEY_get0_RSA(lane.key.key.as_ptr());
-                ffi::RSA_sign_raw(
-                    rsa,
-                    &mut len,
-                    out[i].as_mut_ptr(),
-                    out[i].len(),
-                    lane.input.as_ptr(),
-                    lane.input.len(),
-                    ffi::RSA_NO_PADDING,
-                )
-            };
-            good[i] = rc == 1 && len == out[i].len();
+            good[i] = rsa_raw(ffi::RSA_sign_raw, lane, &mut out[i]);
             let n = self.rsa_results.fetch_add(1, Ordering::Relaxed) + 1;
             if self.fault_every > 0 && n.is_multiple_of(self.fault_every) {
-                out[i][len / 2] ^= 0x10;
+                let mid = out[i].len() / 2;
+                out[i][mid] ^= 0x10;
             }
+        }
+        good
+    }
+
+    fn rsa_public(&self, _class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Vec<u8>]) -> [bool; LANES] {
+        let mut good = [false; LANES];
+        for (i, lane) in lanes.iter().enumerate().take(LANES) {
+            good[i] = rsa_raw(ffi::RSA_verify_raw, lane, &mut out[i]);
         }
         good
     }
@@ -137,6 +131,46 @@ impl LaneMath for Reference {
         }
         good
     }
+}
+
+/// AWS-LC's raw RSA signature or verification (`RSA_sign_raw`,
+/// `RSA_verify_raw`, no padding) of one lane, into `out` of the modulus'
+/// length; `false` (the error queue cleared) where AWS-LC refuses.
+fn rsa_raw(
+    op: unsafe extern "C" fn(
+        *mut ffi::RSA,
+        *mut usize,
+        *mut u8,
+        usize,
+        *const u8,
+        usize,
+        std::os::raw::c_int,
+    ) -> std::os::raw::c_int,
+    lane: &RsaLane<'_>,
+    out: &mut [u8],
+) -> bool {
+    let mut len = 0usize;
+    // SAFETY: the key's EVP_PKEY is live and holds RSA; `out` is writable
+    // for its length, `input` readable for its own; `op` is one of the two
+    // AWS-LC functions of this signature.
+    let rc = unsafe {
+        let rsa = ffi::EVP_PKEY_get0_RSA(lane.key.key.as_ptr());
+        op(
+            rsa,
+            &mut len,
+            out.as_mut_ptr(),
+            out.len(),
+            lane.input.as_ptr(),
+            lane.input.len(),
+            ffi::RSA_NO_PADDING,
+        )
+    };
+    let good = rc == 1 && len == out.len();
+    if !good {
+        // SAFETY: clears this thread's AWS-LC error queue; no pointers.
+        unsafe { ffi::ERR_clear_error() };
+    }
+    good
 }
 
 /// The lanes crypto_mb's ECDSA signing refuses with a lane status

@@ -4,11 +4,17 @@
 //! and must give the answers AWS-LC gives: ECDSA with nonces we choose (so
 //! the signature is determined), Ed25519 with RFC 8032's test vectors. A
 //! class that fails is signed alone, and the start-up log says so: the
-//! same request gets the same answer whichever path signs it.
+//! same request gets the same answer whichever path signs it. The public
+//! operation that checks RSA results must give AWS-LC's `x^65537 mod n`
+//! too, or RSA results are checked with AWS-LC.
 //!
 //! Not hypothetical: Debian 13's crypto_mb 1.0.14 derives wrong Ed25519
 //! public keys and signatures on AMD EPYC (Zen 4), failing the library's
 //! own Wycheproof known-answer test, while its ECDSA and RSA are right.
+
+use std::ptr;
+
+use aws_lc_sys as ffi;
 
 use super::ecdsa::draw_nonces;
 use super::{EcLane, EdLane, LaneClass, LaneKey, LaneMath, Reference, LANES};
@@ -131,6 +137,97 @@ fn ed25519(math: &dyn LaneMath) -> Result<(), String> {
     Ok(())
 }
 
+/// The library's 8-lane `x^65537 mod n` (big-endian inputs and outputs,
+/// the modulus in little-endian limbs), as [`super::CryptoMb::public_65537`].
+pub(super) type Public65537<'a> =
+    dyn Fn(usize, &[*const u8; LANES], &[*const u64; LANES], [*mut u8; LANES]) -> u32 + 'a;
+
+/// Eight random moduli of each RSA size (odd, top bit set: the operation
+/// is the same whether or not they are products of two primes) and inputs
+/// below them: `public` must give AWS-LC's `x^65537 mod n` for each.
+pub(super) fn rsa_public(public: &Public65537<'_>) -> Result<(), String> {
+    for bits in [2048usize, 3072, 4096] {
+        let len = bits / 8;
+        let mut n = vec![vec![0u8; len]; LANES];
+        let mut x = vec![vec![0u8; len]; LANES];
+        for (n, x) in n.iter_mut().zip(x.iter_mut()) {
+            aws_lc_rs::rand::fill(n).map_err(|_| "cannot draw a test modulus")?;
+            aws_lc_rs::rand::fill(x).map_err(|_| "cannot draw a test input")?;
+            n[0] |= 0x80;
+            n[len - 1] |= 1;
+            x[0] = 0; // below n
+        }
+        let limbs: Vec<Vec<u64>> = n
+            .iter()
+            .map(|n| {
+                n.rchunks_exact(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+                    .collect()
+            })
+            .collect();
+        let mut got = vec![vec![0u8; len]; LANES];
+        let from: [*const u8; LANES] = std::array::from_fn(|i| x[i].as_ptr());
+        let n_ptrs: [*const u64; LANES] = std::array::from_fn(|i| limbs[i].as_ptr());
+        let mut to = [ptr::null_mut(); LANES];
+        for (slot, out) in to.iter_mut().zip(got.iter_mut()) {
+            *slot = out.as_mut_ptr();
+        }
+        if public(bits, &from, &n_ptrs, to) != 0 {
+            return Err(format!("the public operation refused valid RSA-{bits} lanes"));
+        }
+        for i in 0..LANES {
+            if got[i] != mod_exp_65537(&x[i], &n[i])? {
+                return Err(format!("the public operation differs from AWS-LC's for RSA-{bits}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// AWS-LC's `x^65537 mod n`, big-endian of `n`'s length.
+fn mod_exp_65537(x: &[u8], n: &[u8]) -> Result<Vec<u8>, String> {
+    struct Bn(*mut ffi::BIGNUM);
+    impl Drop for Bn {
+        fn drop(&mut self) {
+            // SAFETY: a BIGNUM from BN_new/BN_bin2bn (or null), freed once.
+            unsafe { ffi::BN_free(self.0) }
+        }
+    }
+    struct Ctx(*mut ffi::BN_CTX);
+    impl Drop for Ctx {
+        fn drop(&mut self) {
+            // SAFETY: a BN_CTX from BN_CTX_new (or null), freed once.
+            unsafe { ffi::BN_CTX_free(self.0) }
+        }
+    }
+    let mut out = vec![0u8; n.len()];
+    // SAFETY: each BIGNUM and the context are owned by a guard that frees
+    // them; the inputs are readable for their lengths and `out` is writable
+    // for `n`'s length, which bounds the result.
+    let ok = unsafe {
+        let (xb, nb, e, r) = (
+            Bn(ffi::BN_bin2bn(x.as_ptr(), x.len(), ptr::null_mut())),
+            Bn(ffi::BN_bin2bn(n.as_ptr(), n.len(), ptr::null_mut())),
+            Bn(ffi::BN_new()),
+            Bn(ffi::BN_new()),
+        );
+        let ctx = Ctx(ffi::BN_CTX_new());
+        !xb.0.is_null()
+            && !nb.0.is_null()
+            && !e.0.is_null()
+            && !r.0.is_null()
+            && !ctx.0.is_null()
+            && ffi::BN_set_word(e.0, 65537) == 1
+            && ffi::BN_mod_exp(r.0, xb.0, e.0, nb.0, ctx.0) == 1
+            && ffi::BN_bn2bin_padded(out.as_mut_ptr(), out.len(), r.0) == 1
+    };
+    if ok {
+        Ok(out)
+    } else {
+        Err("AWS-LC cannot compute the expected result".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +259,9 @@ mod tests {
         ) -> [bool; LANES] {
             self.0.rsa_private(class, lanes, out)
         }
+        fn rsa_public(&self, class: LaneClass, lanes: &[RsaLane<'_>], out: &mut [Vec<u8>]) -> [bool; LANES] {
+            self.0.rsa_public(class, lanes, out)
+        }
         fn ecdsa(&self, class: LaneClass, lanes: &[EcLane<'_>], r: &mut [Vec<u8>], s: &mut [Vec<u8>]) -> [bool; LANES] {
             let good = self.0.ecdsa(class, lanes, r, s);
             s[LANES - 1][3] ^= 1;
@@ -189,5 +289,44 @@ mod tests {
         );
         assert_eq!(failed[0].1, "signatures differ from AWS-LC's with the same nonces");
         assert_eq!(failed[3].1, "RFC 8032 TEST 1 gives a wrong signature");
+    }
+
+    /// AWS-LC's own `x^65537 mod n` as an 8-lane call, optionally wrong in
+    /// one lane's last byte.
+    fn aws_lc_public(
+        wrong: bool,
+    ) -> impl Fn(usize, &[*const u8; LANES], &[*const u64; LANES], [*mut u8; LANES]) -> u32 {
+        move |bits, from, n, to| {
+            let len = bits / 8;
+            for i in 0..LANES {
+                // SAFETY: the self-test passes live buffers of these sizes.
+                let (x, limbs, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts(from[i], len),
+                        std::slice::from_raw_parts(n[i], len / 8),
+                        std::slice::from_raw_parts_mut(to[i], len),
+                    )
+                };
+                let n: Vec<u8> = limbs.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
+                out.copy_from_slice(&mod_exp_65537(x, &n).unwrap());
+                if wrong && i == 5 {
+                    out[len - 1] ^= 1;
+                }
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn the_rsa_public_operation_must_be_aws_lcs() {
+        assert_eq!(rsa_public(&aws_lc_public(false)), Ok(()));
+        assert_eq!(
+            rsa_public(&aws_lc_public(true)),
+            Err("the public operation differs from AWS-LC's for RSA-2048".to_string())
+        );
+        assert_eq!(
+            rsa_public(&|_, _, _, _| 0x10),
+            Err("the public operation refused valid RSA-2048 lanes".to_string())
+        );
     }
 }
