@@ -7,6 +7,7 @@
 //! What it does not do: anything about the keyless protocol, keys or
 //! connections.
 
+pub mod harden;
 pub mod http;
 pub mod logging;
 pub mod ports;

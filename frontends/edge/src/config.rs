@@ -166,6 +166,15 @@ pub struct EdgeConfig {
     handshake_timeout_s: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     drain_timeout_s: Option<Duration>,
+    /// Let a crash write a core file (which holds the session-ticket keys)
+    /// and let other processes of the user ptrace this one: for a bug
+    /// report only (default false).
+    #[serde(default)]
+    pub allow_core_dumps: bool,
+    /// Do not lock memory (mlockall), so ticket keys may be swapped to disk
+    /// (default false).
+    #[serde(default)]
+    pub disable_mlock: bool,
     /// Proxy decrypted traffic here; without it, answer HTTP/1.1 with a built-in page.
     pub upstream: Option<SocketAddr>,
     /// Prefix each upstream connection with a PROXY protocol v2 header.
@@ -209,6 +218,10 @@ impl EdgeConfig {
                     != (&next.key_server_ca, &next.client_cert, &next.client_key),
             ),
             ("handshake_mode", self.handshake_mode != next.handshake_mode),
+            (
+                "allow_core_dumps or disable_mlock",
+                (self.allow_core_dumps, self.disable_mlock) != (next.allow_core_dumps, next.disable_mlock),
+            ),
             (
                 "upstream, upstream_protocols or proxy_protocol",
                 (self.upstream, &self.upstream_protocols, self.proxy_protocol)

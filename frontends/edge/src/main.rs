@@ -58,6 +58,10 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = keyless_service::harden::keep_keys_in("session-ticket keys", config.allow_core_dumps) {
+        tracing::error!("cannot keep ticket keys out of core files: {e}");
+        return ExitCode::FAILURE;
+    }
     if cli.test_config {
         // As nginx -t, and one signature per certificate from the key
         // servers, verified: a certificate whose key no key server holds
@@ -83,6 +87,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    keyless_service::harden::lock_unless(config.disable_mlock);
     if cli.dev {
         eprintln!(
             "{}",

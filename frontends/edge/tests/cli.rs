@@ -35,3 +35,53 @@ fn without_c_it_reads_the_installed_configuration_or_says_where_it_looked() {
         );
     }
 }
+
+/// The edge holds the session-ticket keys: like the key server, it
+/// forbids core files whatever limit it starts with, and locks its memory.
+#[test]
+fn ticket_keys_stay_out_of_core_files_and_swap() {
+    use keyless_tools::process::{free_port, KillOnDrop};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("edge.log");
+    let child = Command::new("prlimit")
+        .args(["--core=unlimited", "--"])
+        .arg(env!("CARGO_BIN_EXE_keyless-edge"))
+        .current_dir(dir.path())
+        .args(["--dev", "--dev-dir"])
+        .arg(dir.path().join("dev-pki"))
+        .args(["--dev-port", &free_port().to_string()])
+        .args(["--dev-metrics-port", &free_port().to_string()])
+        .args(["--dev-key-server-port", &free_port().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("memory locked (mlockall)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `memory locked` line: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.0.id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().collect::<Vec<_>>()[4..6], ["0", "0"], "{core}");
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let kb = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap()
+    };
+    let (locked, pss) = (kb("Locked:"), kb("Pss:"));
+    assert!(locked * 10 >= pss * 9, "{locked} kB locked of {pss} kB (Pss)");
+}

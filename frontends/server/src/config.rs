@@ -221,6 +221,15 @@ pub struct Options {
     /// never waits (ours; default 200, like CryptoMB's poll_delay).
     #[arg(long = "batch-delay-us", env = "KEYLESS_BATCH_DELAY_US")]
     pub batch_delay_us: Option<u64>,
+    /// Let a crash write a core file (which holds the keys) and let other
+    /// processes of the user ptrace this one: for a bug report only (ours;
+    /// default false).
+    #[arg(long = "allow-core-dumps", env = "KEYLESS_ALLOW_CORE_DUMPS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_core_dumps: Option<bool>,
+    /// Do not lock memory (mlockall), so key pages may be swapped to disk;
+    /// Vault's name for it (ours; default false).
+    #[arg(long = "disable-mlock", env = "KEYLESS_DISABLE_MLOCK", num_args = 0..=1, default_missing_value = "true")]
+    pub disable_mlock: Option<bool>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
     #[arg(short = 't', long = "test-config")]
@@ -357,6 +366,10 @@ pub struct Settings {
     pub cloud: keyless_cloud::Options,
     pub multibuffer: keyless_keys::multibuffer::Mode,
     pub multibuffer_library: Option<PathBuf>,
+    /// Core files and ptrace by the same user allowed (else forbidden).
+    pub allow_core_dumps: bool,
+    /// Memory left unlocked (else mlockall).
+    pub disable_mlock: bool,
 }
 
 impl Settings {
@@ -376,6 +389,10 @@ impl Settings {
             ),
             ("connection limits and timeouts", self.limits != next.limits),
             ("pkcs11 options", self.pkcs11 != next.pkcs11),
+            (
+                "allow_core_dumps or disable_mlock",
+                (self.allow_core_dumps, self.disable_mlock) != (next.allow_core_dumps, next.disable_mlock),
+            ),
         ])
     }
 
@@ -444,6 +461,8 @@ impl Settings {
             line("multibuffer_library", p.display().to_string());
         }
         line("pkcs11_queue", self.pkcs11.queue.to_string());
+        line("allow_core_dumps", self.allow_core_dumps.to_string());
+        line("disable_mlock", self.disable_mlock.to_string());
         out.push_str("private_key_stores:");
         if self.key_sources.is_empty() {
             out.push_str(" []");
@@ -577,6 +596,8 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         cloud,
         multibuffer: pick!(multibuffer).map_or_else(Default::default, Into::into),
         multibuffer_library: pick!(multibuffer_library),
+        allow_core_dumps: pick!(allow_core_dumps).unwrap_or(false),
+        disable_mlock: pick!(disable_mlock).unwrap_or(false),
     })
 }
 

@@ -82,6 +82,11 @@ fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     keyless_service::init_logging(settings.loglevel);
+    // Before any key is read (the key store debug and -t read them too).
+    if let Err(e) = keyless_service::harden::keep_keys_in("private keys", settings.allow_core_dumps) {
+        tracing::error!("cannot keep keys out of core files: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(path) = &settings.config_file {
         for key in &settings.unknown_keys {
             tracing::warn!("{}: unknown key `{key}` ignored", path.display());
@@ -125,6 +130,7 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    keyless_service::harden::lock_unless(settings.disable_mlock);
     if let Some(pid_file) = &settings.pid_file {
         if let Err(e) = std::fs::write(pid_file, std::process::id().to_string()) {
             tracing::error!("cannot write pid file {}: {e}", pid_file.display());

@@ -54,10 +54,41 @@ impl Running {
         extra: &[&str],
         env: &[(&str, &std::path::Path)],
     ) -> Running {
+        Running::launch(dir, pki, extra, env, &[])
+    }
+
+    /// Start through `wrapper` (a program that sets something up and execs
+    /// the rest of its arguments, as `prlimit` or `setpriv`), in the PKI's
+    /// folder (where a core file would be written).
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+        Running::launch(dir, pki, extra, &[], wrapper)
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        pki: keyless_pki::DevPki,
+        extra: &[&str],
+        env: &[(&str, &std::path::Path)],
+        wrapper: &[&str],
+    ) -> Running {
         let (port, metrics_port) = (free_port(), free_port());
         let pid_file = dir.path().join("keyless.pid");
         let log_file = dir.path().join("server.log");
-        let mut child = server()
+        let mut command = match wrapper.split_first() {
+            None => server(),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args)
+                    .arg(env!("CARGO_BIN_EXE_keyless-server"))
+                    .env_remove("KEYLESS_PORT")
+                    .stdin(Stdio::null())
+                    .current_dir(dir.path());
+                c
+            }
+        };
+        let mut child = command
             .arg("-c")
             .arg(&pki.config)
             .args(["--listen-host", "127.0.0.1"])
