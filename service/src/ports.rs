@@ -60,9 +60,10 @@ fn refuse_a_port_in_use(listen: SocketAddr, grace: std::time::Duration) -> std::
 }
 
 /// Whether a TCP socket of this network namespace listens on `port`
-/// (the kernel's own table: `/proc/net/tcp` and `tcp6`, state 0A).
+/// (the kernel's own table: `/proc/self/net/tcp` and `tcp6`, state 0A;
+/// under the pid directory, so `ProcSubset=pid` leaves it readable).
 fn listening_on(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"].iter().any(|table| {
         std::fs::read_to_string(table).is_ok_and(|text| {
             text.lines().skip(1).any(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
