@@ -74,17 +74,33 @@ pub struct Options {
     #[serde(skip)]
     pub keystore_debug: bool,
     /// Print the effective configuration (flags over environment over file
-    /// over defaults) and exit (gokeyless's --config-only).
-    #[arg(long = "config-only", alias = "output-config")]
+    /// over defaults) and exit (gokeyless's -o, --output-config).
+    #[arg(short = 'o', long = "output-config")]
+    #[serde(skip)]
+    pub output_config: bool,
+    /// gokeyless flags that mean nothing here: refused with the reason
+    /// ([`UNSUPPORTED`]).
+    #[arg(long = "config-only", hide = true)]
     #[serde(skip)]
     pub config_only: bool,
-    /// gokeyless flags that mean nothing here: refused with the reason.
     #[arg(long = "current-time", hide = true)]
     #[serde(skip)]
     pub current_time: Option<String>,
     #[arg(long = "tracing-enabled", hide = true, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip)]
     pub tracing_enabled: Option<String>,
+    #[arg(long = "tracing-address", hide = true)]
+    #[serde(skip)]
+    pub tracing_address: Option<String>,
+    #[arg(long = "tracing-sample-rate", hide = true)]
+    #[serde(skip)]
+    pub tracing_sample_rate: Option<String>,
+    #[arg(long = "manual-activation", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip)]
+    pub manual_activation: Option<String>,
+    #[arg(long = "init-endpoint", hide = true)]
+    #[serde(skip)]
+    pub init_endpoint: Option<String>,
     /// Configuration file (default: ./gokeyless.yaml, then /etc/keyless/gokeyless.yaml).
     #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
     #[serde(skip)]
@@ -253,6 +269,60 @@ pub struct Options {
 
 /// gokeyless's log levels: 0 debug ... 5 fatal. Checked inside the
 /// deserializer, so the error carries the field and its line.
+/// gokeyless's settings that mean nothing here, each with why: as a flag
+/// they stop start-up, as a key of the file they are said once.
+pub const UNSUPPORTED: [(&str, &str); 7] = [
+    ("current-time", "gokeyless's clock override for tests"),
+    ("tracing-enabled", "gokeyless's Jaeger tracing"),
+    ("tracing-address", "gokeyless's Jaeger tracing"),
+    ("tracing-sample-rate", "gokeyless's Jaeger tracing"),
+    ("manual-activation", "activation through Cloudflare's API"),
+    ("init-endpoint", "activation through Cloudflare's API"),
+    (
+        "config-only",
+        "gokeyless's interactive activation through Cloudflare's API; -o (--output-config) prints the \
+         effective configuration",
+    ),
+];
+
+impl Options {
+    /// Which of [`UNSUPPORTED`] this command line set, if any.
+    pub fn unsupported_flag(&self) -> Option<(&'static str, &'static str)> {
+        let set = [
+            self.current_time.is_some(),
+            self.tracing_enabled.is_some(),
+            self.tracing_address.is_some(),
+            self.tracing_sample_rate.is_some(),
+            self.manual_activation.is_some(),
+            self.init_endpoint.is_some(),
+            self.config_only,
+        ];
+        UNSUPPORTED.iter().zip(set).find(|(_, set)| *set).map(|(u, _)| *u)
+    }
+}
+
+/// The command line as gokeyless's: pflag there turns every `-` of a flag
+/// name into `_`, so `--metrics_port` and `--metrics-port` are one flag.
+/// Every long flag here takes its underscore spelling as an alias.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Options::command().mut_args(|arg| match arg.get_long().filter(|l| l.contains('-')) {
+        Some(long) => {
+            let underscored: &'static str = Box::leak(long.replace('-', "_").into_boxed_str());
+            arg.alias(underscored)
+        }
+        None => arg,
+    })
+}
+
+/// Parse this process's arguments (see [`command`]); on a bad one, print
+/// clap's message and exit as clap does.
+pub fn parse_args() -> Options {
+    use clap::FromArgMatches;
+    let mut matches = command().get_matches();
+    Options::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
+}
+
 /// The `multibuffer` setting as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use keyless_server::config::{self, Options};
 
 #[global_allocator]
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let mut cli = Options::parse();
+    let mut cli = config::parse_args();
     if cli.dev {
         if let Err(e) = dev_setup(&mut cli) {
             eprintln!("keyless-server: development PKI: {e}");
@@ -60,24 +59,11 @@ fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for (flag, set, what) in [
-        (
-            "--current-time",
-            cli.current_time.is_some(),
-            "gokeyless's clock override for tests",
-        ),
-        (
-            "--tracing-enabled",
-            cli.tracing_enabled.is_some(),
-            "gokeyless's Jaeger tracing",
-        ),
-    ] {
-        if set {
-            eprintln!("keyless-server: {flag} is not supported by keyless-server ({what})");
-            return ExitCode::FAILURE;
-        }
+    if let Some((flag, what)) = cli.unsupported_flag() {
+        eprintln!("keyless-server: --{flag} is not supported by keyless-server ({what})");
+        return ExitCode::FAILURE;
     }
-    if cli.config_only {
+    if cli.output_config {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
@@ -89,7 +75,16 @@ fn run() -> ExitCode {
     }
     if let Some(path) = &settings.config_file {
         for key in &settings.unknown_keys {
-            tracing::warn!("{}: unknown key `{key}` ignored", path.display());
+            match config::UNSUPPORTED
+                .iter()
+                .find(|(name, _)| name.replace('-', "_") == *key)
+            {
+                Some((_, what)) => tracing::warn!(
+                    "{}: `{key}` is a gokeyless setting keyless-server does not support ({what}); ignored",
+                    path.display()
+                ),
+                None => tracing::warn!("{}: unknown key `{key}` ignored", path.display()),
+            }
         }
     }
     if cli.keystore_debug {
