@@ -86,14 +86,20 @@ impl RunningServer {
     }
 }
 
-/// Load keys and TLS from `settings` and start serving.
-pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
+/// Warnings about the settings themselves, said by start-up and by `-t`
+/// alike.
+fn warn_about(settings: &Settings) {
     if settings.activation_requested {
         tracing::warn!(
             "zone_id/origin_ca_api_key are set: activation through Cloudflare's API is not supported; \
              provide auth_cert, auth_key and cloudflare_ca_cert instead"
         );
     }
+}
+
+/// Load keys and TLS from `settings` and start serving.
+pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
+    warn_about(settings);
     let usable = keyless_engine::runtime::available_cores();
     if settings.runtime.cores > usable {
         // More executors than CPUs only fight over the CPUs (and each takes
@@ -151,6 +157,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
 /// certificate, its key and the client CA, and every key store. Binds
 /// nothing. What is there, or what is wrong (`keyless-server --test-config`).
 pub fn check(settings: &Settings) -> Result<String, ServerError> {
+    warn_about(settings);
     tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
     if let Some(d) = &settings.dial {
         dial_tls(settings)?;

@@ -277,7 +277,7 @@ fn test_config_checks_everything_and_binds_nothing() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let mut text = std::fs::read_to_string(&pki.config).unwrap();
-    text.push_str("colour: blue\ntracing_enabled: true\ncurrent_time: 2020-01-01T00:00:00Z\n");
+    text.push_str("colour: blue\ntracing_enabled: true\ncurrent_time: 2020-01-01T00:00:00Z\nzone_id: abc\n");
     std::fs::write(&pki.config, text).unwrap();
     let out = server()
         .arg("-c")
@@ -305,6 +305,11 @@ fn test_config_checks_everything_and_binds_nothing() {
         let line = format!("`{key}` is a gokeyless setting keyless-server does not support ({why}); ignored");
         assert_eq!(log.matches(line.as_str()).count(), 1, "{line}: {log}");
     }
+    // -t says what start-up would say.
+    assert!(
+        log.contains("zone_id/origin_ca_api_key are set: activation through Cloudflare's API is not supported"),
+        "{log}"
+    );
     assert!(said.contains("configuration ok (2 keys, server certificate"), "{said}");
     std::fs::remove_file(&pki.server_cert).unwrap();
     let err = fails_with(server().arg("-c").arg(&pki.config).arg("-t"));
