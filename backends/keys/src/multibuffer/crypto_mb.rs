@@ -208,35 +208,56 @@ fn with_scratch<R>(size: usize, secret: bool, f: impl FnOnce(*mut u8) -> R) -> R
 }
 
 impl CryptoMb {
-    /// `from[i]^65537 mod n[i]` for 8 lanes of `bits`, into `to(i)` (a
-    /// null output leaves that lane out: it repeats lane 0 into a spare).
+    /// `from[i]^65537 mod n[i]` into `to[i]` for 1 to 8 lanes of `bits`
+    /// (inputs and outputs big-endian of the modulus' length, moduli in
+    /// little-endian limbs); unused lanes repeat lane 0 into spares. Lanes
+    /// of the wrong sizes are refused whole (every status bit set).
     /// Also what the self-test runs on moduli it makes up.
-    pub(super) fn public_65537(
-        &self,
-        bits: usize,
-        from: &[*const u8; LANES],
-        n: &[*const u64; LANES],
-        to: [*mut u8; LANES],
-    ) -> Status {
-        let len = bits / 8;
-        let mut spare = vec![vec![0u8; len]; LANES];
-        let to: [*mut u8; LANES] = std::array::from_fn(|i| if to[i].is_null() { spare[i].as_mut_ptr() } else { to[i] });
-        let Ok(bits) = c_int::try_from(bits) else {
+    pub(super) fn public_65537(&self, bits: usize, from: &[&[u8]], n: &[&[u64]], to: &mut [&mut [u8]]) -> Status {
+        let (len, filled) = (bits / 8, from.len());
+        let sized = (1..=LANES).contains(&filled)
+            && n.len() == filled
+            && to.len() == filled
+            && from.iter().all(|x| x.len() == len)
+            && n.iter().all(|m| m.len() * 8 == len)
+            && to.iter().all(|o| o.len() == len);
+        let Ok(c_bits) = c_int::try_from(bits) else {
             return u32::MAX;
         };
-        // SAFETY: every pointer array has 8 entries; `from` and `n` point at
-        // live inputs of the modulus' length (n in limbs), `to` at buffers
-        // of that length the caller or `spare` owns; the method and its
-        // scratch (64-byte aligned, of the size the library asks) come from
-        // the same library.
+        if !sized {
+            return u32::MAX;
+        }
+        let mut spare = vec![vec![0u8; len]; LANES - filled];
+        let from_ptrs: [*const u8; LANES] = std::array::from_fn(|i| from[source(i, filled)].as_ptr());
+        let n_ptrs: [*const u64; LANES] = std::array::from_fn(|i| n[source(i, filled)].as_ptr());
+        let mut to_ptrs = [ptr::null_mut(); LANES];
+        for (i, slot) in to_ptrs.iter_mut().enumerate() {
+            *slot = if i < filled {
+                to[i].as_mut_ptr()
+            } else {
+                spare[i - filled].as_mut_ptr()
+            };
+        }
+        // SAFETY: every pointer array has 8 entries, each pointing into a
+        // live slice checked above to be of the modulus' length (n: its
+        // limbs), outputs into distinct slices or `spare`; the method and
+        // its scratch (64-byte aligned, of the size the library asks) come
+        // from the same library.
         unsafe {
-            let method = (self.rsa_public_method)(bits);
+            let method = (self.rsa_public_method)(c_bits);
             if method.is_null() {
                 return u32::MAX;
             }
             let size = usize::try_from((self.rsa_buf_size)(method)).unwrap_or(0);
             with_scratch(size, false, |buffer| {
-                (self.rsa_public)(from.as_ptr(), to.as_ptr(), n.as_ptr(), bits, method, buffer)
+                (self.rsa_public)(
+                    from_ptrs.as_ptr(),
+                    to_ptrs.as_ptr(),
+                    n_ptrs.as_ptr(),
+                    c_bits,
+                    method,
+                    buffer,
+                )
             })
         }
     }
@@ -351,13 +372,10 @@ impl LaneMath for CryptoMb {
         if filled == 0 || self.public_failed.is_some() {
             return [false; LANES];
         }
-        let n: [*const u64; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].key.n_limbs.as_ptr());
-        let from: [*const u8; LANES] = std::array::from_fn(|i| lanes[source(i, filled)].input.as_ptr());
-        let mut to = [ptr::null_mut(); LANES];
-        for (slot, out) in to.iter_mut().zip(out.iter_mut()).take(filled) {
-            *slot = out.as_mut_ptr();
-        }
-        let status = self.public_65537(class.scalar_len() * 8, &from, &n, to);
+        let from: Vec<&[u8]> = lanes[..filled].iter().map(|l| l.input).collect();
+        let n: Vec<&[u64]> = lanes[..filled].iter().map(|l| &l.key.n_limbs[..]).collect();
+        let mut to: Vec<&mut [u8]> = out[..filled].iter_mut().map(|o| &mut o[..]).collect();
+        let status = self.public_65537(class.scalar_len() * 8, &from, &n, &mut to);
         good(status, filled)
     }
 

@@ -139,8 +139,7 @@ fn ed25519(math: &dyn LaneMath) -> Result<(), String> {
 
 /// The library's 8-lane `x^65537 mod n` (big-endian inputs and outputs,
 /// the modulus in little-endian limbs), as [`super::CryptoMb::public_65537`].
-pub(super) type Public65537<'a> =
-    dyn Fn(usize, &[*const u8; LANES], &[*const u64; LANES], [*mut u8; LANES]) -> u32 + 'a;
+pub(super) type Public65537<'a> = dyn Fn(usize, &[&[u8]], &[&[u64]], &mut [&mut [u8]]) -> u32 + 'a;
 
 /// Eight random moduli of each RSA size (odd, top bit set: the operation
 /// is the same whether or not they are products of two primes) and inputs
@@ -166,13 +165,10 @@ pub(super) fn rsa_public(public: &Public65537<'_>) -> Result<(), String> {
             })
             .collect();
         let mut got = vec![vec![0u8; len]; LANES];
-        let from: [*const u8; LANES] = std::array::from_fn(|i| x[i].as_ptr());
-        let n_ptrs: [*const u64; LANES] = std::array::from_fn(|i| limbs[i].as_ptr());
-        let mut to = [ptr::null_mut(); LANES];
-        for (slot, out) in to.iter_mut().zip(got.iter_mut()) {
-            *slot = out.as_mut_ptr();
-        }
-        if public(bits, &from, &n_ptrs, to) != 0 {
+        let from: Vec<&[u8]> = x.iter().map(Vec::as_slice).collect();
+        let n_limbs: Vec<&[u64]> = limbs.iter().map(Vec::as_slice).collect();
+        let mut to: Vec<&mut [u8]> = got.iter_mut().map(Vec::as_mut_slice).collect();
+        if public(bits, &from, &n_limbs, &mut to) != 0 {
             return Err(format!("the public operation refused valid RSA-{bits} lanes"));
         }
         for i in 0..LANES {
@@ -293,28 +289,18 @@ mod tests {
 
     /// AWS-LC's own `x^65537 mod n` as an 8-lane call, optionally wrong in
     /// one lane's last byte.
-    fn aws_lc_public(
-        wrong: bool,
-    ) -> impl Fn(usize, &[*const u8; LANES], &[*const u64; LANES], [*mut u8; LANES]) -> u32 {
-        move |bits, from, n, to| {
+    fn aws_lc_public(wrong: bool) -> Box<Public65537<'static>> {
+        Box::new(move |bits, from, n, to| {
             let len = bits / 8;
-            for i in 0..LANES {
-                // SAFETY: the self-test passes live buffers of these sizes.
-                let (x, limbs, out) = unsafe {
-                    (
-                        std::slice::from_raw_parts(from[i], len),
-                        std::slice::from_raw_parts(n[i], len / 8),
-                        std::slice::from_raw_parts_mut(to[i], len),
-                    )
-                };
-                let n: Vec<u8> = limbs.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
-                out.copy_from_slice(&mod_exp_65537(x, &n).unwrap());
+            for i in 0..from.len() {
+                let n: Vec<u8> = n[i].iter().rev().flat_map(|l| l.to_be_bytes()).collect();
+                to[i].copy_from_slice(&mod_exp_65537(from[i], &n).unwrap());
                 if wrong && i == 5 {
-                    out[len - 1] ^= 1;
+                    to[i][len - 1] ^= 1;
                 }
             }
             0
-        }
+        })
     }
 
     #[test]
