@@ -2,7 +2,7 @@
 //! a panic, and no PIN in what either prints.
 #![no_main]
 
-use keyless_pkcs11::Pkcs11Uri;
+use keyless_hsm::Pkcs11Uri;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

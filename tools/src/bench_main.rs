@@ -206,14 +206,9 @@ fn real_main() -> Result<bool, String> {
             let operation = bench_op.operation.ok_or("the ceiling needs a private-key operation")?;
             let input = vec![0x5Au8; operation.digest().map_or(32, |h| h.len())];
             let source = keyless_keys::Pkcs11Source::new(uri);
-            let r = keyless_pkcs11::ceiling::measure(
-                &source,
-                operation,
-                &input,
-                sessions,
-                Duration::from_secs_f64(duration),
-            )?;
-            keyless_pkcs11::shutdown(Duration::from_secs(2));
+            let r =
+                keyless_hsm::ceiling::measure(&source, operation, &input, sessions, Duration::from_secs_f64(duration))?;
+            keyless_hsm::shutdown(Duration::from_secs(2));
             if json {
                 let value = serde_json::json!({
                     "operation": bench_op.name(),

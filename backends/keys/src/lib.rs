@@ -21,7 +21,7 @@ mod store;
 pub use error::{CryptoError, LoadError};
 pub use keyless_protocol::{Hash, Ski};
 pub use operation::Operation;
-pub use public::{KeyAlgorithm, PublicKeyInfo};
+pub use public::{identifiers, KeyAlgorithm, PublicKeyInfo};
 pub use source::{load_sources, load_sources_with, KeySource, Pkcs11Source};
 pub use store::{KeyStore, LoadedKey, Offload, PendingOperation, PrivateKey, SharedKey};
 

@@ -1,6 +1,6 @@
 //! The private-key operations a key server performs.
 
-use keyless_protocol::{Hash, OpKind};
+use keyless_protocol::{Hash, OpKind, Opcode};
 
 use crate::KeyAlgorithm;
 
@@ -27,6 +27,15 @@ impl Operation {
             OpKind::Ed25519Sign => Operation::Ed25519,
             _ => return None,
         })
+    }
+
+    /// The opcode that asks a key server for this operation (none for PSS
+    /// with SHA-1, SHA-224 or MD5+SHA-1: the protocol has no such opcode).
+    pub fn opcode(self) -> Option<Opcode> {
+        Opcode::SIGNING
+            .into_iter()
+            .chain([Opcode::RSA_DECRYPT])
+            .find(|o| Operation::from_kind(o.kind()) == Some(self))
     }
 
     /// Whether a key of this type can perform the operation.

@@ -16,7 +16,7 @@ pub enum KeySource {
     Dir(PathBuf),
     /// One key file, PEM or DER.
     File(PathBuf),
-    /// Keys in a PKCS#11 token (loaded by the `keyless-pkcs11` backend).
+    /// Keys in a PKCS#11 token (loaded by the `keyless-hsm` backend).
     Pkcs11(Pkcs11Source),
     /// A key version in a cloud key store: an AWS KMS ARN, a Google Cloud
     /// KMS `projects/...` name or an Azure Key Vault URL (loaded by the

@@ -121,6 +121,22 @@ struct EcdsaSignature<'a> {
     s: UintRef<'a>,
 }
 
+/// The raw `r || s` form of a DER ECDSA signature (what a key server
+/// answers), each half left-padded to `field_len` bytes, as PKCS#11's
+/// CKM_ECDSA returns it.
+pub fn ecdsa_raw(der_sig: &[u8], field_len: usize) -> Result<Vec<u8>, &'static str> {
+    let sig = EcdsaSignature::from_der(der_sig).map_err(|_| "an ECDSA signature that is not DER")?;
+    let mut raw = vec![0u8; 2 * field_len];
+    for (half, out) in [sig.r, sig.s].iter().zip(raw.chunks_mut(field_len)) {
+        let bytes = half.as_bytes();
+        if bytes.len() > field_len {
+            return Err("an ECDSA signature half longer than the curve's field");
+        }
+        out[field_len - bytes.len()..].copy_from_slice(bytes);
+    }
+    Ok(raw)
+}
+
 /// DER-encode a raw `r || s` ECDSA signature (what CKM_ECDSA and Azure Key
 /// Vault return), as TLS wants it.
 pub fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
@@ -134,4 +150,27 @@ pub fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     }
     .to_der()
     .map_err(|_| "cannot encode the ECDSA signature")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_and_der_ecdsa_signatures_convert_both_ways() {
+        // r with a leading zero byte (DER drops it) and s with its top bit set
+        // (DER adds a zero): both come back at the field's width.
+        let mut raw = vec![0u8; 64];
+        raw[1] = 0x12;
+        raw[31] = 0x34;
+        raw[32] = 0xff;
+        raw[63] = 0x01;
+        let der_sig = ecdsa_der(&raw).unwrap();
+        assert_eq!(ecdsa_raw(&der_sig, 32).unwrap(), raw);
+        assert!(
+            ecdsa_raw(&der_sig, 16).is_err(),
+            "a half wider than the field is refused"
+        );
+        assert!(ecdsa_raw(b"\x30\x03\x02\x01", 32).is_err(), "truncated DER is refused");
+    }
 }

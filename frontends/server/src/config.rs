@@ -9,7 +9,7 @@
 //! the flag or variable's name for the command line. [`resolve`] layers the
 //! two over the defaults, which live in one place: the `Default` of the
 //! type each setting lands in ([`RuntimeConfig`], [`Limits`],
-//! [`keyless_pkcs11::Options`]) or [`DEFAULTS`].
+//! [`keyless_hsm::Options`]) or [`DEFAULTS`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
@@ -396,7 +396,7 @@ impl TryFrom<RawStoreEntry> for StoreEntry {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            (None, None, Some(uri)) => match keyless_pkcs11::Pkcs11Uri::parse(&uri) {
+            (None, None, Some(uri)) => match keyless_hsm::Pkcs11Uri::parse(&uri) {
                 Ok(_) => Ok(StoreEntry(KeySource::Pkcs11(Pkcs11Source::new(uri)))),
                 Err(e) => Err(format!("bad PKCS#11 URI: {e}")),
             },
@@ -431,7 +431,7 @@ pub struct Settings {
     /// Each connection's bounds and timeouts.
     pub limits: Limits,
     /// How HSM (PKCS#11) key stores are served.
-    pub pkcs11: keyless_pkcs11::Options,
+    pub pkcs11: keyless_hsm::Options,
     /// How cloud key stores are called (applies on reload).
     pub cloud: keyless_cloud::Options,
     pub multibuffer: keyless_keys::multibuffer::Mode,
@@ -616,8 +616,8 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         batch_flush: pick!(batch_flush_us).map_or(limits.batch_flush, Duration::from_micros),
         ..limits
     };
-    let pkcs11 = keyless_pkcs11::Options::default();
-    let pkcs11 = keyless_pkcs11::Options {
+    let pkcs11 = keyless_hsm::Options::default();
+    let pkcs11 = keyless_hsm::Options {
         sessions: pick!(pkcs11_sessions).map_or(pkcs11.sessions, NonZeroUsize::get),
         queue: pick!(pkcs11_queue).map_or(pkcs11.queue, NonZeroUsize::get),
         timeout: pick!(pkcs11_timeout_ms).map_or(pkcs11.timeout, |ms| Duration::from_millis(ms.get())),

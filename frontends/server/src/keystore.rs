@@ -69,7 +69,7 @@ pub fn debug(settings: &Settings) -> (String, bool) {
     let reports = inspect(settings);
     let (mut text, keys_ok) = render(&reports);
     drop(reports);
-    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+    keyless_hsm::shutdown(std::time::Duration::from_secs(2));
     let tls = crate::tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert);
     if let Err(e) = &tls {
         text.push_str(&format!("TLS: {e}\n"));

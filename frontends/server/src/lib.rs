@@ -69,6 +69,20 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Signatures made so far, over every core and signing opcode.
+    pub fn signatures(&self) -> u64 {
+        self.shared
+            .counters
+            .iter()
+            .map(|c| {
+                keyless_protocol::Opcode::SIGNING
+                    .iter()
+                    .map(|op| c.by_opcode[op.0 as usize].load(std::sync::atomic::Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Block until every core has stopped.
     pub fn wait(self) -> Result<(), ServerError> {
         self.wait_by_ref()
@@ -209,7 +223,7 @@ pub fn load_external(
     source: &keyless_keys::KeySource,
 ) -> Result<Vec<SharedKey>, keyless_keys::LoadError> {
     match source {
-        keyless_keys::KeySource::Pkcs11(uri) => keyless_pkcs11::load(uri, &settings.pkcs11),
+        keyless_keys::KeySource::Pkcs11(uri) => keyless_hsm::load(uri, &settings.pkcs11),
         keyless_keys::KeySource::Cloud(uri) => keyless_cloud::load(uri, &settings.cloud),
         keyless_keys::KeySource::Dir(_) | keyless_keys::KeySource::File(_) => {
             keyless_keys::load_sources(std::slice::from_ref(source))

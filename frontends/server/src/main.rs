@@ -100,7 +100,7 @@ fn run() -> ExitCode {
     }
     if cli.test_config {
         let checked = keyless_server::check(&settings);
-        keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+        keyless_hsm::shutdown(std::time::Duration::from_secs(2));
         let file = settings
             .config_file
             .as_deref()
@@ -121,7 +121,7 @@ fn run() -> ExitCode {
         Err(e) => {
             // The log goes to stderr already: one line, not two.
             tracing::error!("cannot start: {e}");
-            keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+            keyless_hsm::shutdown(std::time::Duration::from_secs(2));
             return ExitCode::FAILURE;
         }
     };
@@ -186,7 +186,7 @@ fn run() -> ExitCode {
         let _ = std::fs::remove_file(socket);
     }
     // HSM sessions close before the process (and the PKCS#11 module) goes.
-    keyless_pkcs11::shutdown(std::time::Duration::from_secs(2));
+    keyless_hsm::shutdown(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

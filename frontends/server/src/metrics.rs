@@ -357,9 +357,9 @@ impl CoreCollector {
 impl CoreCollector {
     /// HSM session pools, one series per token.
     fn encode_hsm(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let pools = keyless_pkcs11::snapshots();
-        let token = |p: &keyless_pkcs11::PoolSnapshot| vec![("token", p.token.clone())];
-        let gauge = |f: fn(&keyless_pkcs11::PoolSnapshot) -> usize| {
+        let pools = keyless_hsm::snapshots();
+        let token = |p: &keyless_hsm::PoolSnapshot| vec![("token", p.token.clone())];
+        let gauge = |f: fn(&keyless_hsm::PoolSnapshot) -> usize| {
             pools
                 .iter()
                 .map(|p| (token(p), ConstGauge::new(f(p) as i64)))

@@ -244,7 +244,7 @@ fn every_setting_lands_where_the_engine_reads_it() {
     let d = config::resolve(&cli(&[]), None, Default::default()).unwrap();
     assert_eq!(d.limits, keyless_server::connection::Limits::default());
     assert_eq!(d.runtime, keyless_engine::runtime::RuntimeConfig::default());
-    assert_eq!(d.pkcs11, keyless_pkcs11::Options::default());
+    assert_eq!(d.pkcs11, keyless_hsm::Options::default());
     assert_eq!(d.multibuffer, keyless_keys::multibuffer::Mode::Auto);
 }
 

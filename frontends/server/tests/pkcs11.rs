@@ -29,11 +29,11 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn load(token: &str, options: keyless_pkcs11::Options) -> Vec<SharedKey> {
+fn load(token: &str, options: keyless_hsm::Options) -> Vec<SharedKey> {
     let source = Pkcs11Source::new(format!(
         "pkcs11:token={token}?module-path={SOFTHSM_MODULE}&pin-value={PIN}"
     ));
-    keyless_pkcs11::load(&source, &options).unwrap()
+    keyless_hsm::load(&source, &options).unwrap()
 }
 
 fn server() -> &'static Fixture {
@@ -61,10 +61,10 @@ fn server() -> &'static Fixture {
         hsm.init_token("hurried", PIN, "5678").unwrap();
         let hurried = hsm.import_new_key("hurried", PIN, "rsa", 1, KeyType::Rsa2048).unwrap();
 
-        let mut keys = load("keyless", keyless_pkcs11::Options::default());
+        let mut keys = load("keyless", keyless_hsm::Options::default());
         keys.extend(load(
             "narrow",
-            keyless_pkcs11::Options {
+            keyless_hsm::Options {
                 sessions: 1,
                 queue: 4,
                 timeout: Duration::from_secs(30),
@@ -72,7 +72,7 @@ fn server() -> &'static Fixture {
         ));
         keys.extend(load(
             "hurried",
-            keyless_pkcs11::Options {
+            keyless_hsm::Options {
                 sessions: 1,
                 queue: 1024,
                 timeout: Duration::from_millis(1),
@@ -199,7 +199,7 @@ async fn requests_past_their_timeout_fail_cleanly() {
     // Jobs whose request already failed are skipped, not signed for
     // nobody (the worker gets to them after the answers went out).
     let abandoned = || -> u64 {
-        keyless_pkcs11::snapshots()
+        keyless_hsm::snapshots()
             .iter()
             .filter(|s| s.token.contains("hurried"))
             .map(|s| s.abandoned)

@@ -112,24 +112,39 @@ impl SoftHsm {
             let path_str = path.to_str().unwrap_or_default();
             genpkey.extend_from_slice(&["-out", path_str]);
             run("openssl", &genpkey, None)?;
-            let public_pem = run("openssl", &["pkey", "-pubout", "-in", path_str], None)?;
-            let id_hex = format!("{id:02x}");
-            run(
-                "softhsm2-util",
-                &[
-                    "--import", path_str, "--token", token, "--label", label, "--id", &id_hex, "--pin", pin,
-                ],
-                Some(&self.conf),
-            )?;
-            Ok(ImportedKey {
-                label: label.to_owned(),
-                id,
-                kind,
-                public_pem,
-            })
+            self.import_key_file(token, pin, label, id, kind, &path)
         })();
         let _ = std::fs::remove_file(&path);
         result
+    }
+
+    /// Import the PEM private key at `path` (PKCS#8 or traditional) into
+    /// `token`, under `label` and CKA_ID `id`.
+    pub fn import_key_file(
+        &self,
+        token: &str,
+        pin: &str,
+        label: &str,
+        id: u8,
+        kind: KeyType,
+        path: &Path,
+    ) -> Result<ImportedKey, PkiError> {
+        let path_str = path.to_str().unwrap_or_default();
+        let public_pem = run("openssl", &["pkey", "-pubout", "-in", path_str], None)?;
+        let id_hex = format!("{id:02x}");
+        run(
+            "softhsm2-util",
+            &[
+                "--import", path_str, "--token", token, "--label", label, "--id", &id_hex, "--pin", pin,
+            ],
+            Some(&self.conf),
+        )?;
+        Ok(ImportedKey {
+            label: label.to_owned(),
+            id,
+            kind,
+            public_pem,
+        })
     }
 
     /// The directory SoftHSM keeps a token's objects in (named by a UUID;

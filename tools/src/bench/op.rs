@@ -82,9 +82,6 @@ impl BenchOp {
 }
 
 fn opcode_for(op: Operation) -> Opcode {
-    Opcode::SIGNING
-        .into_iter()
-        .chain([Opcode::RSA_DECRYPT])
-        .find(|o| Operation::from_kind(o.kind()) == Some(op))
-        .expect("every operation has an opcode")
+    op.opcode()
+        .expect("every operation the load generator offers has an opcode")
 }

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -82,17 +81,7 @@ pub fn key_server(addr: SocketAddr) -> keyless_server::RunningServer {
 }
 
 pub fn signatures(server: &keyless_server::RunningServer) -> u64 {
-    server
-        .shared
-        .counters
-        .iter()
-        .map(|c| {
-            keyless_protocol::Opcode::SIGNING
-                .iter()
-                .map(|op| c.by_opcode[op.0 as usize].load(Ordering::Relaxed))
-                .sum::<u64>()
-        })
-        .sum()
+    server.signatures()
 }
 
 /// The YAML of an edge in front of `key_servers`, with `extra` appended.

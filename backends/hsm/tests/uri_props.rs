@@ -1,7 +1,7 @@
 //! The PKCS#11 URI parser on untrusted text: any string gives a URI or a
 //! typed error, never a panic, and no error message repeats a PIN.
 
-use keyless_pkcs11::Pkcs11Uri;
+use keyless_hsm::Pkcs11Uri;
 use proptest::prelude::*;
 
 fn attribute() -> impl Strategy<Value = String> {

@@ -40,10 +40,7 @@ fn shutdown_answers_every_queued_request() {
     if std::env::var(CHILD).is_ok() {
         let dir = std::env::var_os(CHILD_DIR).unwrap();
         let (key, mut pending) = queue_signatures(dir.as_ref());
-        assert!(
-            keyless_pkcs11::shutdown(Duration::from_secs(5)),
-            "a worker did not stop"
-        );
+        assert!(keyless_hsm::shutdown(Duration::from_secs(5)), "a worker did not stop");
         let mut dropped = 0;
         for p in pending.iter_mut().flatten() {
             // The workers are gone: every answer (a signature or an
@@ -83,7 +80,7 @@ fn run_child(test: &str, wait_ms: u64) {
 fn leave_signatures_in_flight(dir: &Path, wait_ms: u64) {
     let (key, pending) = queue_signatures(dir);
     std::thread::sleep(Duration::from_millis(wait_ms));
-    let pool = &keyless_pkcs11::snapshots()[0];
+    let pool = &keyless_hsm::snapshots()[0];
     assert!(pool.busy + pool.queued > 0, "nothing in flight: {pool:?}");
     // Kept unanswered, so the workers go on signing through the exit.
     std::mem::forget(pending);
@@ -106,7 +103,7 @@ fn queue_signatures(
     let source = Pkcs11Source::new(format!(
         "pkcs11:token=exit?module-path={SOFTHSM_MODULE}&pin-value={PIN}&max-sessions=2"
     ));
-    let key = keyless_pkcs11::load(&source, &keyless_pkcs11::Options::default()).unwrap()[0]
+    let key = keyless_hsm::load(&source, &keyless_hsm::Options::default()).unwrap()[0]
         .instantiate()
         .unwrap();
     let offload = key.offload().unwrap();

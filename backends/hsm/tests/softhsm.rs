@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::session::UserType;
+use keyless_hsm::{Options, Pkcs11Uri, UriError};
 use keyless_keys::memory::PublicKey;
 use keyless_keys::{Hash, KeyAlgorithm, LoadError, Operation, Pkcs11Source, PublicKeyInfo, SharedKey};
-use keyless_pkcs11::{Options, Pkcs11Uri, UriError};
 use keyless_pki::softhsm::{ImportedKey, SoftHsm, SOFTHSM_MODULE};
 use keyless_pki::KeyType;
 use rustls_pki_types::pem::PemObject;
@@ -89,7 +89,7 @@ fn uri(token: &str, query_extra: &str, path_extra: &str) -> Pkcs11Source {
 }
 
 fn load(source: &Pkcs11Source) -> Result<Vec<SharedKey>, LoadError> {
-    keyless_pkcs11::load(source, &Options::default())
+    keyless_hsm::load(source, &Options::default())
 }
 
 fn public_info(pem: &str) -> (PublicKeyInfo, PublicKey) {
@@ -294,7 +294,7 @@ fn a_logged_out_token_is_logged_in_again() {
 
     let signature = key.perform(op, &[2; 32]).expect("the pool logs in again");
     verifier.verify(op, &[2; 32], &signature).expect("signature verifies");
-    let stats = keyless_pkcs11::snapshots()
+    let stats = keyless_hsm::snapshots()
         .into_iter()
         .find(|s| s.token.contains("logout"))
         .unwrap();
@@ -333,7 +333,7 @@ fn a_deleted_token_fails_fast_and_others_keep_serving() {
             .expect("signature verifies");
     }
     assert!(started.elapsed() < Duration::from_secs(5), "failures must be quick");
-    let stats = keyless_pkcs11::snapshots()
+    let stats = keyless_hsm::snapshots()
         .into_iter()
         .find(|s| s.token.contains("vanishing"))
         .unwrap();
