@@ -46,6 +46,19 @@ pub unsafe fn input<'a>(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8], 
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// An output buffer of exactly `len` bytes (C_GenerateRandom's).
+///
+/// # Safety
+/// `ptr` must be null or valid for writes of `len` bytes for `'a`.
+pub unsafe fn output<'a>(ptr: *mut CK_BYTE, len: CK_ULONG) -> Result<&'a mut [u8], CK_RV> {
+    let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
+    if ptr.is_null() {
+        return if len == 0 { Ok(&mut []) } else { Err(CKR_ARGUMENTS_BAD) };
+    }
+    // SAFETY: non-null, and the caller guarantees `len` writable bytes.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
 /// A value the call writes (`*ptr = value`), refused when null.
 ///
 /// # Safety

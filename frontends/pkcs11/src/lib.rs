@@ -330,6 +330,21 @@ pub unsafe extern "C" fn C_Decrypt(
     })
 }
 
+#[no_mangle]
+pub unsafe extern "C" fn C_GenerateRandom(
+    hSession: CK_SESSION_HANDLE,
+    RandomData: *mut CK_BYTE,
+    ulRandomLen: CK_ULONG,
+) -> CK_RV {
+    // SAFETY: RandomData holds ulRandomLen bytes (the standard's contract).
+    guard(|| general::random(hSession, unsafe { ffi::output(RandomData, ulRandomLen)? }))
+}
+
+#[no_mangle]
+pub extern "C" fn C_SeedRandom(hSession: CK_SESSION_HANDLE, _seed: *mut CK_BYTE, _len: CK_ULONG) -> CK_RV {
+    guard(|| general::seed_random(hSession))
+}
+
 /// Entry points this token has no use for: CKR_FUNCTION_NOT_SUPPORTED
 /// (CKR_CRYPTOKI_NOT_INITIALIZED before C_Initialize). None reads its
 /// arguments.
@@ -384,8 +399,6 @@ not_supported! {
     C_WrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, *mut CK_BYTE, *mut CK_ULONG);
     C_UnwrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE);
     C_DeriveKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE);
-    C_SeedRandom(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG);
-    C_GenerateRandom(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG);
     C_GetFunctionStatus(CK_SESSION_HANDLE);
     C_CancelFunction(CK_SESSION_HANDLE);
     C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut c_void);

@@ -98,7 +98,9 @@ pub fn info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
     Some(CK_MECHANISM_INFO {
         ulMinKeySize: min,
         ulMaxKeySize: max,
-        flags,
+        // CKF_HW: the operation happens outside this library, on the key
+        // server (pkcs11-tool --test looks for CKF_SIGN | CKF_HW).
+        flags: flags | CKF_HW,
     })
 }
 

@@ -59,7 +59,7 @@ pub fn token_info(slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO, CK_RV> {
         serialNumber: padded("1"),
         // No CKF_LOGIN_REQUIRED: nothing asks for a PIN (a worker forked
         // after start-up cannot prompt), and C_Login is accepted anyway.
-        flags: CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED,
+        flags: CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_RNG,
         ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
         ulSessionCount: sessions as CK_ULONG,
         ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
@@ -143,4 +143,19 @@ pub fn logout(session: CK_SESSION_HANDLE) -> Result<(), CK_RV> {
     } else {
         Err(CKR_USER_NOT_LOGGED_IN)
     }
+}
+
+/// C_GenerateRandom: the operating system's generator (through AWS-LC).
+pub fn random(session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<(), CK_RV> {
+    module()?.session(session)?;
+    use aws_lc_rs::rand::SecureRandom;
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(out)
+        .map_err(|_| CKR_DEVICE_ERROR)
+}
+
+/// C_SeedRandom: the generator takes no seed from the caller.
+pub fn seed_random(session: CK_SESSION_HANDLE) -> Result<(), CK_RV> {
+    module()?.session(session)?;
+    Err(CKR_RANDOM_SEED_NOT_SUPPORTED)
 }

@@ -67,6 +67,12 @@ pub fn stop(server: keyless_server::RunningServer) {
 /// The module's configuration for key servers at `servers`, written to a
 /// new file (mode 0600) in the fixture's directory; `extra` is appended.
 pub fn module_config(name: &str, servers: &[SocketAddr], extra: &str) -> PathBuf {
+    let all: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    module_config_with(name, servers, &all, extra)
+}
+
+/// [`module_config`] with only the fixture keys named in `keys`.
+pub fn module_config_with(name: &str, servers: &[SocketAddr], keys: &[&str], extra: &str) -> PathBuf {
     let pki = &fixture().pki;
     let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
     let mut yaml = format!(
@@ -77,7 +83,7 @@ pub fn module_config(name: &str, servers: &[SocketAddr], extra: &str) -> PathBuf
         pki.client_cert.display(),
         pki.client_key.display(),
     );
-    for (key, _) in KEYS {
+    for key in keys {
         yaml.push_str(&format!(
             "  - certificate: {}\n    label: {key}\n",
             pki.sites_dir.join(format!("{key}.pem")).display()
