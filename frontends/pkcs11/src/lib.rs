@@ -331,6 +331,50 @@ pub unsafe extern "C" fn C_Decrypt(
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM) -> CK_RV {
+    // SAFETY: pMechanism is null or valid (the standard's contract).
+    guard(|| crypto::digest_init(hSession, unsafe { init_mechanism(pMechanism)? }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn C_Digest(
+    hSession: CK_SESSION_HANDLE,
+    pData: *mut CK_BYTE,
+    ulDataLen: CK_ULONG,
+    pDigest: *mut CK_BYTE,
+    pulDigestLen: *mut CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        // SAFETY: pData holds ulDataLen bytes, pDigest *pulDigestLen bytes (the standard's contract).
+        let (data, out) = unsafe { (ffi::input(pData, ulDataLen)?, OutBuf::new(pDigest, pulDigestLen)?) };
+        crypto::digest(hSession, Some(data), &out)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestUpdate(
+    hSession: CK_SESSION_HANDLE,
+    pPart: *mut CK_BYTE,
+    ulPartLen: CK_ULONG,
+) -> CK_RV {
+    // SAFETY: pPart holds ulPartLen bytes (the standard's contract).
+    guard(|| crypto::digest_update(hSession, unsafe { ffi::input(pPart, ulPartLen)? }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn C_DigestFinal(
+    hSession: CK_SESSION_HANDLE,
+    pDigest: *mut CK_BYTE,
+    pulDigestLen: *mut CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        // SAFETY: pDigest holds *pulDigestLen bytes (the standard's contract).
+        let out = unsafe { OutBuf::new(pDigest, pulDigestLen)? };
+        crypto::digest(hSession, None, &out)
+    })
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn C_GenerateRandom(
     hSession: CK_SESSION_HANDLE,
     RandomData: *mut CK_BYTE,
@@ -377,11 +421,7 @@ not_supported! {
     C_EncryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG);
     C_DecryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_DecryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG);
-    C_DigestInit(CK_SESSION_HANDLE, *mut CK_MECHANISM);
-    C_Digest(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
-    C_DigestUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG);
-    C_DigestKey(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
-    C_DigestFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG);
+        C_DigestKey(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
     C_SignRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
     C_SignRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_VerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);

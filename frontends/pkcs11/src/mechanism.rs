@@ -74,9 +74,25 @@ const EC_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
 ];
 const ED_MECHANISMS: &[CK_MECHANISM_TYPE] = &[CKM_EDDSA];
 
+/// Digests, computed here (Java's SunPKCS11 hashes through the token
+/// before RSASSA-PSS, and asks for them first).
+const DIGEST_MECHANISMS: &[CK_MECHANISM_TYPE] = &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512];
+
 /// Every mechanism of the token, for C_GetMechanismList.
 pub fn all_mechanisms() -> Vec<CK_MECHANISM_TYPE> {
-    [RSA_MECHANISMS, EC_MECHANISMS, ED_MECHANISMS].concat()
+    [RSA_MECHANISMS, EC_MECHANISMS, ED_MECHANISMS, DIGEST_MECHANISMS].concat()
+}
+
+fn signs(mechanism: CK_MECHANISM_TYPE) -> bool {
+    [RSA_MECHANISMS, EC_MECHANISMS, ED_MECHANISMS]
+        .iter()
+        .any(|m| m.contains(&mechanism))
+}
+
+/// The digest C_DigestInit's mechanism names, computed here.
+pub fn digest_context(mechanism: CK_MECHANISM_TYPE) -> Result<digest::Context, CK_RV> {
+    let hash = hash_of(mechanism).ok_or(CKR_MECHANISM_INVALID)?;
+    Ok(digest::Context::new(digest_alg(hash)))
 }
 
 /// C_GetMechanismInfo's answer: key sizes in bits and what it does.
@@ -92,6 +108,12 @@ pub fn info(mechanism: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
         (256, 521, CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
     } else if ED_MECHANISMS.contains(&mechanism) {
         (255, 255, CKF_SIGN | CKF_EC_NAMEDCURVE)
+    } else if DIGEST_MECHANISMS.contains(&mechanism) {
+        return Some(CK_MECHANISM_INFO {
+            ulMinKeySize: 0,
+            ulMaxKeySize: 0,
+            flags: CKF_DIGEST,
+        });
     } else {
         return None;
     };
@@ -179,7 +201,7 @@ fn pss(params: Option<PssParams>, implied: Option<Hash>) -> Result<Hash, CK_RV> 
 /// The plan for signing with `mechanism` on a key of kind `key`.
 pub fn sign_plan(mechanism: CK_MECHANISM_TYPE, params: Option<PssParams>, key: KeyKind) -> Result<SignPlan, CK_RV> {
     if !key.mechanisms().contains(&mechanism) {
-        return Err(if info(mechanism).is_some() {
+        return Err(if signs(mechanism) {
             CKR_KEY_TYPE_INCONSISTENT
         } else {
             CKR_MECHANISM_INVALID
@@ -216,7 +238,7 @@ pub fn decrypt_plan(mechanism: CK_MECHANISM_TYPE, key: KeyKind) -> Result<Decryp
         (CKM_RSA_PKCS, KeyKind::Rsa { .. }) => Ok(DecryptPlan::Pkcs1),
         (CKM_RSA_X_509, KeyKind::Rsa { .. }) => Ok(DecryptPlan::Raw),
         (CKM_RSA_PKCS | CKM_RSA_X_509, _) => Err(CKR_KEY_TYPE_INCONSISTENT),
-        _ if info(mechanism).is_some() => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        _ if signs(mechanism) => Err(CKR_KEY_FUNCTION_NOT_PERMITTED),
         _ => Err(CKR_MECHANISM_INVALID),
     }
 }
@@ -458,6 +480,7 @@ mod tests {
         assert_eq!(sign_plan(CKM_ECDSA, None, RSA), Err(CKR_KEY_TYPE_INCONSISTENT));
         assert_eq!(sign_plan(CKM_RSA_PKCS, None, P256), Err(CKR_KEY_TYPE_INCONSISTENT));
         assert_eq!(sign_plan(CKM_AES_CBC, None, RSA), Err(CKR_MECHANISM_INVALID));
+        assert_eq!(sign_plan(CKM_SHA256, None, RSA), Err(CKR_MECHANISM_INVALID));
         assert_eq!(sign_plan(CKM_RSA_X_509, None, RSA), Ok(SignPlan::RsaRaw));
         assert_eq!(decrypt_plan(CKM_RSA_PKCS, P256), Err(CKR_KEY_TYPE_INCONSISTENT));
         assert_eq!(decrypt_plan(CKM_ECDSA, P256), Err(CKR_KEY_FUNCTION_NOT_PERMITTED));

@@ -49,6 +49,8 @@ pub struct Decrypting {
 
 #[derive(Default)]
 pub struct Session {
+    /// A digest begun by C_DigestInit.
+    pub digesting: Option<aws_lc_rs::digest::Context>,
     pub flags: CK_FLAGS,
     /// Handles C_FindObjects has yet to return.
     pub found: Option<Vec<CK_OBJECT_HANDLE>>,

@@ -403,6 +403,10 @@ fn bad_arguments_get_codes_and_never_crash() {
         );
         assert_eq!(
             f.C_GenerateRandom.unwrap()(own, std::ptr::null_mut(), 16),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_EncryptInit.unwrap()(own, std::ptr::null_mut(), rsa),
             CKR_FUNCTION_NOT_SUPPORTED
         );
         assert_eq!(
@@ -414,4 +418,57 @@ fn bad_arguments_get_codes_and_never_crash() {
 
 fn raw(m: &Module) -> &'static CK_FUNCTION_LIST {
     m.functions()
+}
+
+#[test]
+fn digests_are_computed_here_with_the_length_rules_of_signing() {
+    let s = setup();
+    let (m, session) = (s.module, s.session);
+    let f = m.functions();
+    for (mech, name, len) in [
+        (CKM_SHA_1, "sha1", 20),
+        (CKM_SHA256, "sha256", 32),
+        (CKM_SHA512, "sha512", 64),
+    ] {
+        let mut mechanism = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut data = MESSAGE.to_vec();
+        let mut out = vec![0u8; 64];
+        let mut out_len: CK_ULONG = 0;
+        // SAFETY: every buffer holds the length given with it.
+        unsafe {
+            assert_eq!(f.C_DigestInit.unwrap()(session, &mut mechanism), CKR_OK);
+            let rv = f.C_Digest.unwrap()(
+                session,
+                data.as_mut_ptr(),
+                data.len() as CK_ULONG,
+                std::ptr::null_mut(),
+                &mut out_len,
+            );
+            assert_eq!((rv, out_len), (CKR_OK, len));
+            out_len = 1;
+            let rv = f.C_Digest.unwrap()(
+                session,
+                data.as_mut_ptr(),
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut out_len,
+            );
+            assert_eq!((rv, out_len), (CKR_BUFFER_TOO_SMALL, len));
+            assert_eq!(f.C_DigestUpdate.unwrap()(session, data.as_mut_ptr(), 10), CKR_OK);
+            assert_eq!(
+                f.C_DigestUpdate.unwrap()(session, data[10..].as_mut_ptr(), data.len() as CK_ULONG - 10),
+                CKR_OK
+            );
+            out_len = 64;
+            assert_eq!(
+                f.C_DigestFinal.unwrap()(session, out.as_mut_ptr(), &mut out_len),
+                CKR_OK
+            );
+        }
+        assert_eq!(&out[..out_len as usize], &hash(name, MESSAGE)[..]);
+    }
 }

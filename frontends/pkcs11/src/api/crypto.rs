@@ -151,3 +151,47 @@ pub fn decrypt(session: CK_SESSION_HANDLE, ciphertext: &[u8], out: &OutBuf) -> R
         }
     })
 }
+
+/// C_DigestInit; `None` cancels an active digest.
+pub fn digest_init(
+    session: CK_SESSION_HANDLE,
+    mechanism: Option<(CK_MECHANISM_TYPE, Option<PssParams>, bool)>,
+) -> Result<(), CK_RV> {
+    module()?.with_session(session, |s| {
+        let Some((kind, _, has_params)) = mechanism else {
+            s.digesting = None;
+            return Ok(());
+        };
+        if s.digesting.is_some() {
+            return Err(CKR_OPERATION_ACTIVE);
+        }
+        if has_params {
+            return Err(CKR_MECHANISM_PARAM_INVALID);
+        }
+        s.digesting = Some(mechanism::digest_context(kind)?);
+        Ok(())
+    })
+}
+
+pub fn digest_update(session: CK_SESSION_HANDLE, part: &[u8]) -> Result<(), CK_RV> {
+    module()?.with_session(session, |s| {
+        s.digesting.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?.update(part);
+        Ok(())
+    })
+}
+
+/// C_Digest (`data` is `Some`) and C_DigestFinal, with the length rules
+/// of C_Sign.
+pub fn digest(session: CK_SESSION_HANDLE, data: Option<&[u8]>, out: &OutBuf) -> Result<(), CK_RV> {
+    module()?.with_session(session, |s| {
+        let context = s.digesting.as_ref().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        if out.room(context.algorithm().output_len())? == Room::Query {
+            return Ok(());
+        }
+        let mut context = s.digesting.take().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        if let Some(data) = data {
+            context.update(data);
+        }
+        out.put(context.finish().as_ref())
+    })
+}
