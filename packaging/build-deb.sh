@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Debian package from already-built binaries.
 #
-#   cargo build --release --workspace && packaging/build-deb.sh           # target/debian/keyless_<version>_amd64.deb
+#   cargo build --release --workspace && packaging/build-deb.sh             # target/debian/keyless_<version>_amd64.deb
 #   PROFILE=debug COMPRESS=none packaging/build-deb.sh                   # CI: the test build, fast
 #
 # Layout as gokeyless's package: binaries in /usr/bin, /etc/keyless with the
@@ -21,6 +21,10 @@ for bin in keyless-server keyless-edge keyless-tool keyless-bench; do
   [ -x "target/$PROFILE/$bin" ] || { echo "target/$PROFILE/$bin missing: build it first" >&2; exit 1; }
   install -m 0755 "target/$PROFILE/$bin" "$ROOT/usr/bin/$bin"
 done
+# The PKCS#11 module (docs/pkcs11.md), where MODULE_PATH and p11-kit point.
+[ -f "target/$PROFILE/libkeyless_pkcs11.so" ] || { echo "target/$PROFILE/libkeyless_pkcs11.so missing: build it first" >&2; exit 1; }
+install -d "$ROOT/usr/lib/keyless"
+install -m 0644 "target/$PROFILE/libkeyless_pkcs11.so" "$ROOT/usr/lib/keyless/libkeyless_pkcs11.so"
 install -m 0644 packaging/debian/keyless-server.service packaging/debian/keyless-edge.service "$ROOT/lib/systemd/system/"
 install -m 0640 packaging/debian/gokeyless.yaml "$ROOT/etc/keyless/gokeyless.yaml"
 install -m 0640 packaging/debian/edge.yaml "$ROOT/etc/keyless/edge.yaml"

@@ -10,6 +10,7 @@ dpkg -i "$deb" >/dev/null
 trap 'dpkg --purge keyless >/dev/null 2>&1 || true; rm -rf /etc/keyless/keys; rmdir /etc/keyless 2>/dev/null || true' EXIT
 fail() { echo "package test: $*" >&2; exit 1; }
 for f in /usr/bin/keyless-server /usr/bin/keyless-edge /usr/bin/keyless-tool /usr/bin/keyless-bench \
+         /usr/lib/keyless/libkeyless_pkcs11.so \
          /lib/systemd/system/keyless-server.service /lib/systemd/system/keyless-edge.service \
          /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml \
          /usr/share/man/man1/keyless-server.1.gz /usr/share/man/man1/keyless-edge.1.gz \
@@ -56,6 +57,17 @@ for _ in $(seq 100); do
 done
 /usr/bin/keyless-tool conformance --server 127.0.0.1:2407 --server-name localhost --ca "$pki/ca.pem" \
   --cert "$pki/client.pem" --key "$pki/client-key.pem" --pubkeys "$pki/pubkeys" | tail -1
+# The installed PKCS#11 module signs and decrypts with the running server's
+# keys (pkcs11-tool --test: RSA signatures checked, decryption round trips).
+command -v pkcs11-tool >/dev/null || fail "pkcs11-tool is missing (apt install opensc)"
+p11conf=$(mktemp)
+printf '%s\n' "key_servers: [\"127.0.0.1:2407\"]" "key_server_name: localhost" "key_server_ca: $pki/ca.pem" \
+  "client_cert: $pki/client.pem" "client_key: $pki/client-key.pem" "keys:" \
+  "  - certificate: $pki/sites/p256.pem" "  - certificate: $pki/sites/rsa2048.pem" >"$p11conf"
+p11out=$(KEYLESS_PKCS11_CONFIG=$p11conf pkcs11-tool --module /usr/lib/keyless/libkeyless_pkcs11.so --test 2>&1) \
+  || { echo "$p11out" >&2; fail "pkcs11-tool --test with the installed module"; }
+echo "$p11out" | grep -q "No errors" || { echo "$p11out" >&2; fail "pkcs11-tool --test found errors"; }
+rm -f "$p11conf"
 if [ "$memlock" = unlimited ]; then
   grep -q "memory locked (mlockall)" "$log" || { cat "$log" >&2; fail "the installed server did not lock its memory"; }
 else

@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for_port(port: u16, child: &mut Child) {
+fn wait_for_port(port: u16, child: &mut Spawned) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -213,18 +213,20 @@ fn openssl_s_server_through_libp11_answers_s_client() {
         let port = free_port();
         let cert = fixture().pki.sites_dir.join(format!("{label}.pem"));
         let key = format!("pkcs11:object={label};type=private");
-        let mut server = Command::new("openssl")
-            .args([
-                "s_server", "-engine", "pkcs11", "-keyform", "engine", "-key", &key, "-cert",
-            ])
-            .arg(&cert)
-            .args(["-accept", &port.to_string(), "-www"])
-            .env("OPENSSL_CONF", &conf)
-            .env("KEYLESS_PKCS11_CONFIG", &s.libp11_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut server = Spawned(
+            Command::new("openssl")
+                .args([
+                    "s_server", "-engine", "pkcs11", "-keyform", "engine", "-key", &key, "-cert",
+                ])
+                .arg(&cert)
+                .args(["-accept", &port.to_string(), "-www"])
+                .env("OPENSSL_CONF", &conf)
+                .env("KEYLESS_PKCS11_CONFIG", &s.libp11_config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         wait_for_port(port, &mut server);
         let before = s.server.signatures();
         let out = s_client(port, &[version]);
@@ -238,8 +240,6 @@ fn openssl_s_server_through_libp11_answers_s_client() {
             1,
             "{label}: one signature for the handshake"
         );
-        let _ = server.kill();
-        let _ = server.wait();
     }
 }
 
@@ -272,20 +272,22 @@ fn gnutls_lists_the_objects_and_gnutls_serv_answers_gnutls_cli() {
 
     for label in ["p256", "rsa2048"] {
         let port = free_port();
-        let mut server = Command::new("gnutls-serv")
-            .arg("--provider")
-            .arg(&module)
-            .args(["-p", &port.to_string(), "--x509certfile"])
-            .arg(fixture().pki.sites_dir.join(format!("{label}.pem")))
-            .args([
-                "--x509keyfile",
-                &format!("pkcs11:token=keyless;object={label};type=private"),
-            ])
-            .env("KEYLESS_PKCS11_CONFIG", &s.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut server = Spawned(
+            Command::new("gnutls-serv")
+                .arg("--provider")
+                .arg(&module)
+                .args(["-p", &port.to_string(), "--x509certfile"])
+                .arg(fixture().pki.sites_dir.join(format!("{label}.pem")))
+                .args([
+                    "--x509keyfile",
+                    &format!("pkcs11:token=keyless;object={label};type=private"),
+                ])
+                .env("KEYLESS_PKCS11_CONFIG", &s.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         wait_for_port(port, &mut server);
         let before = s.server.signatures();
         let mut client = Command::new("gnutls-cli")
@@ -320,7 +322,5 @@ fn gnutls_lists_the_objects_and_gnutls_serv_answers_gnutls_cli() {
             s.server.signatures() - before >= 1,
             "{label}: the handshake signed at the key server"
         );
-        let _ = server.kill();
-        let _ = server.wait();
     }
 }

@@ -32,16 +32,18 @@ fn a_jsse_server_with_keys_in_the_module_answers_s_client() {
         .unwrap()
         .port();
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/Server.java");
-    let mut java = Command::new("java")
-        .arg(&source)
-        .arg(&sunpkcs11)
-        .arg(port.to_string())
-        .arg("2")
-        .env("KEYLESS_PKCS11_CONFIG", &config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut java = Spawned(
+        Command::new("java")
+            .arg(&source)
+            .arg(&sunpkcs11)
+            .arg(port.to_string())
+            .arg("2")
+            .env("KEYLESS_PKCS11_CONFIG", &config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(java.stdout.take().unwrap());
     let mut listed = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -49,8 +51,9 @@ fn a_jsse_server_with_keys_in_the_module_answers_s_client() {
         let mut line = String::new();
         if stdout.read_line(&mut line).unwrap() == 0 || Instant::now() > deadline {
             let _ = java.kill();
-            let out = java.wait_with_output().unwrap();
-            panic!("java:\n{listed}\n{}", String::from_utf8_lossy(&out.stderr));
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut java.stderr.take().unwrap(), &mut err);
+            panic!("java:\n{listed}\n{err}");
         }
         listed.push_str(&line);
     }

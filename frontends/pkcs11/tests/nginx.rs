@@ -140,7 +140,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// A fast shutdown (SIGTERM), which takes the workers with it; a
+    /// SIGKILL of the master alone would leave them running.
     fn drop(&mut self) {
+        let workers = self.workers();
+        self.signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in workers {
+            let _ = Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

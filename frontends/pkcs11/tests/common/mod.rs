@@ -405,6 +405,29 @@ pub fn ours(config: &Path) -> &'static Module {
     })
 }
 
+/// A child process killed when the test lets go of it, panicking or not.
+pub struct Spawned(pub std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Run `program` with `args`; its stdout, or a panic with its stderr.
 pub fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Vec<u8> {
     let mut cmd = Command::new(program);
