@@ -210,21 +210,15 @@ impl std::fmt::Debug for KeyServerPool {
 }
 
 impl KeyServerPool {
-    /// [`perform`](Self::perform) on the pool's runtime, blocking the
-    /// calling thread (any thread, one inside another runtime included)
-    /// for at most `deadline`. A PKCS#11 module's C_Sign is this.
-    pub fn perform_waiting(self: &Arc<Self>, request: Message, deadline: Duration) -> Result<Vec<u8>, ClientError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let pool = self.clone();
-        self.runtime.spawn(async move {
-            let _ = tx.send(pool.perform(request).await);
-        });
-        rx.recv_timeout(deadline).unwrap_or_else(|e| {
-            Err(ClientError::Closed(match e {
-                std::sync::mpsc::RecvTimeoutError::Timeout => format!("no answer within {deadline:?}"),
-                std::sync::mpsc::RecvTimeoutError::Disconnected => "the key-server runtime stopped".into(),
-            }))
-        })
+    /// [`perform`](Self::perform) polled on the calling thread (any
+    /// thread, one inside another runtime included), blocking it for at
+    /// most `deadline`. A PKCS#11 module's C_Sign is this. The connections
+    /// stay on the pool's runtime; the answer wakes this thread directly.
+    pub fn perform_waiting(&self, request: Message, deadline: Duration) -> Result<Vec<u8>, ClientError> {
+        // The runtime's context, for the timers `perform` sets.
+        let _context = self.runtime.enter();
+        super::blocking::block_until(self.perform(request), Instant::now() + deadline)
+            .unwrap_or_else(|| Err(ClientError::Closed(format!("no answer within {deadline:?}"))))
     }
 
     /// [`perform`](Self::perform) on the pool's runtime; the returned future
