@@ -189,3 +189,86 @@ fn refuse_writable_by_others(path: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        match load(&write(dir.path(), "pkcs11.yaml", text, 0o600)) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "pkcs11.yaml", "key_servers: []\n", 0o666);
+        let e = load(&path).err().unwrap();
+        assert!(e.contains("group or others may write it (mode 666)"), "{e}");
+    }
+
+    #[test]
+    fn mistakes_name_the_file_line_and_field() {
+        let e = error("key_servers: [\"a:1\"]\nkey_server_ca: ca.pem\nclient_cert: c.pem\nclient_key: k.pem\nkeys: []\nsurprise: 1\n");
+        assert!(e.contains("pkcs11.yaml:6:1: unknown field `surprise`"), "{e}");
+        let e = error("key_servers: [\"a:1\"]\nkeys: []\n");
+        assert!(e.contains("missing field `key_server_ca`"), "{e}");
+        let e = error("key_servers: []\nkey_server_ca: ca.pem\nclient_cert: c.pem\nclient_key: k.pem\nkeys: []\n");
+        assert!(e.contains("key_servers: names no key server"), "{e}");
+        let e = error("key_servers: [\"a:1\"]\nkey_server_ca: ca.pem\nclient_cert: c.pem\nclient_key: k.pem\nrequest_timeout: soon\nkeys: []\n");
+        assert!(
+            e.contains("pkcs11.yaml:5:") && e.contains("\"soon\" is not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_it_names_are_read_and_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = keyless_pki::DevPki::generate(&dir.path().join("pki"), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+        let head = format!(
+            "key_servers: [\"127.0.0.1:1\"]\nkey_server_ca: {}\nclient_cert: {}\nclient_key: {}\n",
+            pki.ca_cert.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        );
+        let site = pki.sites_dir.join("p256.pem");
+        let good = format!("{head}keys:\n  - certificate: {}\n", site.display());
+        let config = load(&write(dir.path(), "good.yaml", &good, 0o600)).unwrap();
+        assert_eq!(config.keys.len(), 1);
+        assert_eq!(
+            config.keys[0].label, "keyless edge site (p256)",
+            "the certificate's common name"
+        );
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+
+        let twice = format!("{good}  - certificate: {}\n    label: again\n", site.display());
+        let e = load(&write(dir.path(), "twice.yaml", &twice, 0o600)).err().unwrap();
+        assert!(e.contains("keys[1].certificate: the same key as keys[0]"), "{e}");
+        let missing = format!("{head}keys:\n  - certificate: nowhere.pem\n");
+        let e = load(&write(dir.path(), "missing.yaml", &missing, 0o600)).err().unwrap();
+        assert!(e.contains("keys[0].certificate:") && e.contains("nowhere.pem"), "{e}");
+        let level = format!("{good}log_level: loud\n");
+        let e = load(&write(dir.path(), "level.yaml", &level, 0o600)).err().unwrap();
+        assert!(
+            e.contains("log_level: \"loud\" is not error, warn, info, debug or trace"),
+            "{e}"
+        );
+        let key_is_not_cert = format!("{head}keys:\n  - certificate: {}\n", pki.client_key.display());
+        let e = load(&write(dir.path(), "nocert.yaml", &key_is_not_cert, 0o600))
+            .err()
+            .unwrap();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+}

@@ -23,7 +23,13 @@ fn setup() -> &'static Setup {
     static S: OnceLock<Setup> = OnceLock::new();
     S.get_or_init(|| {
         let server = key_server("127.0.0.1:0".parse::<SocketAddr>().unwrap());
-        let config = module_config("module", &[server.addr], "");
+        // One more key whose certificate the module lists but no key server holds.
+        let ca = fixture().pki.ca().unwrap();
+        let orphan = keyless_pki::KeyType::EcdsaP256.generate().unwrap();
+        let orphan_pem = fixture().dir.path().join("orphan.pem");
+        std::fs::write(&orphan_pem, ca.issue_site("orphan", &["localhost"], &orphan).unwrap()).unwrap();
+        let extra = format!("  - certificate: {}\n    label: orphan\n", orphan_pem.display());
+        let config = module_config("module", &[server.addr], &extra);
         let module = ours(&config);
         let session = module.open(module.first_slot());
         Setup {
@@ -471,4 +477,22 @@ fn digests_are_computed_here_with_the_length_rules_of_signing() {
         }
         assert_eq!(&out[..out_len as usize], &hash(name, MESSAGE)[..]);
     }
+}
+
+#[test]
+fn a_key_no_key_server_holds_is_an_invalid_key_handle() {
+    let s = setup();
+    let (m, session) = (s.module, s.session);
+    let orphan = private_key(m, session, "orphan");
+    let digest = hash("sha256", MESSAGE);
+    for _ in 0..3 {
+        assert_eq!(
+            m.sign_once(session, CKM_ECDSA, None, orphan, &digest),
+            Err(CKR_KEY_HANDLE_INVALID)
+        );
+    }
+    // The other keys are unaffected.
+    let p256 = private_key(m, session, "p256");
+    let sig = m.sign_once(session, CKM_ECDSA, None, p256, &digest).unwrap();
+    openssl_verify("p256", &digest, &sig, Some("sha256"), false);
 }

@@ -1,0 +1,45 @@
+//! C_Initialize and C_Finalize as applications call them: before it,
+//! nothing works; a configuration that cannot be used is refused with
+//! CKR_GENERAL_ERROR (and a line naming the file); a good one works; after
+//! C_Finalize the module may be initialized again.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use cryptoki_sys::*;
+
+#[test]
+fn initialize_refuses_bad_configurations_and_finalize_lets_go() {
+    let server = key_server("127.0.0.1:0".parse().unwrap());
+    let m = Module::load(&module_path());
+    let mut info = std::mem::MaybeUninit::<CK_INFO>::uninit();
+    // SAFETY: `info` is writable; the module must refuse before C_Initialize.
+    assert_eq!(
+        unsafe { m.functions().C_GetInfo.unwrap()(info.as_mut_ptr()) },
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(m.initialize(Some(&dir.path().join("missing.yaml"))), CKR_GENERAL_ERROR);
+    let writable = module_config("writable", &[server.addr], "");
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o664)).unwrap();
+    assert_eq!(m.initialize(Some(&writable)), CKR_GENERAL_ERROR);
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "key_servers: [\"127.0.0.1:1\"]\nkeys: [\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(m.initialize(Some(&broken)), CKR_GENERAL_ERROR);
+
+    let good = module_config("good", &[server.addr], "");
+    for round in 0..2 {
+        assert_eq!(m.initialize(Some(&good)), CKR_OK, "round {round}");
+        let session = m.open(m.first_slot());
+        let key = m.find(session, CKO_PRIVATE_KEY, "p256")[0];
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"initialized");
+        let sig = m.sign_once(session, CKM_ECDSA, None, key, digest.as_ref()).unwrap();
+        openssl_verify("p256", digest.as_ref(), &sig, Some("sha256"), false);
+        assert_eq!(m.finalize(), CKR_OK);
+        assert_eq!(m.finalize(), CKR_CRYPTOKI_NOT_INITIALIZED);
+    }
+}
