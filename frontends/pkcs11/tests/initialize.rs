@@ -1,7 +1,9 @@
 //! C_Initialize and C_Finalize as applications call them: before it,
 //! nothing works; a configuration that cannot be used is refused with
 //! CKR_GENERAL_ERROR (and a line naming the file); a good one works; after
-//! C_Finalize the module may be initialized again.
+//! C_Finalize the module may be initialized again. No thread of the
+//! module's exists before the first signature (a server forks its workers
+//! after loading the module).
 
 mod common;
 
@@ -36,10 +38,24 @@ fn initialize_refuses_bad_configurations_and_finalize_lets_go() {
         assert_eq!(m.initialize(Some(&good)), CKR_OK, "round {round}");
         let session = m.open(m.first_slot());
         let key = m.find(session, CKO_PRIVATE_KEY, "p256")[0];
+        m.attribute(session, key, CKA_EC_POINT).unwrap();
+        if round == 0 {
+            assert_eq!(link_threads(), 0, "no thread before the first signature");
+        }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"initialized");
         let sig = m.sign_once(session, CKM_ECDSA, None, key, digest.as_ref()).unwrap();
         openssl_verify("p256", digest.as_ref(), &sig, Some("sha256"), false);
+        assert!(link_threads() >= 1, "the links' thread runs once a signature was asked for");
         assert_eq!(m.finalize(), CKR_OK);
         assert_eq!(m.finalize(), CKR_CRYPTOKI_NOT_INITIALIZED);
     }
+}
+
+/// Threads of this process named as the client core's pool names them.
+fn link_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "keyless-remote")
+        .count()
 }
