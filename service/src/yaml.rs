@@ -124,6 +124,17 @@ impl<'de> serde::de::Visitor<'de> for OptionalDuration {
     }
 }
 
+/// A duration on the command line, as in the files: seconds (`30`) or a
+/// number and a unit (`500ms`, `1h`, `18h`). A clap `value_parser`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}): write seconds (30) or a number and a unit (500ms, 1h)"))
+}
+
 /// A duration in milliseconds (an old spelling, `*_ms`).
 pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
@@ -164,6 +175,16 @@ mod tests {
     fn unknown_keys_are_noted_not_refused() {
         let (t, unknown) = parse_noting_unknown::<T>(Path::new("x.yaml"), "port: 1\ncolour: blue\n").unwrap();
         assert_eq!((t.port, unknown), (Some(1), vec!["colour".to_string()]));
+    }
+
+    #[test]
+    fn command_line_durations_read_as_the_files_do() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("18h"), Ok(Duration::from_secs(18 * 3600)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("\"soon\" is not a duration"));
     }
 
     #[test]

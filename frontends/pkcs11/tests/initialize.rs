@@ -45,7 +45,10 @@ fn initialize_refuses_bad_configurations_and_finalize_lets_go() {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"initialized");
         let sig = m.sign_once(session, CKM_ECDSA, None, key, digest.as_ref()).unwrap();
         openssl_verify("p256", digest.as_ref(), &sig, Some("sha256"), false);
-        assert!(link_threads() >= 1, "the links' thread runs once a signature was asked for");
+        assert!(
+            link_threads() >= 1,
+            "the links' thread runs once a signature was asked for"
+        );
         assert_eq!(m.finalize(), CKR_OK);
         assert_eq!(m.finalize(), CKR_CRYPTOKI_NOT_INITIALIZED);
     }

@@ -318,9 +318,73 @@ pub fn command() -> clap::Command {
 /// Parse this process's arguments (see [`command`]); on a bad one, print
 /// clap's message and exit as clap does.
 pub fn parse_args() -> Options {
+    try_parse_args_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse_args`] from `args`, without exiting. A bad value that came from
+/// a `KEYLESS_*` variable, not from a flag, is blamed on the variable
+/// (`KEYLESS_PORT=abc`), where clap would name the flag the operator never
+/// typed.
+pub fn try_parse_args_from<I, T>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     use clap::FromArgMatches;
-    let mut matches = command().get_matches();
-    Options::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = command();
+    let mut matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(|e| blame_the_variable(&cmd, &args, e))?;
+    Options::from_arg_matches_mut(&mut matches)
+}
+
+fn blame_the_variable(cmd: &clap::Command, args: &[std::ffi::OsString], error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return error;
+    }
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) =
+        (error.get(ContextKind::InvalidArg), error.get(ContextKind::InvalidValue))
+    else {
+        return error;
+    };
+    let typed = |long: &str| {
+        args.iter().skip(1).any(|a| {
+            let a = a.to_string_lossy();
+            let name = a
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('-')
+                .replace('_', "-");
+            a.starts_with("--") && name == long
+        })
+    };
+    let from_env = cmd.get_arguments().find(|arg| {
+        let (Some(long), Some(var)) = (arg.get_long(), arg.get_env()) else {
+            return false;
+        };
+        flag.starts_with(&format!("--{long} "))
+            && !typed(long)
+            && std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value.as_str())
+    });
+    let Some(arg) = from_env else {
+        return error;
+    };
+    let var = arg
+        .get_env()
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reason = std::error::Error::source(&error)
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "not a valid value".into());
+    let mut cmd = cmd.clone();
+    cmd.error(
+        ErrorKind::ValueValidation,
+        format!("{var}={value}: {reason} (the environment's value for {flag})"),
+    )
 }
 
 /// The `multibuffer` setting as written.

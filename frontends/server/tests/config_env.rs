@@ -39,4 +39,29 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     let c = Cli::try_parse_from(["keyless-server", "--dial", "flag.example:9", "--dial-proxy", "direct"]).unwrap();
     let dial = config::resolve(&c, Some(path), dialing()).unwrap().dial.unwrap();
     assert_eq!((dial.edges, dial.proxy), (vec!["flag.example:9".to_string()], None));
+
+    // A bad value from the environment names the variable, not the flag.
+    std::env::set_var("KEYLESS_PORT", "abc");
+    let e = config::try_parse_args_from(["keyless-server"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("KEYLESS_PORT=abc: invalid digit found in string"), "{e}");
+    let e = config::try_parse_args_from(["keyless-server", "--port", "xyz"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("'xyz'") && e.contains("--port"),
+        "a typed flag keeps clap's message: {e}"
+    );
+    assert!(config::try_parse_args_from(["keyless-server", "--port=7"]).is_ok());
+    std::env::set_var("KEYLESS_LOGLEVEL", "9");
+    std::env::remove_var("KEYLESS_PORT");
+    let e = config::try_parse_args_from(["keyless-server"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("KEYLESS_LOGLEVEL=9"), "{e}");
+    std::env::remove_var("KEYLESS_LOGLEVEL");
 }

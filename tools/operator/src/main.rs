@@ -89,9 +89,10 @@ enum Command {
     /// where they live), or say what failed and why (as gokeyless's
     /// --keystore-debug). Exits non-zero if any store fails or is empty.
     KeystoreDebug {
-        /// The key server's configuration file.
-        #[arg(short = 'c', long = "config-file")]
-        config_file: PathBuf,
+        /// The key server's configuration file (default: as the server
+        /// finds it, ./gokeyless.yaml then /etc/keyless/gokeyless.yaml).
+        #[arg(short = 'c', long = "config-file", env = "KEYLESS_CONFIG_FILE")]
+        config_file: Option<PathBuf>,
     },
     /// Create a session-ticket key file for edges to share, or rotate it
     /// (add a new current key, drop keys past rotation + lifetime). Edges
@@ -103,12 +104,22 @@ enum Command {
         /// Add a new current key.
         #[arg(long)]
         rotate: bool,
-        /// The edges' rotation period in seconds (how long a key encrypts).
-        #[arg(long, default_value_t = 3600)]
-        rotation_s: u64,
-        /// Ticket lifetime in seconds (how long a key must still decrypt).
-        #[arg(long, default_value_t = 64800)]
-        lifetime_s: u64,
+        /// The edges' rotation period (how long a key encrypts), as
+        /// edge.yaml's `rotation`: `1h`, `30m`, or seconds.
+        #[arg(long, value_parser = keyless_service::yaml::parse_duration, default_value = "1h",
+              conflicts_with = "rotation_s")]
+        rotation: std::time::Duration,
+        /// Ticket lifetime (how long a key must still decrypt), as edge.yaml's
+        /// `lifetime`: `18h`, or seconds.
+        #[arg(long, value_parser = keyless_service::yaml::parse_duration, default_value = "18h",
+              conflicts_with = "lifetime_s")]
+        lifetime: std::time::Duration,
+        /// The rotation period in seconds (the older spelling of --rotation).
+        #[arg(long, hide_short_help = true)]
+        rotation_s: Option<u64>,
+        /// The lifetime in seconds (the older spelling of --lifetime).
+        #[arg(long, hide_short_help = true)]
+        lifetime_s: Option<u64>,
     },
     /// Run the conformance suite against a key server (ours or gokeyless).
     Conformance {
@@ -211,14 +222,16 @@ fn main() -> ExitCode {
         Command::TicketKeys {
             file,
             rotate,
+            rotation,
+            lifetime,
             rotation_s,
             lifetime_s,
         } => {
             let result = keyless_edge::tickets::manage_key_file(
                 &file,
                 rotate,
-                std::time::Duration::from_secs(rotation_s),
-                std::time::Duration::from_secs(lifetime_s),
+                rotation_s.map_or(rotation, std::time::Duration::from_secs),
+                lifetime_s.map_or(lifetime, std::time::Duration::from_secs),
             );
             match result {
                 Ok(keys) => {
@@ -236,7 +249,7 @@ fn main() -> ExitCode {
         }
         Command::KeystoreDebug { config_file } => {
             let cli = keyless_server::config::Options {
-                config_file: Some(config_file),
+                config_file,
                 ..Default::default()
             };
             match keyless_server::config::load(&cli) {

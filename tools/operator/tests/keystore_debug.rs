@@ -101,3 +101,53 @@ fn lists_every_store_and_names_what_failed() {
     assert!(!ok, "a missing auth_cert must fail the command:\n{text}");
     assert!(text.contains("TLS: auth_cert /nonexistent/server.pem"), "{text}");
 }
+
+#[test]
+fn without_c_it_finds_gokeyless_yaml_as_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate(&dir.path().join("pki"), &[("p256", KeyType::EcdsaP256)], 0).unwrap();
+    let file_ski = load_expected_key(&pki.pubkeys_dir.join("p256.pem")).unwrap().info.ski;
+    // DevPki writes a gokeyless.yaml; from its folder, no -c is needed.
+    let out = Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
+        .arg("keystore-debug")
+        .current_dir(&pki.dir)
+        .env_remove("KEYLESS_CONFIG_FILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&hex::encode(file_ski)), "{text}");
+}
+
+/// `keyless-tool ticket-keys` takes its durations as edge.yaml does
+/// (`--rotation 1h --lifetime 18h`), and the older seconds flags still.
+#[test]
+fn ticket_keys_takes_durations_as_edge_yaml_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tickets.json");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
+            .args(["ticket-keys", "--file"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["--rotation", "30m", "--lifetime", "18h"][..],
+        &["--rotate", "--rotation-s", "60", "--lifetime-s", "600"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(String::from_utf8_lossy(&run(&[]).stdout).contains("2 ticket key(s)"));
+    let bad = run(&["--rotation", "soon"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"soon\" is not a duration"));
+    let both = run(&["--rotation", "1h", "--rotation-s", "60"]);
+    assert!(!both.status.success(), "one spelling at a time");
+}
