@@ -130,7 +130,23 @@ pub fn load_sources_with(
 
 fn load_file(path: &Path) -> Result<SharedKey, LoadError> {
     tracing::info!("loading {}...", path.display());
+    warn_if_others_may_read(path);
     Ok(Arc::new(KeyMaterial::load(path)?))
+}
+
+/// A private key file group or others may read is a key that has left
+/// this server's user already; say so (gokeyless does not), load it anyway.
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                "{}: group or others may read this private key (mode {mode:o}); chmod 600 it",
+                path.display()
+            );
+        }
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
@@ -144,6 +160,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
             walk(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "key") {
             out.push(path);
+        } else {
+            // gokeyless skips these silently; an operator who named a key
+            // `site.pem` learns why it is not served.
+            tracing::warn!("{}: skipped, not a .key file", path.display());
         }
     }
     Ok(())

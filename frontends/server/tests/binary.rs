@@ -683,3 +683,32 @@ fn restarts_after_kill_9_with_nothing_to_repair() {
         "SIGTERM removes the pid file and the socket"
     );
 }
+
+/// `-t` and `-d` say what start-up would about the key folder: a file that
+/// is not a `.key` (skipped), a key group or others may read, a key twice.
+#[test]
+fn check_and_debug_name_skipped_files_open_keys_and_duplicates() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let p256 = pki.keys_dir.join("p256.key");
+    std::fs::set_permissions(&p256, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::copy(&p256, pki.keys_dir.join("again.key")).unwrap();
+    std::fs::write(pki.keys_dir.join("site.pem"), "not a key").unwrap();
+    for flag in ["-t", "-d"] {
+        let out = server()
+            .arg("-c")
+            .arg(&pki.config)
+            .args(["--port", "0", "--metrics-port", "0", flag])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flag}: {text}");
+        assert!(text.contains("site.pem: skipped, not a .key file"), "{flag}: {text}");
+        assert!(
+            text.contains("p256.key: group or others may read this private key (mode 644); chmod 600 it"),
+            "{flag}: {text}"
+        );
+        assert!(text.contains("p256.key: same key (SKI"), "{flag}: {text}");
+    }
+}
