@@ -564,9 +564,14 @@ impl Settings {
                 line("dial_connections", n.to_string());
             }
             if let Some(p) = &d.proxy {
-                // Credentials stay out of printed configurations.
-                let shown = crate::dial::Proxy::parse(p)
-                    .map_or_else(|_| p.clone(), |p| format!("http://{}:{}", p.host, p.port));
+                // Credentials are shown as set, never printed.
+                let shown = crate::dial::Proxy::parse(p).map_or_else(
+                    |_| p.clone(),
+                    |p| {
+                        let who = if p.credentials.is_some() { "***@" } else { "" };
+                        format!("http://{who}{}:{}", p.host, p.port)
+                    },
+                );
                 line("dial_proxy", shown);
             }
             if let Some(n) = &d.server_name {

@@ -287,9 +287,9 @@ fn a_key_server_that_only_dials_out() {
     assert_eq!(dial.server_name.as_deref(), Some("edge.example"));
     let printed = s.to_yaml();
     assert!(printed.contains("dial: [edge.example:2408]"), "{printed}");
-    assert!(printed.contains("dial_proxy: http://proxy.corp:3128"), "{printed}");
+    assert!(printed.contains("dial_proxy: http://***@proxy.corp:3128"), "shown as set: {printed}");
     assert!(
-        !printed.contains("secret"),
+        !printed.contains("secret") && !printed.contains("user"),
         "proxy credentials are not printed: {printed}"
     );
     let plain = config::resolve(&cli(&[]), Some(path), config::parse_file(path, "port: 2407\n").unwrap()).unwrap();
