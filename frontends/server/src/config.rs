@@ -476,6 +476,9 @@ pub struct Settings {
     pub loglevel: u8,
     pub hostname: Option<String>,
     pub activation_requested: bool,
+    /// gokeyless settings accepted and not used (activation through
+    /// Cloudflare's API, its CSR), as set; secrets as `***`. `-o` prints them.
+    pub not_used: Vec<(&'static str, String)>,
     pub auth_cert: PathBuf,
     pub auth_key: PathBuf,
     pub cloudflare_ca_cert: PathBuf,
@@ -602,6 +605,18 @@ impl Settings {
         line("pkcs11_queue", self.pkcs11.queue.to_string());
         line("allow_core_dumps", self.allow_core_dumps.to_string());
         line("disable_mlock", self.disable_mlock.to_string());
+        if !self.not_used.is_empty() || !self.unknown_keys.is_empty() {
+            line(
+                "# set, and not used by keyless-server (start-up says why)",
+                String::new(),
+            );
+        }
+        for (key, value) in &self.not_used {
+            line(key, value.clone());
+        }
+        for key in &self.unknown_keys {
+            line(&format!("# {key}"), "(ignored)".into());
+        }
         out.push_str("private_key_stores:");
         if self.key_sources.is_empty() {
             out.push_str(" []");
@@ -708,6 +723,14 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         ]
         .iter()
         .any(|v| v.is_some()),
+        not_used: [
+            ("zone_id", pick!(zone_id)),
+            ("origin_ca_api_key", pick!(origin_ca_api_key).map(|_| "***".to_string())),
+            ("auth_csr", pick!(auth_csr).map(|p| p.display().to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+        .collect(),
         auth_cert: pick!(auth_cert).unwrap_or_else(|| DEFAULTS.auth_cert.into()),
         auth_key: pick!(auth_key).unwrap_or_else(|| DEFAULTS.auth_key.into()),
         cloudflare_ca_cert: pick!(cloudflare_ca_cert).unwrap_or_else(|| DEFAULTS.cloudflare_ca_cert.into()),

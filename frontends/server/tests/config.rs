@@ -287,7 +287,10 @@ fn a_key_server_that_only_dials_out() {
     assert_eq!(dial.server_name.as_deref(), Some("edge.example"));
     let printed = s.to_yaml();
     assert!(printed.contains("dial: [edge.example:2408]"), "{printed}");
-    assert!(printed.contains("dial_proxy: http://***@proxy.corp:3128"), "shown as set: {printed}");
+    assert!(
+        printed.contains("dial_proxy: http://***@proxy.corp:3128"),
+        "shown as set: {printed}"
+    );
     assert!(
         !printed.contains("secret") && !printed.contains("user"),
         "proxy credentials are not printed: {printed}"
@@ -346,4 +349,24 @@ fn cloud_key_uris_of_all_three_kinds_parse() {
             "{entry}: {msg}"
         );
     }
+}
+
+/// `-o` prints every key the file set: the gokeyless settings this server
+/// does not use too (secrets as `***`), and the keys it ignores by name.
+#[test]
+fn output_config_includes_what_the_file_set_and_is_not_used() {
+    let path = Path::new("gokeyless.yaml");
+    let text = "port: 2407\nzone_id: z123\norigin_ca_api_key: v1.0-secret\nauth_csr: /etc/keyless/server.csr\n\
+                tracing_enabled: true\n";
+    let s = config::resolve(&cli(&[]), Some(path), config::parse_file(path, text).unwrap()).unwrap();
+    let printed = s.to_yaml();
+    for line in [
+        "\nzone_id: z123\n",
+        "\norigin_ca_api_key: ***\n",
+        "\nauth_csr: /etc/keyless/server.csr\n",
+        "\n# tracing_enabled: (ignored)\n",
+    ] {
+        assert!(printed.contains(line), "{line:?} in:\n{printed}");
+    }
+    assert!(!printed.contains("v1.0-secret"), "{printed}");
 }
