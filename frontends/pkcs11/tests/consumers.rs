@@ -7,8 +7,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -144,11 +144,6 @@ fn ski_hex(label: &str) -> String {
     hex::encode(ski)
 }
 
-/// A free loopback port (bound, then let go, for a server that takes a port number).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn wait_for_port(port: u16, child: &mut Spawned) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -162,45 +157,6 @@ fn wait_for_port(port: u16, child: &mut Spawned) {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// An OpenSSL configuration that loads libp11's engine with our module.
-pub fn engine_conf(dir: &Path) -> PathBuf {
-    let path = dir.join("openssl-engine.cnf");
-    std::fs::write(
-        &path,
-        format!(
-            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
-             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
-             dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so\nMODULE_PATH = {}\ninit = 0\n",
-            module_path().display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// `openssl s_client` to `port`: its output (it must verify the chain).
-pub fn s_client(port: u16, args: &[&str]) -> String {
-    let ca = fixture().pki.ca_cert.clone();
-    let connect = format!("127.0.0.1:{port}");
-    let mut all = vec![
-        "s_client",
-        "-connect",
-        &connect,
-        "-CAfile",
-        ca.to_str().unwrap(),
-        "-verify_return_error",
-    ];
-    all.extend_from_slice(args);
-    let out = Command::new("openssl")
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "s_client {args:?}:\n{text}");
-    text
 }
 
 #[test]

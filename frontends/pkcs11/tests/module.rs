@@ -40,20 +40,6 @@ fn setup() -> &'static Setup {
     })
 }
 
-fn private_key(m: &Module, session: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-    let found = m.find(session, CKO_PRIVATE_KEY, label);
-    assert_eq!(found.len(), 1, "one private key labelled {label}");
-    found[0]
-}
-
-fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, len: CK_ULONG) -> Option<CK_RSA_PKCS_PSS_PARAMS> {
-    Some(CK_RSA_PKCS_PSS_PARAMS {
-        hashAlg: hash,
-        mgf,
-        sLen: len,
-    })
-}
-
 fn hash(name: &str, data: &[u8]) -> Vec<u8> {
     let alg = match name {
         "sha1" => &digest::SHA1_FOR_LEGACY_USE_ONLY,

@@ -7,16 +7,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Nginx {
     child: Child,
@@ -27,17 +23,7 @@ impl Nginx {
     fn start(module_config: &Path, ports: (u16, u16)) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let engine = d.join("openssl.cnf");
-        std::fs::write(
-            &engine,
-            format!(
-                "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
-                 [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
-                 dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so\nMODULE_PATH = {}\ninit = 0\n",
-                module_path().display()
-            ),
-        )
-        .unwrap();
+        let engine = engine_conf(d);
         let sites = &fixture().pki.sites_dir;
         let server = |port: u16, label: &str| {
             format!(
@@ -155,28 +141,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn s_client(port: u16, args: &[&str]) -> String {
-    let connect = format!("127.0.0.1:{port}");
-    let ca = fixture().pki.ca_cert.clone();
-    let mut all = vec![
-        "s_client",
-        "-connect",
-        &connect,
-        "-CAfile",
-        ca.to_str().unwrap(),
-        "-verify_return_error",
-    ];
-    all.extend_from_slice(args);
-    let out = Command::new("openssl")
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "s_client {args:?}:\n{text}");
-    text
 }
 
 fn get(port: u16, ca: &PathBuf) -> String {

@@ -12,20 +12,6 @@ use cryptoki_sys::*;
 
 const PIN: &str = "1234";
 
-fn private_key(m: &Module, session: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
-    let found = m.find(session, CKO_PRIVATE_KEY, label);
-    assert_eq!(found.len(), 1, "one private key labelled {label}");
-    found[0]
-}
-
-fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, len: CK_ULONG) -> Option<CK_RSA_PKCS_PSS_PARAMS> {
-    Some(CK_RSA_PKCS_PSS_PARAMS {
-        hashAlg: hash,
-        mgf,
-        sLen: len,
-    })
-}
-
 #[test]
 fn the_module_answers_as_softhsm_does_with_the_same_keys() {
     let f = fixture();

@@ -5,9 +5,9 @@
 
 #![allow(dead_code)] // each test binary uses some of these
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -514,4 +514,64 @@ pub fn openssl_recover(key: &str, signature: &[u8]) -> Vec<u8> {
         ],
         &[],
     )
+}
+
+/// The private key labelled `label` (exactly one).
+pub fn private_key(m: &Module, session: CK_SESSION_HANDLE, label: &str) -> CK_OBJECT_HANDLE {
+    let found = m.find(session, CKO_PRIVATE_KEY, label);
+    assert_eq!(found.len(), 1, "one private key labelled {label}");
+    found[0]
+}
+
+/// CK_RSA_PKCS_PSS_PARAMS for a C_SignInit.
+pub fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_RSA_PKCS_MGF_TYPE, len: CK_ULONG) -> Option<CK_RSA_PKCS_PSS_PARAMS> {
+    Some(CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: hash,
+        mgf,
+        sLen: len,
+    })
+}
+
+/// A free loopback port (bound, then let go, for a server that takes a port number).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An OpenSSL configuration that loads libp11's engine with our module.
+pub fn engine_conf(dir: &Path) -> PathBuf {
+    let path = dir.join("openssl-engine.cnf");
+    std::fs::write(
+        &path,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
+             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
+             dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so\nMODULE_PATH = {}\ninit = 0\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `openssl s_client` to `port`: its output (it must verify the chain).
+pub fn s_client(port: u16, args: &[&str]) -> String {
+    let ca = fixture().pki.ca_cert.clone();
+    let connect = format!("127.0.0.1:{port}");
+    let mut all = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-verify_return_error",
+    ];
+    all.extend_from_slice(args);
+    let out = Command::new("openssl")
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "s_client {args:?}:\n{text}");
+    text
 }
