@@ -42,3 +42,70 @@ fn the_written_configuration_uses_absolute_paths() {
     let expected = format!("auth_cert: {}", dir.path().join("dev-pki/server.pem").display());
     assert!(config.contains(&expected), "{config}");
 }
+
+/// `keyless-tool man`: a page for every binary and every subcommand, so
+/// every page a SEE ALSO names exists; each binary's page has FILES,
+/// ENVIRONMENT and SIGNALS; `man -l` renders every page without a warning.
+#[test]
+fn manual_pages_exist_for_every_name_they_give_and_render_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyless-tool"))
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let man1 = dir.path().join("man1");
+    let pages: Vec<String> = std::fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for page in [
+        "keyless-server.1",
+        "keyless-edge.1",
+        "keyless-tool.1",
+        "keyless-bench.1",
+        "keyless-tool-dev.1",
+        "keyless-bench-run.1",
+    ] {
+        assert!(pages.contains(&page.to_string()), "{page} in {pages:?}");
+    }
+    for binary in ["keyless-server", "keyless-edge", "keyless-tool"] {
+        let text = std::fs::read_to_string(man1.join(format!("{binary}.1"))).unwrap();
+        for section in [".SH FILES", ".SH ENVIRONMENT", ".SH SIGNALS", ".SH \"SEE ALSO\""] {
+            assert!(text.contains(section), "{binary}: {section}");
+        }
+    }
+    // Every name(1) a page mentions (SEE ALSO, subcommand lists) is a page.
+    for page in &pages {
+        let text = std::fs::read_to_string(man1.join(page)).unwrap().replace("\\-", "-");
+        for (i, _) in text.match_indices("(1)") {
+            let name: String = text[..i]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.starts_with("keyless") {
+                assert!(
+                    pages.contains(&format!("{name}.1")),
+                    "{page} names {name}(1), which has no page"
+                );
+            }
+        }
+        let rendered = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(man1.join(page))
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .expect("man (apt install man-db)");
+        let warnings = String::from_utf8_lossy(&rendered.stderr);
+        assert!(
+            rendered.status.success() && warnings.trim().is_empty(),
+            "{page}: {warnings}"
+        );
+    }
+}
