@@ -712,3 +712,54 @@ fn check_and_debug_name_skipped_files_open_keys_and_duplicates() {
         assert!(text.contains("p256.key: same key (SKI"), "{flag}: {text}");
     }
 }
+
+/// A gokeyless operator's setup, unchanged but for the binary's name: the
+/// packaged configuration's keys (empty `hostname`, `zone_id`,
+/// `origin_ca_api_key` and `pid_file` included, `auth_csr` set) in
+/// `gokeyless.yaml` in the working directory, and the unit's command line,
+/// which is the binary and no argument. It serves, and stops on SIGTERM.
+#[test]
+fn a_gokeyless_setup_runs_unchanged_with_the_binary_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(&dir.path().join("keyless"), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let yaml = format!(
+        "loglevel: 1\nhostname:\nzone_id:\norigin_ca_api_key:\nprivate_key_stores:\n- dir: {}\nauth_cert: {}\n\
+         auth_key: {}\nauth_csr: {}\ncloudflare_ca_cert: {}\nport: {port}\nmetrics_port: {metrics_port}\npid_file:\n",
+        pki.keys_dir.display(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.dir.join("server.csr").display(),
+        pki.ca_cert.display(),
+    );
+    std::fs::write(pki.dir.join("gokeyless.yaml"), yaml).unwrap();
+    let renamed = dir.path().join("gokeyless");
+    std::fs::copy(env!("CARGO_BIN_EXE_keyless-server"), &renamed).unwrap();
+    let mut child = Command::new(&renamed)
+        .current_dir(&pki.dir)
+        .env_remove("KEYLESS_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the renamed binary exited");
+        assert!(Instant::now() < deadline, "no metrics listener");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(metrics_port, "/readyz").starts_with("HTTP/1.0 200"));
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the keyless port listens");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains("Cloudflare's API"),
+        "empty activation settings are unset, not a request for activation: {log}"
+    );
+}
