@@ -9,6 +9,7 @@
 //! for threads that are not there) and the child connects on its own.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cryptoki_sys::*;
 use keyless_client::pool::{KeyServerPool, PoolConfig};
@@ -20,7 +21,14 @@ use crate::config::Config;
 /// This process's pool, if a signature has been asked for yet.
 #[derive(Default)]
 pub struct Remote {
-    pool: Mutex<Option<(u32, Arc<KeyServerPool>)>>,
+    pool: Mutex<Option<Installed>>,
+}
+
+struct Installed {
+    /// The process that started it.
+    pid: u32,
+    pool: Arc<KeyServerPool>,
+    started: Instant,
 }
 
 impl Remote {
@@ -33,19 +41,68 @@ impl Remote {
             .map_err(|e| failed(&e, &ski))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Installed>> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This process's pool, started if need be. The lock is held only to
+    /// look and to install, never while names resolve, threads start or
+    /// links connect: a lock held at a fork stays held in the child.
     fn pool(&self, config: &Config) -> Result<Arc<KeyServerPool>, CK_RV> {
         let pid = std::process::id();
-        let mut slot = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((owner, pool)) = slot.as_ref() {
-            if *owner == pid {
-                return Ok(pool.clone());
+        let found = {
+            let mut slot = self.lock();
+            match slot.as_ref() {
+                Some(i) if i.pid == pid => Some((i.pool.clone(), i.started)),
+                Some(_) => {
+                    if let Some(inherited) = slot.take() {
+                        tracing::info!(
+                            "process {pid} is a child of {}: connecting to the key servers anew",
+                            inherited.pid
+                        );
+                        // Its threads did not survive the fork: see the module docs.
+                        std::mem::forget(inherited);
+                    }
+                    None
+                }
+                None => None,
             }
+        };
+        let (pool, started) = match found {
+            Some(found) => found,
+            None => {
+                let fresh = self.start(config)?;
+                let now = Instant::now();
+                let mut slot = self.lock();
+                let winner = match slot.as_ref() {
+                    // Another thread started one meanwhile: use it; ours is
+                    // dropped below, after the lock is released.
+                    Some(i) if i.pid == pid => (i.pool.clone(), i.started),
+                    _ => {
+                        *slot = Some(Installed {
+                            pid,
+                            pool: fresh.clone(),
+                            started: now,
+                        });
+                        (fresh.clone(), now)
+                    }
+                };
+                drop(slot);
+                drop(fresh);
+                winner
+            }
+        };
+        // Signatures in the first connect_timeout wait for a link; later
+        // ones fail at once when no key server is up.
+        let since = started.elapsed();
+        if since < config.connect_timeout && pool.healthy() == 0 {
+            pool.wait_healthy(config.connect_timeout - since);
         }
-        if let Some((owner, inherited)) = slot.take() {
-            tracing::info!("process {pid} is a child of {owner}: connecting to the key servers anew");
-            std::mem::forget(inherited);
-        }
-        let pool = KeyServerPool::start(PoolConfig {
+        Ok(pool)
+    }
+
+    fn start(&self, config: &Config) -> Result<Arc<KeyServerPool>, CK_RV> {
+        KeyServerPool::start(PoolConfig {
             servers: config.key_servers.clone(),
             server_name: config.key_server_name.clone(),
             tls: config.tls.clone(),
@@ -58,22 +115,17 @@ impl Remote {
         .map_err(|e| {
             crate::log::once("start", format_args!("cannot reach the key servers: {e}"));
             CKR_DEVICE_ERROR
-        })?;
-        // The first signature waits for a link (as long as connecting may
-        // take); later ones fail at once when no key server is up.
-        pool.wait_healthy(config.connect_timeout);
-        *slot = Some((pid, pool.clone()));
-        Ok(pool)
+        })
     }
 }
 
 impl Drop for Remote {
     fn drop(&mut self) {
         let slot = self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((owner, pool)) = slot {
-            if owner != std::process::id() {
+        if let Some(installed) = slot {
+            if installed.pid != std::process::id() {
                 // The parent's threads are not in this process: see the module docs.
-                std::mem::forget(pool);
+                std::mem::forget(installed);
             }
         }
     }

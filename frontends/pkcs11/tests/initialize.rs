@@ -43,6 +43,24 @@ fn initialize_refuses_bad_configurations_and_finalize_lets_go() {
             assert_eq!(link_threads(), 0, "no thread before the first signature");
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"initialized");
+        // The process's first signatures, from eight threads at once: each
+        // waits for the first link, none fails for want of one.
+        let slot = m.first_slot();
+        let sigs: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let session = m.open(slot);
+                        let key = m.find(session, CKO_PRIVATE_KEY, "p256")[0];
+                        m.sign_once(session, CKM_ECDSA, None, key, digest.as_ref())
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect()
+        });
+        for sig in &sigs {
+            openssl_verify("p256", digest.as_ref(), sig, Some("sha256"), false);
+        }
         let sig = m.sign_once(session, CKM_ECDSA, None, key, digest.as_ref()).unwrap();
         openssl_verify("p256", digest.as_ref(), &sig, Some("sha256"), false);
         assert!(
