@@ -13,10 +13,11 @@ use aws_lc_rs::digest;
 use common::*;
 use cryptoki_sys::*;
 
+/// Tests run at once: each opens sessions of its own (an operation is per
+/// session).
 struct Setup {
     server: keyless_server::RunningServer,
     module: &'static Module,
-    session: CK_SESSION_HANDLE,
 }
 
 fn setup() -> &'static Setup {
@@ -31,12 +32,7 @@ fn setup() -> &'static Setup {
         let extra = format!("  - certificate: {}\n    label: orphan\n", orphan_pem.display());
         let config = module_config("module", &[server.addr], &extra);
         let module = ours(&config);
-        let session = module.open(module.first_slot());
-        Setup {
-            server,
-            module,
-            session,
-        }
+        Setup { server, module }
     })
 }
 
@@ -59,7 +55,7 @@ const SHA256_INFO: &[u8] = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x0
 #[test]
 fn every_mechanism_of_every_key_signs_and_openssl_verifies_it() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let mut signed = 0;
     for (curve, field_len) in [("p256", 32), ("p384", 48), ("p521", 66)] {
         let key = private_key(m, session, curve);
@@ -144,7 +140,7 @@ fn every_mechanism_of_every_key_signs_and_openssl_verifies_it() {
 #[test]
 fn pss_parameters_other_than_tls_uses_are_refused() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let rsa = private_key(m, session, "rsa2048");
     for params in [
         None,
@@ -172,7 +168,7 @@ fn pss_parameters_other_than_tls_uses_are_refused() {
 #[test]
 fn length_queries_and_short_buffers_keep_the_operation() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     for (label, mech, len) in [("p384", CKM_ECDSA_SHA384, 96), ("rsa2048", CKM_SHA256_RSA_PKCS, 256)] {
         let key = private_key(m, session, label);
         assert_eq!(m.sign_init(session, mech, None, key), CKR_OK);
@@ -190,7 +186,7 @@ fn length_queries_and_short_buffers_keep_the_operation() {
 #[test]
 fn multi_part_signing_signs_the_whole_message() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let rsa = private_key(m, session, "rsa2048");
     assert_eq!(m.sign_init(session, CKM_SHA256_RSA_PKCS, None, rsa), CKR_OK);
     for part in MESSAGE.chunks(7) {
@@ -207,7 +203,7 @@ fn multi_part_signing_signs_the_whole_message() {
 #[test]
 fn decryption_removes_pkcs1_padding_or_returns_the_raw_block() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let rsa = private_key(m, session, "rsa2048");
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
@@ -256,7 +252,7 @@ fn decryption_removes_pkcs1_padding_or_returns_the_raw_block() {
 #[test]
 fn objects_carry_the_key_identity_and_never_the_private_key() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     for (label, _) in KEYS {
         let cert = m.find(session, CKO_CERTIFICATE, label);
         let public = m.find(session, CKO_PUBLIC_KEY, label);
@@ -343,7 +339,7 @@ fn spki_point(spki: &[u8]) -> (usize, Vec<u8>) {
 #[test]
 fn bad_arguments_get_codes_and_never_crash() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let rsa = private_key(m, session, "rsa2048");
     let public = m.find(session, CKO_PUBLIC_KEY, "rsa2048")[0];
     assert_eq!(m.initialize(None), CKR_CRYPTOKI_ALREADY_INITIALIZED);
@@ -415,7 +411,7 @@ fn raw(m: &Module) -> &'static CK_FUNCTION_LIST {
 #[test]
 fn digests_are_computed_here_with_the_length_rules_of_signing() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let f = m.functions();
     for (mech, name, len) in [
         (CKM_SHA_1, "sha1", 20),
@@ -468,7 +464,7 @@ fn digests_are_computed_here_with_the_length_rules_of_signing() {
 #[test]
 fn a_key_no_key_server_holds_is_an_invalid_key_handle() {
     let s = setup();
-    let (m, session) = (s.module, s.session);
+    let (m, session) = (s.module, s.module.open(s.module.first_slot()));
     let orphan = private_key(m, session, "orphan");
     let digest = hash("sha256", MESSAGE);
     for _ in 0..3 {
