@@ -6,7 +6,9 @@
 //! requires of the caller for that argument (a buffer valid for the length
 //! given with it, an output pointer valid for writes). Within that
 //! contract, null pointers and impossible lengths are refused with
-//! CKR_ARGUMENTS_BAD instead of being read.
+//! CKR_ARGUMENTS_BAD instead of being read. Values are read and written
+//! unaligned and buffers copied as bytes, so no alignment is assumed of the
+//! caller's pointers.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -38,11 +40,16 @@ pub fn guard(f: impl FnOnce() -> Result<(), CK_RV>) -> CK_RV {
 /// # Safety
 /// `ptr` must be null or valid for reads of `len` bytes for `'a`.
 pub unsafe fn input<'a>(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8], CK_RV> {
-    let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= isize::MAX as usize)
+        .ok_or(CKR_ARGUMENTS_BAD)?;
     if ptr.is_null() {
         return if len == 0 { Ok(&[]) } else { Err(CKR_ARGUMENTS_BAD) };
     }
-    // SAFETY: non-null, and the caller guarantees `len` readable bytes.
+    // SAFETY: non-null, a byte pointer (no alignment needed), `len` is at
+    // most isize::MAX, and the caller guarantees `len` bytes readable and
+    // not written elsewhere for the call (the slice lives no longer).
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
@@ -51,11 +58,16 @@ pub unsafe fn input<'a>(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8], 
 /// # Safety
 /// `ptr` must be null or valid for writes of `len` bytes for `'a`.
 pub unsafe fn output<'a>(ptr: *mut CK_BYTE, len: CK_ULONG) -> Result<&'a mut [u8], CK_RV> {
-    let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= isize::MAX as usize)
+        .ok_or(CKR_ARGUMENTS_BAD)?;
     if ptr.is_null() {
         return if len == 0 { Ok(&mut []) } else { Err(CKR_ARGUMENTS_BAD) };
     }
-    // SAFETY: non-null, and the caller guarantees `len` writable bytes.
+    // SAFETY: non-null, a byte pointer (no alignment needed), `len` is at
+    // most isize::MAX, and the caller guarantees `len` bytes writable and
+    // used by nothing else for the call (the slice lives no longer).
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
@@ -67,8 +79,9 @@ pub unsafe fn write<T>(ptr: *mut T, value: T) -> Result<(), CK_RV> {
     if ptr.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
-    // SAFETY: non-null and writable, as the caller guarantees.
-    unsafe { ptr.write(value) };
+    // SAFETY: non-null and writable for one T, as the caller guarantees;
+    // written unaligned, so no alignment is assumed.
+    unsafe { ptr.write_unaligned(value) };
     Ok(())
 }
 
@@ -106,12 +119,12 @@ impl OutBuf {
 
     fn capacity(&self) -> usize {
         // SAFETY: `len` is non-null and readable (new's contract).
-        usize::try_from(unsafe { self.len.read() }).unwrap_or(usize::MAX)
+        usize::try_from(unsafe { self.len.read_unaligned() }).unwrap_or(usize::MAX)
     }
 
     fn set_len(&self, n: usize) {
         // SAFETY: `len` is non-null and writable (new's contract).
-        unsafe { self.len.write(n as CK_ULONG) };
+        unsafe { self.len.write_unaligned(n as CK_ULONG) };
     }
 
     /// Whether `needed` bytes fit: a null buffer is a length query (the
@@ -155,8 +168,15 @@ pub unsafe fn fill_ulongs(ptr: *mut CK_ULONG, max: usize, values: &[CK_ULONG]) -
     if ptr.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
-    // SAFETY: non-null and writable for `max` >= n values (the contract).
-    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), ptr, n) };
+    // SAFETY: non-null and writable for `max` >= n values (the contract);
+    // copied as bytes, so no alignment is assumed of `ptr`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            values.as_ptr() as *const u8,
+            ptr as *mut u8,
+            n * std::mem::size_of::<CK_ULONG>(),
+        )
+    };
     Ok(n)
 }
 
@@ -181,14 +201,17 @@ impl Template {
 
     fn get(&self, i: usize) -> CK_ATTRIBUTE {
         assert!(i < self.count);
-        // SAFETY: i < count, and `ptr` is valid for `count` attributes (new's contract).
-        unsafe { self.ptr.add(i).read() }
+        // SAFETY: i < count, and `ptr` is valid for reads of `count`
+        // attributes (new's contract); read unaligned, as a copy.
+        unsafe { self.ptr.add(i).read_unaligned() }
     }
 
     fn set_len(&mut self, i: usize, len: CK_ULONG) {
         assert!(i < self.count);
-        // SAFETY: i < count, and `ptr` is valid for writes of `count` attributes (new's contract).
-        unsafe { (*self.ptr.add(i)).ulValueLen = len };
+        // SAFETY: i < count, and `ptr` is valid for writes of `count`
+        // attributes (new's contract); the field is written unaligned
+        // through a raw pointer, no reference is made.
+        unsafe { std::ptr::addr_of_mut!((*self.ptr.add(i)).ulValueLen).write_unaligned(len) };
     }
 
     pub fn len(&self) -> usize {
@@ -248,7 +271,7 @@ pub unsafe fn mechanism(
         return Err(CKR_ARGUMENTS_BAD);
     }
     // SAFETY: non-null and valid for reads (the contract).
-    let m = unsafe { ptr.read() };
+    let m = unsafe { ptr.read_unaligned() };
     let has_params = !m.pParameter.is_null() && m.ulParameterLen > 0;
     let pss = if has_params && m.ulParameterLen as usize == std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
         // SAFETY: pParameter is valid for ulParameterLen bytes, which is
@@ -277,7 +300,7 @@ pub unsafe fn init_args(ptr: *const CK_C_INITIALIZE_ARGS) -> Result<Option<Strin
         return Ok(None);
     }
     // SAFETY: non-null and valid for reads (the contract).
-    let args = unsafe { ptr.read() };
+    let args = unsafe { ptr.read_unaligned() };
     let supplied = [
         args.CreateMutex.is_some(),
         args.DestroyMutex.is_some(),

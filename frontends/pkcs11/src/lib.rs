@@ -46,9 +46,9 @@ unsafe fn list_out(list: *mut CK_ULONG, count: *mut CK_ULONG, values: &[CK_ULONG
         return Err(CKR_ARGUMENTS_BAD);
     }
     // SAFETY: `count` is non-null and, per the standard, readable and writable.
-    let room = unsafe { count.read() } as usize;
+    let room = unsafe { count.read_unaligned() } as usize;
     // SAFETY: as above.
-    unsafe { count.write(values.len() as CK_ULONG) };
+    unsafe { count.write_unaligned(values.len() as CK_ULONG) };
     if list.is_null() {
         return Ok(());
     }

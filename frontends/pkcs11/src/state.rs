@@ -24,7 +24,9 @@ pub struct Module {
     pub remote: Remote,
     /// The process that called C_Initialize (a child calls it again).
     pid: AtomicU32,
-    sessions: Mutex<HashMap<CK_SESSION_HANDLE, Arc<Mutex<Session>>>>,
+    /// Each session's flags (fixed at C_OpenSession, read without its lock)
+    /// and its operations.
+    sessions: Mutex<HashMap<CK_SESSION_HANDLE, OpenSession>>,
     next_session: AtomicU64,
     /// C_Login is accepted (no PIN protects anything here); sessions report it.
     pub logged_in: AtomicBool,
@@ -51,12 +53,14 @@ pub struct Decrypting {
 pub struct Session {
     /// A digest begun by C_DigestInit.
     pub digesting: Option<aws_lc_rs::digest::Context>,
-    pub flags: CK_FLAGS,
     /// Handles C_FindObjects has yet to return.
     pub found: Option<Vec<CK_OBJECT_HANDLE>>,
     pub signing: Option<Signing>,
     pub decrypting: Option<Decrypting>,
 }
+
+/// A session's flags and its operations.
+type OpenSession = (CK_FLAGS, Arc<Mutex<Session>>);
 
 static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 
@@ -120,11 +124,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Module {
     pub fn open_session(&self, flags: CK_FLAGS) -> CK_SESSION_HANDLE {
         let handle = self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE;
-        let session = Session {
-            flags,
-            ..Session::default()
-        };
-        lock(&self.sessions).insert(handle, Arc::new(Mutex::new(session)));
+        lock(&self.sessions).insert(handle, (flags, Arc::default()));
         handle
     }
 
@@ -140,20 +140,30 @@ impl Module {
         self.logged_in.store(false, Ordering::Relaxed);
     }
 
+    /// Sessions open, and of those read-write: no session's own lock is
+    /// taken (one may be held through a signature's round trip).
     pub fn session_count(&self) -> (usize, usize) {
         let sessions = lock(&self.sessions);
         let rw = sessions
             .values()
-            .filter(|s| lock(s).flags & CKF_RW_SESSION != 0)
+            .filter(|(flags, _)| flags & CKF_RW_SESSION != 0)
             .count();
         (sessions.len(), rw)
     }
 
-    /// The session `handle` names, locked for this call.
+    /// The flags session `handle` was opened with.
+    pub fn session_flags(&self, handle: CK_SESSION_HANDLE) -> Result<CK_FLAGS, CK_RV> {
+        lock(&self.sessions)
+            .get(&handle)
+            .map(|(flags, _)| *flags)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)
+    }
+
+    /// The session `handle` names (its operations, behind their lock).
     pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Mutex<Session>>, CK_RV> {
         lock(&self.sessions)
             .get(&handle)
-            .cloned()
+            .map(|(_, session)| session.clone())
             .ok_or(CKR_SESSION_HANDLE_INVALID)
     }
 

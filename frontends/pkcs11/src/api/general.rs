@@ -107,19 +107,18 @@ pub fn close_all_sessions(slot: CK_SLOT_ID) -> Result<(), CK_RV> {
 pub fn session_info(session: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO, CK_RV> {
     let module = module()?;
     let logged_in = module.logged_in.load(Ordering::Relaxed);
-    module.with_session(session, |s| {
-        let rw = s.flags & CKF_RW_SESSION != 0;
-        Ok(CK_SESSION_INFO {
-            slotID: SLOT,
-            state: match (rw, logged_in) {
-                (false, false) => CKS_RO_PUBLIC_SESSION,
-                (false, true) => CKS_RO_USER_FUNCTIONS,
-                (true, false) => CKS_RW_PUBLIC_SESSION,
-                (true, true) => CKS_RW_USER_FUNCTIONS,
-            },
-            flags: s.flags,
-            ulDeviceError: 0,
-        })
+    let flags = module.session_flags(session)?;
+    let rw = flags & CKF_RW_SESSION != 0;
+    Ok(CK_SESSION_INFO {
+        slotID: SLOT,
+        state: match (rw, logged_in) {
+            (false, false) => CKS_RO_PUBLIC_SESSION,
+            (false, true) => CKS_RO_USER_FUNCTIONS,
+            (true, false) => CKS_RW_PUBLIC_SESSION,
+            (true, true) => CKS_RW_USER_FUNCTIONS,
+        },
+        flags,
+        ulDeviceError: 0,
     })
 }
 
