@@ -169,7 +169,10 @@ fn pss_parameters_other_than_tls_uses_are_refused() {
 fn length_queries_and_short_buffers_keep_the_operation() {
     let s = setup();
     let (m, session) = (s.module, s.module.open(s.module.first_slot()));
-    for (label, mech, len) in [("p384", CKM_ECDSA_SHA384, 96), ("rsa2048", CKM_SHA256_RSA_PKCS, 256)] {
+    for (label, mech, len, h) in [
+        ("p384", CKM_ECDSA_SHA384, 96, "sha384"),
+        ("rsa2048", CKM_SHA256_RSA_PKCS, 256, "sha256"),
+    ] {
         let key = private_key(m, session, label);
         assert_eq!(m.sign_init(session, mech, None, key), CKR_OK);
         let query = m.sign(session, MESSAGE, None);
@@ -178,6 +181,7 @@ fn length_queries_and_short_buffers_keep_the_operation() {
         assert_eq!((short.rv, short.len), (CKR_BUFFER_TOO_SMALL, len));
         let done = m.sign(session, MESSAGE, Some(len as usize + 10));
         assert_eq!((done.rv, done.len, done.bytes.len()), (CKR_OK, len, len as usize));
+        openssl_verify(label, &hash(h, MESSAGE), &done.bytes, Some(h), false);
         // The signature ended the operation.
         assert_eq!(m.sign(session, MESSAGE, Some(512)).rv, CKR_OPERATION_NOT_INITIALIZED);
     }
@@ -363,7 +367,15 @@ fn bad_arguments_get_codes_and_never_crash() {
     assert_eq!(m.sign_init(own, CKM_SHA256_RSA_PKCS, None, rsa), CKR_OPERATION_ACTIVE);
     let ecdsa = private_key(m, own, "p256");
     // A digest no hash makes is refused, and ends the operation.
-    assert_eq!(m.sign(own, MESSAGE, Some(256)).rv, CKR_OK);
+    let signed = m.sign(own, MESSAGE, Some(256));
+    assert_eq!(signed.rv, CKR_OK);
+    openssl_verify(
+        "rsa2048",
+        &hash("sha256", MESSAGE),
+        &signed.bytes,
+        Some("sha256"),
+        false,
+    );
     assert_eq!(m.sign_init(own, CKM_ECDSA, None, ecdsa), CKR_OK);
     assert_eq!(m.sign(own, &[1; 33], Some(64)).rv, CKR_DATA_LEN_RANGE);
     assert_eq!(m.sign(own, &[1; 32], Some(64)).rv, CKR_OPERATION_NOT_INITIALIZED);

@@ -109,17 +109,21 @@ fn the_module_answers_as_softhsm_does_with_the_same_keys() {
         codes.push((short.rv, short.len));
         let done = m.sign(s, &message, Some(512));
         codes.push((done.rv, done.len));
+        openssl_verify("rsa2048", &sha256, &done.bytes, Some("sha256"), false);
         codes.push((m.sign_init(s, CKM_ECDSA, None, ec), 0));
         let q = m.sign(s, &sha256, None);
         codes.push((q.rv, q.len));
         let done = m.sign(s, &sha256, Some(64));
         codes.push((done.rv, done.len));
+        openssl_verify("p256", &sha256, &done.bytes, Some("sha256"), false);
         // Multi-part.
         codes.push((m.sign_init(s, CKM_SHA384_RSA_PKCS, None, rsa), 0));
         codes.push((m.sign_update(s, &message[..5]), 0));
         codes.push((m.sign_update(s, &message[5..]), 0));
         let fin = m.sign_final(s, 512);
         codes.push((fin.rv, fin.len));
+        let sha384 = digest::digest(&digest::SHA384, &message);
+        openssl_verify("rsa2048", sha384.as_ref(), &fin.bytes, Some("sha384"), false);
         // An operation already active.
         codes.push((m.sign_init(s, CKM_SHA256_RSA_PKCS, None, rsa), 0));
         codes.push((m.sign_init(s, CKM_SHA256_RSA_PKCS, None, rsa), 0));
