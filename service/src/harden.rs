@@ -81,3 +81,8 @@ pub fn lock_unless(disable_mlock: bool) {
         Locked::Failed(e) => tracing::warn!("memory not locked: mlockall: {e}; it may be swapped to disk"),
     }
 }
+
+/// Who the process runs as, for log lines (`uid 998`).
+pub fn user_name() -> String {
+    format!("uid {}", rustix::process::getuid().as_raw())
+}

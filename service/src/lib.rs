@@ -8,6 +8,7 @@
 //! connections.
 
 pub mod harden;
+pub mod sandbox;
 pub mod http;
 pub mod logging;
 pub mod ports;

@@ -246,6 +246,25 @@ pub struct Options {
     /// Vault's name for it (ours; default false).
     #[arg(long = "disable-mlock", env = "KEYLESS_DISABLE_MLOCK", num_args = 0..=1, default_missing_value = "true")]
     pub disable_mlock: Option<bool>,
+    /// The sandbox the server puts itself in: Landlock (files and TCP
+    /// ports) and a seccomp allow-list of system calls (ours; default on;
+    /// off only to rule it out while debugging).
+    #[arg(long, env = "KEYLESS_SANDBOX")]
+    #[serde(deserialize_with = "on_off")]
+    pub sandbox: Option<OnOff>,
+    /// More files or folders the sandbox lets the server read: what a
+    /// PKCS#11 module reads (its configuration, a token folder), a cloud
+    /// SDK's credentials file (ours).
+    #[arg(long = "sandbox-read-paths", env = "KEYLESS_SANDBOX_READ_PATHS", value_delimiter = ',')]
+    pub sandbox_read_paths: Option<Vec<PathBuf>>,
+    /// More files or folders the sandbox lets the server write (a PKCS#11
+    /// module's token folder or lock files) (ours).
+    #[arg(long = "sandbox-write-paths", env = "KEYLESS_SANDBOX_WRITE_PATHS", value_delimiter = ',')]
+    pub sandbox_write_paths: Option<Vec<PathBuf>>,
+    /// More TCP ports the server may connect to (a network HSM's); with a
+    /// PKCS#11 store and none listed, connections are not restricted (ours).
+    #[arg(long = "sandbox-connect-ports", env = "KEYLESS_SANDBOX_CONNECT_PORTS", value_delimiter = ',')]
+    pub sandbox_connect_ports: Option<Vec<u16>>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
     #[arg(short = 't', long = "test-config")]
@@ -387,6 +406,31 @@ fn blame_the_variable(cmd: &clap::Command, args: &[std::ffi::OsString], error: c
     )
 }
 
+/// An `on`/`off` setting as written (YAML's `true`/`false` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OnOff>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bool(bool),
+        Word(String),
+    }
+    match Option::<Written>::deserialize(d)? {
+        None => Ok(None),
+        Some(Written::Bool(b)) => Ok(Some(if b { OnOff::On } else { OnOff::Off })),
+        Some(Written::Word(w)) => match w.as_str() {
+            "on" => Ok(Some(OnOff::On)),
+            "off" => Ok(Some(OnOff::Off)),
+            other => Err(serde::de::Error::custom(format!("`{other}` is neither on nor off"))),
+        },
+    }
+}
+
 /// The `multibuffer` setting as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -507,6 +551,12 @@ pub struct Settings {
     pub allow_core_dumps: bool,
     /// Memory left unlocked (else mlockall).
     pub disable_mlock: bool,
+    /// The sandbox applied (Landlock and seccomp).
+    pub sandbox: bool,
+    /// The operator's additions to what the sandbox allows.
+    pub sandbox_read_paths: Vec<PathBuf>,
+    pub sandbox_write_paths: Vec<PathBuf>,
+    pub sandbox_connect_ports: Vec<u16>,
 }
 
 impl Settings {
@@ -529,6 +579,13 @@ impl Settings {
             (
                 "allow_core_dumps or disable_mlock",
                 (self.allow_core_dumps, self.disable_mlock) != (next.allow_core_dumps, next.disable_mlock),
+            ),
+            // The sandbox's files and ports are fixed at start: a new key
+            // folder, module or endpoint is readable after a restart.
+            (
+                "sandbox, or what it allows (a new key folder, module, certificate or endpoint)",
+                self.sandbox != next.sandbox
+                    || (self.sandbox && crate::sandbox::plan(self) != crate::sandbox::plan(next)),
             ),
         ])
     }
@@ -605,6 +662,17 @@ impl Settings {
         line("pkcs11_queue", self.pkcs11.queue.to_string());
         line("allow_core_dumps", self.allow_core_dumps.to_string());
         line("disable_mlock", self.disable_mlock.to_string());
+        line("sandbox", if self.sandbox { "on" } else { "off" }.to_string());
+        let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+        if !self.sandbox_read_paths.is_empty() {
+            line("sandbox_read_paths", list(self.sandbox_read_paths.iter().map(|p| path(p)).collect()));
+        }
+        if !self.sandbox_write_paths.is_empty() {
+            line("sandbox_write_paths", list(self.sandbox_write_paths.iter().map(|p| path(p)).collect()));
+        }
+        if !self.sandbox_connect_ports.is_empty() {
+            line("sandbox_connect_ports", list(self.sandbox_connect_ports.iter().map(u16::to_string).collect()));
+        }
         if !self.not_used.is_empty() || !self.unknown_keys.is_empty() {
             line(
                 "# set, and not used by keyless-server (start-up says why)",
@@ -760,6 +828,10 @@ pub fn resolve(cli: &Options, file_path: Option<&Path>, file: Options) -> Result
         multibuffer_library: pick!(multibuffer_library),
         allow_core_dumps: pick!(allow_core_dumps).unwrap_or(false),
         disable_mlock: pick!(disable_mlock).unwrap_or(false),
+        sandbox: pick!(sandbox) != Some(OnOff::Off),
+        sandbox_read_paths: pick!(sandbox_read_paths).unwrap_or_default(),
+        sandbox_write_paths: pick!(sandbox_write_paths).unwrap_or_default(),
+        sandbox_connect_ports: pick!(sandbox_connect_ports).unwrap_or_default(),
     })
 }
 

@@ -14,6 +14,7 @@ pub mod keystore;
 pub mod listener;
 pub mod metrics;
 pub mod profile;
+pub mod sandbox;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -67,7 +67,16 @@ fn run() -> ExitCode {
         print!("{}", settings.to_yaml());
         return ExitCode::SUCCESS;
     }
+    // Landlock restricts the thread that applies it and those it starts
+    // later: applied here, before the log writer or any core starts.
+    let serving = !cli.keystore_debug && !cli.test_config;
+    let landlock = (serving && settings.sandbox)
+        .then(|| keyless_service::sandbox::landlock::apply(&keyless_server::sandbox::plan(&settings)));
     keyless_service::init_logging(settings.loglevel);
+    if let Some(Err(e)) = &landlock {
+        tracing::error!("cannot start the sandbox (landlock): {e}; `sandbox: off` runs without it");
+        return ExitCode::FAILURE;
+    }
     // Before any key is read (the key store debug and -t read them too).
     if let Err(e) = keyless_service::harden::keep_keys_in("private keys", settings.allow_core_dumps) {
         tracing::error!("cannot keep keys out of core files: {e}");
@@ -121,6 +130,12 @@ fn run() -> ExitCode {
         Err(e) => {
             // The log goes to stderr already: one line, not two.
             tracing::error!("cannot start: {e}");
+            if landlock.is_some() && settings.key_sources.iter().any(|k| matches!(k, keyless_keys::KeySource::Pkcs11(_))) {
+                tracing::error!(
+                    "the sandbox is on: a PKCS#11 module that reads, writes or connects elsewhere needs those \
+                     places in sandbox_read_paths, sandbox_write_paths or sandbox_connect_ports"
+                );
+            }
             keyless_hsm::shutdown(std::time::Duration::from_secs(2));
             return ExitCode::FAILURE;
         }
@@ -130,6 +145,25 @@ fn run() -> ExitCode {
         if let Err(e) = std::fs::write(pid_file, std::process::id().to_string()) {
             tracing::error!("cannot write pid file {}: {e}", pid_file.display());
         }
+    }
+    // Keys, certificates and sockets are ready: the system calls the
+    // process makes from here on are the allow-list's.
+    match landlock {
+        Some(landlock) => {
+            let seccomp = keyless_service::sandbox::seccomp::apply();
+            let said = keyless_service::sandbox::describe(&landlock, &seccomp);
+            if let Err(e) = seccomp {
+                tracing::error!("cannot start the sandbox (seccomp): {e}; `sandbox: off` runs without it");
+                return ExitCode::FAILURE;
+            }
+            tracing::info!("{said}");
+            keyless_service::sandbox::probe::run_from_env();
+        }
+        None => tracing::warn!(
+            "sandbox: off: a bug that runs code in this process reaches every file, port and system call \
+             {} can",
+            keyless_service::harden::user_name()
+        ),
     }
     if cli.dev {
         print_dev_help(
