@@ -8,10 +8,10 @@
 //! connections.
 
 pub mod harden;
-pub mod sandbox;
 pub mod http;
 pub mod logging;
 pub mod ports;
+pub mod sandbox;
 pub mod signals;
 pub mod tls;
 pub mod yaml;

@@ -255,15 +255,27 @@ pub struct Options {
     /// More files or folders the sandbox lets the server read: what a
     /// PKCS#11 module reads (its configuration, a token folder), a cloud
     /// SDK's credentials file (ours).
-    #[arg(long = "sandbox-read-paths", env = "KEYLESS_SANDBOX_READ_PATHS", value_delimiter = ',')]
+    #[arg(
+        long = "sandbox-read-paths",
+        env = "KEYLESS_SANDBOX_READ_PATHS",
+        value_delimiter = ','
+    )]
     pub sandbox_read_paths: Option<Vec<PathBuf>>,
     /// More files or folders the sandbox lets the server write (a PKCS#11
     /// module's token folder or lock files) (ours).
-    #[arg(long = "sandbox-write-paths", env = "KEYLESS_SANDBOX_WRITE_PATHS", value_delimiter = ',')]
+    #[arg(
+        long = "sandbox-write-paths",
+        env = "KEYLESS_SANDBOX_WRITE_PATHS",
+        value_delimiter = ','
+    )]
     pub sandbox_write_paths: Option<Vec<PathBuf>>,
     /// More TCP ports the server may connect to (a network HSM's); with a
     /// PKCS#11 store and none listed, connections are not restricted (ours).
-    #[arg(long = "sandbox-connect-ports", env = "KEYLESS_SANDBOX_CONNECT_PORTS", value_delimiter = ',')]
+    #[arg(
+        long = "sandbox-connect-ports",
+        env = "KEYLESS_SANDBOX_CONNECT_PORTS",
+        value_delimiter = ','
+    )]
     pub sandbox_connect_ports: Option<Vec<u16>>,
     /// Check the configuration and exit: load the TLS files and every key
     /// store, bind nothing (as `nginx -t`).
@@ -584,8 +596,7 @@ impl Settings {
             // folder, module or endpoint is readable after a restart.
             (
                 "sandbox, or what it allows (a new key folder, module, certificate or endpoint)",
-                self.sandbox != next.sandbox
-                    || (self.sandbox && crate::sandbox::plan(self) != crate::sandbox::plan(next)),
+                self.sandbox != next.sandbox || (self.sandbox && crate::sandbox::widens(self, next)),
             ),
         ])
     }
@@ -665,13 +676,22 @@ impl Settings {
         line("sandbox", if self.sandbox { "on" } else { "off" }.to_string());
         let list = |items: Vec<String>| format!("[{}]", items.join(", "));
         if !self.sandbox_read_paths.is_empty() {
-            line("sandbox_read_paths", list(self.sandbox_read_paths.iter().map(|p| path(p)).collect()));
+            line(
+                "sandbox_read_paths",
+                list(self.sandbox_read_paths.iter().map(|p| path(p)).collect()),
+            );
         }
         if !self.sandbox_write_paths.is_empty() {
-            line("sandbox_write_paths", list(self.sandbox_write_paths.iter().map(|p| path(p)).collect()));
+            line(
+                "sandbox_write_paths",
+                list(self.sandbox_write_paths.iter().map(|p| path(p)).collect()),
+            );
         }
         if !self.sandbox_connect_ports.is_empty() {
-            line("sandbox_connect_ports", list(self.sandbox_connect_ports.iter().map(u16::to_string).collect()));
+            line(
+                "sandbox_connect_ports",
+                list(self.sandbox_connect_ports.iter().map(u16::to_string).collect()),
+            );
         }
         if !self.not_used.is_empty() || !self.unknown_keys.is_empty() {
             line(

@@ -70,8 +70,10 @@ fn run() -> ExitCode {
     // Landlock restricts the thread that applies it and those it starts
     // later: applied here, before the log writer or any core starts.
     let serving = !cli.keystore_debug && !cli.test_config;
-    let landlock = (serving && settings.sandbox)
-        .then(|| keyless_service::sandbox::landlock::apply(&keyless_server::sandbox::plan(&settings)));
+    let landlock = (serving && settings.sandbox).then(|| {
+        keyless_service::sandbox::private_temp_dir()
+            .and_then(|_| keyless_service::sandbox::landlock::apply(&keyless_server::sandbox::plan(&settings)))
+    });
     keyless_service::init_logging(settings.loglevel);
     if let Some(Err(e)) = &landlock {
         tracing::error!("cannot start the sandbox (landlock): {e}; `sandbox: off` runs without it");
@@ -130,7 +132,12 @@ fn run() -> ExitCode {
         Err(e) => {
             // The log goes to stderr already: one line, not two.
             tracing::error!("cannot start: {e}");
-            if landlock.is_some() && settings.key_sources.iter().any(|k| matches!(k, keyless_keys::KeySource::Pkcs11(_))) {
+            if landlock.is_some()
+                && settings
+                    .key_sources
+                    .iter()
+                    .any(|k| matches!(k, keyless_keys::KeySource::Pkcs11(_)))
+            {
                 tracing::error!(
                     "the sandbox is on: a PKCS#11 module that reads, writes or connects elsewhere needs those \
                      places in sandbox_read_paths, sandbox_write_paths or sandbox_connect_ports"
@@ -141,11 +148,6 @@ fn run() -> ExitCode {
         }
     };
     keyless_service::harden::lock_unless(settings.disable_mlock);
-    if let Some(pid_file) = &settings.pid_file {
-        if let Err(e) = std::fs::write(pid_file, std::process::id().to_string()) {
-            tracing::error!("cannot write pid file {}: {e}", pid_file.display());
-        }
-    }
     // Keys, certificates and sockets are ready: the system calls the
     // process makes from here on are the allow-list's.
     match landlock {
@@ -157,7 +159,6 @@ fn run() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             tracing::info!("{said}");
-            keyless_service::sandbox::probe::run_from_env();
         }
         None => tracing::warn!(
             "sandbox: off: a bug that runs code in this process reaches every file, port and system call \
@@ -165,6 +166,7 @@ fn run() -> ExitCode {
             keyless_service::harden::user_name()
         ),
     }
+    keyless_service::sandbox::probe::run_from_env();
     if cli.dev {
         print_dev_help(
             &keyless_pki::DevPki::at(&cli.dev_dir),
@@ -180,7 +182,18 @@ fn run() -> ExitCode {
             let (running, cli, started) = (running.clone(), cli.clone(), settings.clone());
             move || {
                 let settings = config::load(&cli).map_err(|e| e.to_string())?;
-                let n = keyless_server::reload(&settings, &running).map_err(|e| e.to_string())?;
+                let n = keyless_server::reload(&settings, &running).map_err(|e| {
+                    // A place the sandbox did not cover at start reads as
+                    // "permission denied": say why.
+                    let outside = started.sandbox && keyless_server::sandbox::widens(&started, &settings);
+                    match outside {
+                        true => format!(
+                            "{e} (the configuration names files, folders or ports the sandbox set at start \
+                             does not cover: a restart applies it)"
+                        ),
+                        false => e.to_string(),
+                    }
+                })?;
                 let mut said = format!("serving {}", keyless_service::count(n, "key", "keys"));
                 let pending = started.restart_needed(&settings);
                 if !pending.is_empty() {
@@ -209,6 +222,12 @@ fn run() -> ExitCode {
     };
     if let Err(e) = keyless_service::signals::spawn("keyless-server", handlers) {
         tracing::error!("cannot install signal handlers: {e}");
+    }
+    // Last: whoever waits for the pid file may signal the process at once.
+    if let Some(pid_file) = &settings.pid_file {
+        if let Err(e) = std::fs::write(pid_file, std::process::id().to_string()) {
+            tracing::error!("cannot write pid file {}: {e}", pid_file.display());
+        }
     }
     let result = match std::sync::Arc::try_unwrap(running) {
         Ok(running) => running.wait(),

@@ -1,7 +1,8 @@
 //! What the key server's sandbox allows, from its settings: the files it
-//! reads (configuration, certificates, keys, the PKCS#11 modules and
+//! reads (configuration, certificates and key files through their folders,
+//! key folders, the PKCS#11 modules and
 //! crypto_mb it loads, a cloud SDK's credentials), where it writes (the pid
-//! file's and the Unix socket's folders, the temporary folder CPU profiles
+//! file's and the Unix socket's folders, its own temporary folder CPU profiles
 //! use), the ports it listens on and the ones it connects to (edges it
 //! dials and their proxy; cloud APIs). The sandbox itself is
 //! `keyless_service::sandbox`.
@@ -47,6 +48,19 @@ fn parent(p: &Path) -> PathBuf {
     }
 }
 
+/// A file the server reads again on SIGHUP is allowed through its folder:
+/// Landlock's rules hold inodes, and a file replaced by a rename (an
+/// editor, certbot, a Kubernetes Secret's swap) is a new inode that a rule
+/// for the old file would not cover. Not when the folder is the root.
+fn folder_of(file: &Path) -> PathBuf {
+    let folder = std::fs::canonicalize(parent(file)).unwrap_or_else(|_| parent(file));
+    if folder.parent().is_none() {
+        file.to_owned()
+    } else {
+        folder
+    }
+}
+
 fn url_port(text: &str) -> Option<u16> {
     let with_scheme = if text.contains("://") {
         text.to_owned()
@@ -63,14 +77,18 @@ pub fn plan(s: &Settings) -> Plan {
 
 /// [`plan`] with the environment given (for tests).
 pub fn plan_with(s: &Settings, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Plan {
-    let mut read: Vec<PathBuf> = vec![s.auth_cert.clone(), s.auth_key.clone(), s.cloudflare_ca_cert.clone()];
-    read.extend(s.config_file.iter().cloned());
+    let mut read: Vec<PathBuf> = [&s.auth_cert, &s.auth_key, &s.cloudflare_ca_cert]
+        .into_iter()
+        .chain(&s.config_file)
+        .map(|f| folder_of(f))
+        .collect();
     let mut connect: Vec<u16> = Vec::new();
     let mut hsm = false;
     let mut cloud = false;
     for source in &s.key_sources {
         match source {
-            KeySource::Dir(d) | KeySource::File(d) => read.push(d.clone()),
+            KeySource::Dir(d) => read.push(d.clone()),
+            KeySource::File(f) => read.push(folder_of(f)),
             KeySource::Pkcs11(uri) => {
                 hsm = true;
                 if let Ok(uri) = keyless_hsm::Pkcs11Uri::parse(uri.expose()) {
@@ -84,7 +102,11 @@ pub fn plan_with(s: &Settings, env: impl Fn(&str) -> Option<std::ffi::OsString>)
     if cloud {
         // HTTPS to the APIs; plain HTTP to instance metadata (credentials).
         connect.extend([443, 80]);
-        connect.extend(CLOUD_URL_VARS.iter().filter_map(|v| url_port(&env(v)?.to_string_lossy())));
+        connect.extend(
+            CLOUD_URL_VARS
+                .iter()
+                .filter_map(|v| url_port(&env(v)?.to_string_lossy())),
+        );
         read.extend(CLOUD_FILE_VARS.iter().filter_map(|v| env(v).map(PathBuf::from)));
         if let Some(home) = env("HOME").map(PathBuf::from) {
             read.push(home.join(".aws"));
@@ -105,8 +127,9 @@ pub fn plan_with(s: &Settings, env: impl Fn(&str) -> Option<std::ffi::OsString>)
     }
     if s.metrics.port() != 0 {
         bind_tcp.push(s.metrics.port());
-        // CPU profiles keep their samples in temporary files.
-        write.push(env("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from));
+        // CPU profiles keep their samples in temporary files: in the
+        // process's own folder (`sandbox::private_temp_dir`).
+        write.push(env("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from));
     }
     write.extend(s.sandbox_write_paths.iter().cloned());
     if let Some(d) = &s.dial {
@@ -130,4 +153,21 @@ pub fn plan_with(s: &Settings, env: impl Fn(&str) -> Option<std::ffi::OsString>)
         // operator knows: unrestricted unless they are listed.
         connect_tcp: (!hsm || !s.sandbox_connect_ports.is_empty()).then_some(connect),
     }
+}
+
+/// Whether `next` needs files, folders or ports the sandbox built from
+/// `started` does not allow, beyond those of settings a restart is already
+/// said to need (listening ports, edges to dial).
+pub fn widens(started: &Settings, next: &Settings) -> bool {
+    let (a, b) = (plan(started), plan(next));
+    let missing = |have: &[PathBuf], want: &[PathBuf]| want.iter().any(|p| !have.contains(p));
+    let ports = |p: &Plan| p.connect_tcp.clone();
+    missing(&a.read, &b.read)
+        || missing(&a.write, &b.write)
+        || (started.dial == next.dial
+            && match (ports(&a), ports(&b)) {
+                (_, None) => false,
+                (None, Some(_)) => false,
+                (Some(have), Some(want)) => want.iter().any(|p| !have.contains(p)),
+            })
 }

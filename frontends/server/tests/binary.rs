@@ -577,31 +577,7 @@ fn serves_a_pkcs11_store_and_reports_its_pool() {
     let conf = hsm.conf.clone();
     let mut running = Running::start_in(dir, pki, &[], &[("SOFTHSM2_CONF", &conf)]);
 
-    let expected = {
-        let der = rustls_pki_types::pem::PemObject::from_pem_slice(key.public_pem.as_bytes()).unwrap();
-        let der: rustls_pki_types::SubjectPublicKeyInfoDer = der;
-        keyless_tools::conformance::ExpectedKey::from_spki("site", der.as_ref()).unwrap()
-    };
-    block_on(async {
-        let conn = keyless_client::connect(running.addr, "localhost", client_tls(&running.pki))
-            .await
-            .unwrap();
-        for i in 0..20u8 {
-            let digest = [i; 32];
-            let sig = conn
-                .perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, expected.info.ski, &digest)
-                .await
-                .unwrap();
-            expected
-                .verifier
-                .verify(
-                    keyless_keys::Operation::Ecdsa(keyless_keys::Hash::Sha256),
-                    &digest,
-                    &sig,
-                )
-                .unwrap();
-        }
-    });
+    running.signs_ecdsa_p256(&key.public_pem, 20);
     let metrics = http_get(running.metrics_port, "/metrics");
     assert!(
         metrics.contains("keyless_hsm_operations_total{token=\"token=binary\",result=\"ok\"} 20"),

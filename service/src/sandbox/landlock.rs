@@ -54,7 +54,10 @@ impl fmt::Display for Applied {
             self.read,
             self.write,
             ports(&self.bind_tcp),
-            self.connect_tcp.as_deref().map_or("any port (a PKCS#11 module is loaded; list its ports in sandbox_connect_ports)".to_string(), ports)
+            self.connect_tcp.as_deref().map_or(
+                "any port (a PKCS#11 module is loaded; list its ports in sandbox_connect_ports)".to_string(),
+                ports
+            )
         )
     }
 }
@@ -130,11 +133,16 @@ pub fn apply(plan: &Plan) -> Result<Applied, String> {
         created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp)).map_err(e)?;
     }
     for port in plan.connect_tcp.iter().flatten() {
-        created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp)).map_err(e)?;
+        created = created
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(e)?;
     }
     let status = created.restrict_self().map_err(e)?;
     let kernel_abi = match status.landlock {
-        LandlockStatus::Available { effective_abi, kernel_abi } => Some(kernel_abi.unwrap_or(effective_abi as i32)),
+        LandlockStatus::Available {
+            effective_abi,
+            kernel_abi,
+        } => Some(kernel_abi.unwrap_or(effective_abi as i32)),
         _ => None,
     };
     Ok(Applied {

@@ -76,3 +76,30 @@ pub fn describe(landlock: &Result<landlock::Applied, String>, seccomp: &Result<s
     };
     format!("sandbox: {l}; {s}")
 }
+
+/// A temporary folder of this user's own (`<temp>/keyless-<uid>`, mode
+/// 0700), made the process's `TMPDIR`: the sandbox lets the process write
+/// there (CPU profiles keep their samples in temporary files) and not in
+/// the shared temporary folder, where other programs' files are. Call
+/// before any thread starts (it sets an environment variable).
+pub fn private_temp_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = rustix::process::getuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("keyless-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    }
+    // Not a link, this user's, nobody else's to enter: another user could
+    // have made it first in a shared /tmp.
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: not a folder of uid {uid} with mode 0700; remove it",
+            dir.display()
+        ));
+    }
+    std::env::set_var("TMPDIR", &dir);
+    Ok(dir)
+}

@@ -246,8 +246,14 @@ fn allow_list() -> Result<(BpfProgram, usize), String> {
     }
     let count = rules.len();
     let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch).map_err(|e| e.to_string())?;
-    Ok((filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?, count))
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch).map_err(|e| e.to_string())?;
+    Ok((
+        filter
+            .try_into()
+            .map_err(|e: seccompiler::BackendError| e.to_string())?,
+        count,
+    ))
 }
 
 /// `clone3` answers ENOSYS (the C library then uses `clone`, whose flags
@@ -273,12 +279,10 @@ fn no_processes() -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     rules.insert(
         libc::SYS_clone,
-        vec![SeccompRule::new(vec![condition(
-            0,
-            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
-            0,
-        )])
-        .map_err(|e| e.to_string())?],
+        vec![
+            SeccompRule::new(vec![condition(0, SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64), 0)])
+                .map_err(|e| e.to_string())?,
+        ],
     );
     #[cfg(target_arch = "x86_64")]
     {
@@ -286,8 +290,13 @@ fn no_processes() -> Result<BpfProgram, String> {
         rules.insert(libc::SYS_vfork, vec![]);
     }
     let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
-        .map_err(|e| e.to_string())?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
     filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
 }
 

@@ -29,7 +29,10 @@ impl std::fmt::Write for Line {
 /// The line for system call `nr` (its name where this architecture's
 /// table has it).
 fn describe(nr: i32, first: Option<u64>) -> Line {
-    let mut line = Line { bytes: [0; 256], len: 0 };
+    let mut line = Line {
+        bytes: [0; 256],
+        len: 0,
+    };
     let name = usize::try_from(nr)
         .ok()
         .and_then(syscalls::Sysno::new)
@@ -124,6 +127,8 @@ mod tests {
         );
         assert!(text.ends_with('\n'));
         let line = super::describe(-1, None);
-        assert!(std::str::from_utf8(&line.bytes[..line.len]).unwrap().contains("unknown (-1) is not"));
+        assert!(std::str::from_utf8(&line.bytes[..line.len])
+            .unwrap()
+            .contains("unknown (-1) is not"));
     }
 }

@@ -135,6 +135,30 @@ impl Running {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap()
     }
+
+    /// `n` ECDSA P-256 SHA-256 signatures by the key whose public key is
+    /// `public_pem`, each verified.
+    pub fn signs_ecdsa_p256(&self, public_pem: &str, n: u8) {
+        let expected = {
+            let der = rustls_pki_types::pem::PemObject::from_pem_slice(public_pem.as_bytes()).unwrap();
+            let der: rustls_pki_types::SubjectPublicKeyInfoDer = der;
+            keyless_tools::conformance::ExpectedKey::from_spki("site", der.as_ref()).unwrap()
+        };
+        block_on(async {
+            let conn = keyless_client::connect(self.addr, "localhost", client_tls(&self.pki))
+                .await
+                .unwrap();
+            for i in 0..n {
+                let digest = [i; 32];
+                let sig = conn
+                    .perform(keyless_protocol::Opcode::ECDSA_SIGN_SHA256, expected.info.ski, &digest)
+                    .await
+                    .unwrap();
+                let op = keyless_keys::Operation::Ecdsa(keyless_keys::Hash::Sha256);
+                expected.verifier.verify(op, &digest, &sig).unwrap();
+            }
+        });
+    }
 }
 
 /// A test that fails (or never stops its server) must not leave the
