@@ -75,6 +75,12 @@ else
     || { cat "$log" >&2; fail "the installed server did not say why its memory is not locked"; }
 fi
 grep -q "^Max core file size *0 *0 " "/proc/$pid/limits" || fail "the installed server allows core files"
+# The sandbox, as the keyless user gets it: Landlock and seccomp on every
+# thread (no_new_privs set, three filters), and said at start.
+grep -q "sandbox: landlock enforced" "$log" || { cat "$log" >&2; fail "the installed server did not enforce Landlock"; }
+grep -q "seccomp on every thread" "$log" || { cat "$log" >&2; fail "the installed server did not apply its seccomp filter"; }
+grep -q "^Seccomp:[[:space:]]*2" "/proc/$pid/status" || fail "the installed server runs without a seccomp filter"
+grep -q "^NoNewPrivs:[[:space:]]*1" "/proc/$pid/status" || fail "the installed server may gain privileges"
 kill -TERM "$pid"; wait "$pid" || fail "installed server did not exit 0 on SIGTERM"
 # Without -c the edge reads the installed configuration (as nginx reads
 # /etc/nginx/nginx.conf); -t checks it and names it.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Locked memory and forbidden dumps cost nothing measurable: the key server
-# as shipped (mlockall, no dumps) against `disable_mlock` and
-# `allow_core_dumps`, same build, same run, rounds alternating. One server
+# Locked memory, forbidden dumps and the sandbox cost nothing measurable:
+# the key server as shipped (mlockall, no dumps, Landlock and seccomp)
+# against `disable_mlock`, `allow_core_dumps` and `sandbox: off`, same
+# build, same run, rounds alternating. One server
 # core (cpu 0), the generator on cpu 1, every 100th answer verified.
 #
 #   perf/keys-stay.sh                      # AWS-LC single signatures
@@ -20,19 +21,23 @@ median() { python3 -c "import sys,statistics; print(statistics.median(float(x) f
 
 path="single signatures"; [ -n "${MB_LIB:-}" ] && path="lanes: $MB_LIB"
 echo "# keys stay put vs not ($path), one server core (cpu 0), generator on cpu 1, $(date -u +%FT%TZ)"
-printf "%-8s %-6s %14s %14s %7s %12s %12s\n" key load "as shipped" "unlocked" ratio "p50 shipped" "p50 unlocked"
+printf "%-8s %-6s %14s %14s %7s %12s %12s\n" key load "as shipped" "unguarded" ratio "p50 shipped" "p50 unguarded"
 for key in ${KEYS:-p256 rsa2048}; do
   for load in ${LOADS:-"1 1" "1 128"}; do
     set -- $load
     declare -a a_ops=() b_ops=() a_p50=() b_p50=()
     for round in $(seq "$ROUNDS"); do
-      for mode in shipped unlocked; do
+      for mode in shipped unguarded; do
         if [ "$mode" = shipped ]; then
           start_server 0 1 "$OUT/server.log" ${MB_LIB:+--multibuffer-library "$MB_LIB"}
           locked=$(awk '/^Locked:/ {print $2}' "/proc/$SERVER_PID/smaps_rollup")
           [ "$locked" -gt 0 ] || { echo "not locked:" >&2; cat "$OUT/server.log" >&2; exit 1; }
+          # Ready before the filter goes on: give it a moment.
+          for _ in $(seq 50); do grep -q "^Seccomp:[[:space:]]*2" "/proc/$SERVER_PID/status" && break; sleep 0.05; done
+          grep -q "^Seccomp:[[:space:]]*2" "/proc/$SERVER_PID/status" \
+            || { echo "no seccomp filter:" >&2; cat "$OUT/server.log" >&2; exit 1; }
         else
-          start_server 0 1 "$OUT/server.log" ${MB_LIB:+--multibuffer-library "$MB_LIB"} --disable-mlock --allow-core-dumps
+          start_server 0 1 "$OUT/server.log" ${MB_LIB:+--multibuffer-library "$MB_LIB"} --disable-mlock --allow-core-dumps --sandbox off
         fi
         json=$(taskset -c 1 "$BIN/keyless-bench" run --server 127.0.0.1:"$PORT" --ca "$PKI/ca.pem" \
           --cert "$PKI/client.pem" --key "$PKI/client-key.pem" --pubkey "$PKI/pubkeys/$key.pem" \
