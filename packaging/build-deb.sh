@@ -38,6 +38,8 @@ gen=$(mktemp -d)
 install -d "$ROOT/usr/share/man/man1" "$ROOT/usr/share/bash-completion/completions" \
   "$ROOT/usr/share/zsh/vendor-completions" "$ROOT/usr/share/fish/vendor_completions.d"
 for page in "$gen"/man1/*.1; do gzip -9n <"$page" >"$ROOT/usr/share/man/man1/$(basename "$page").gz"; done
+install -d "$ROOT/usr/share/man/man5"
+gzip -9n <"$gen/man5/edge.yaml.5" >"$ROOT/usr/share/man/man5/edge.yaml.5.gz"
 for f in "$gen"/completions/bash/*.bash; do
   install -m 0644 "$f" "$ROOT/usr/share/bash-completion/completions/$(basename "$f" .bash)"
 done

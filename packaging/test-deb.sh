@@ -15,6 +15,7 @@ for f in /usr/bin/keyless-server /usr/bin/keyless-edge /usr/bin/keyless-tool /us
          /etc/keyless/gokeyless.yaml /etc/keyless/edge.yaml \
          /usr/share/man/man1/keyless-server.1.gz /usr/share/man/man1/keyless-edge.1.gz \
          /usr/share/man/man1/keyless-tool.1.gz /usr/share/man/man1/keyless-bench.1.gz \
+         /usr/share/man/man5/edge.yaml.5.gz \
          /usr/share/bash-completion/completions/keyless-server /usr/share/zsh/vendor-completions/_keyless-edge \
          /usr/share/fish/vendor_completions.d/keyless-tool.fish /usr/share/doc/keyless/fetch-crypto-mb.sh; do
   [ -e "$f" ] || fail "$f not installed"

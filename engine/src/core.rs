@@ -94,6 +94,20 @@ impl Core {
     }
 
     fn spawn_workers(self: &Rc<Self>, inboxes: Inboxes) {
+        // The executor's busy time, for `server_utilization` (glommio's
+        // stats are taken and reset by each read: a delta per second).
+        let shared = self.shared.clone();
+        let id = self.id;
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+                let busy = glommio::executor().executor_stats().total_runtime();
+                shared.counters[id]
+                    .busy_ns
+                    .fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .detach();
         for rx in inboxes.jobs {
             let core = self.clone();
             glommio::spawn_local(async move {
@@ -192,6 +206,7 @@ impl Core {
         }
         let store = self.store();
         if store.has_offloaded() {
+            let looking = Instant::now();
             if let Prepared::Offloaded {
                 offload,
                 ski,
@@ -199,6 +214,7 @@ impl Core {
                 input,
             } = handler::prepare(&store, &request)
             {
+                self.counters().key_lookup.observe_duration(looking.elapsed());
                 let offloaded = Offloaded::submit(offload, ski, op, input);
                 self.spawn_offloaded(self.id, conn, &request, offloaded);
                 return None;
@@ -275,7 +291,11 @@ impl Core {
             return Some(self.answered_here(origin, request, message, exec, out));
         }
         let store = self.store();
-        let message = match handler::prepare(&store, request) {
+        let prepared = handler::prepare(&store, request);
+        if request.needs_key() {
+            counters.key_lookup.observe_duration(started.elapsed());
+        }
+        let message = match prepared {
             Prepared::Offloaded {
                 offload,
                 ski,

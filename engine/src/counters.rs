@@ -49,6 +49,14 @@ pub struct CoreCounters {
     pub exec_by_family: ByFamilyAndError,
     /// gokeyless's `keyless_request_total_duration_per_opcode`.
     pub total_by_family: ByFamilyAndError,
+    /// Time to find each signing request's key (gokeyless's
+    /// `keyless_key_load_duration`, observed per request as gokeyless does;
+    /// gokeyless's buckets).
+    pub key_lookup: AtomicHistogram,
+    /// Nanoseconds this core's executor spent running tasks and polling
+    /// for I/O (glommio's `total_runtime`: not parked, not spinning),
+    /// added once a second: busy share = its rate.
+    pub busy_ns: AtomicU64,
     /// Multi-buffer calls by lane class ([`LaneClass::index`]).
     pub lane_calls: [AtomicU64; LANE_CLASSES],
     /// Lanes filled in those calls (fill = lanes / calls, at most 8).
@@ -128,6 +136,8 @@ impl Default for CoreCounters {
             lane_filled: Default::default(),
             lane_alone: Default::default(),
             lane_fallbacks: Default::default(),
+            busy_ns: AtomicU64::new(0),
+            key_lookup: AtomicHistogram::new(&GOKEYLESS_BOUNDS),
         }
     }
 }

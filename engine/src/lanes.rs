@@ -28,9 +28,11 @@ impl Core {
         let Some(math) = self.lanes.as_deref() else {
             return false;
         };
+        let looking = Instant::now();
         let Some((lanes, op, input, ski)) = handler::lane_of(&store, math, request) else {
             return false;
         };
+        self.counters().key_lookup.observe_duration(looking.elapsed());
         tracing::info!("fetch key with SKI: {}", hex::encode(ski));
         self.parked.borrow_mut().push(Parked {
             origin,
@@ -186,10 +188,15 @@ impl Core {
         let store = self.store();
         let started = Instant::now();
         let (mut members, mut skis, mut lanes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut looking = started;
         for j in plan.gather(class, first, LANES) {
             // None only if the keys were republished since the plan was made:
             // that request then signs alone when reached.
-            if let Some((key, op, input, ski)) = handler::lane_of(&store, math, &requests[j]) {
+            let found = handler::lane_of(&store, math, &requests[j]);
+            let now = Instant::now();
+            self.counters().key_lookup.observe_duration(now - looking);
+            looking = now;
+            if let Some((key, op, input, ski)) = found {
                 tracing::info!("fetch key with SKI: {}", hex::encode(ski));
                 members.push(j);
                 skis.push(ski);

@@ -27,7 +27,8 @@ pub struct Shared {
     /// Bound on jobs queued from one core to another.
     pub channel_capacity: usize,
     /// Seconds each load of the key stores took (start-up and reloads):
-    /// gokeyless's `keyless_key_load_duration`.
+    /// `keyless_key_store_load_duration_seconds` (gokeyless's
+    /// `keyless_key_load_duration` is per request: `CoreCounters::key_lookup`).
     pub key_load: AtomicHistogram,
     /// What computes multi-buffer lanes, when that path is on (set once,
     /// before the cores start).

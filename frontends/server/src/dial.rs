@@ -333,9 +333,13 @@ async fn dial(target: &Target, dialer: &Dialer) -> std::io::Result<Stream> {
     let _ = tcp.set_nodelay(true);
     let name = rustls_pki_types::ServerName::try_from(target.name.clone())
         .map_err(|e| std::io::Error::other(format!("edge name {:?}: {e}", target.name)))?;
-    futures_rustls::TlsConnector::from(dialer.tls.clone())
+    let tls = futures_rustls::TlsConnector::from(dialer.tls.clone())
         .connect(name, tcp)
-        .await
+        .await?;
+    if let Some(chain) = tls.get_ref().1.peer_certificates() {
+        crate::certmetrics::observe(&format!("dial: {}", target.entry), chain);
+    }
+    Ok(tls)
 }
 
 /// A random instance number for this process.

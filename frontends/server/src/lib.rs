@@ -7,6 +7,7 @@
 //! What it does not do: decide what a request means (that is
 //! `keyless-engine`'s handler) or hold key bytes itself (`keyless-keys`).
 
+pub mod certmetrics;
 pub mod config;
 pub mod connection;
 pub mod dial;
@@ -126,6 +127,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         )));
     }
     let tls = tls::server_config(&settings.auth_cert, &settings.auth_key, &settings.cloudflare_ca_cert)?;
+    certmetrics::observe_files(&[&settings.auth_cert, &settings.cloudflare_ca_cert]);
     let load_started = std::time::Instant::now();
     let keys = load_keys(settings)?;
     let load_time = load_started.elapsed();
@@ -241,6 +243,7 @@ pub fn reload(settings: &Settings, running: &RunningServer) -> Result<usize, Ser
     let keys = load_keys(settings)?;
     running.shared.key_load.observe_duration(load_started.elapsed());
     let count = keys.len();
+    certmetrics::observe_files(&[&settings.auth_cert, &settings.cloudflare_ca_cert]);
     running.tls.publish(tls);
     running.shared.publish_keys(keys);
     Ok(count)

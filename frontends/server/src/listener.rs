@@ -54,6 +54,10 @@ impl Drop for Open {
 pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>, limits: Rc<Limits>, open: OpenCount) {
     let mut admission = Admission::new(format!("core {}", core.id()));
     let mut acceptor = Acceptor::new(&tls);
+    let source: Rc<str> = match listener.local_addr() {
+        Ok(a) => format!("listener: {a}").into(),
+        Err(_) => "listener".into(),
+    };
     loop {
         let Some(accepted) = until_drain(&core, listener.accept()).await else {
             return; // draining: the listener closes when dropped
@@ -68,7 +72,14 @@ pub async fn accept_tcp(listener: TcpListener, tls: Arc<LiveTls>, core: Rc<Core>
                     .peer_addr()
                     .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
                 let _ = tcp.set_nodelay(true);
-                spawn_connection(acceptor.get(), tcp, core.clone(), limits.clone(), peer, &open);
+                spawn_connection(
+                    acceptor.get(),
+                    tcp,
+                    core.clone(),
+                    limits.clone(),
+                    (peer, source.clone()),
+                    &open,
+                );
             }
             Err(e) => accept_failed(&core, &mut admission, e).await,
         }
@@ -100,7 +111,7 @@ pub async fn accept_unix(
                     stream,
                     core.clone(),
                     limits.clone(),
-                    "unix".to_string(),
+                    ("unix".to_string(), Rc::from("listener: unix")),
                     &open,
                 )
             }
@@ -149,7 +160,7 @@ fn spawn_connection<S>(
     stream: S,
     core: Rc<Core>,
     limits: Rc<Limits>,
-    peer: String,
+    (peer, source): (String, Rc<str>),
     open: &OpenCount,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -183,6 +194,9 @@ fn spawn_connection<S>(
             }
         };
         tracing::debug!(%peer, "connection established");
+        if let Some(chain) = tls.get_ref().1.peer_certificates() {
+            crate::certmetrics::observe(&source, chain);
+        }
         match connection::serve(tls, core, &limits).await {
             Ok(Closed::Clean) => tracing::debug!(%peer, "connection closed"),
             Ok(Closed::Idle) => tracing::info!(%peer, "connection idle for {:?}; closed", limits.idle_timeout),

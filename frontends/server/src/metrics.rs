@@ -45,6 +45,9 @@ impl EncodeMetric for ConstHistogram {
 #[derive(Debug)]
 struct CoreCollector {
     shared: Arc<Shared>,
+    /// When the previous scrape was, and the cores' busy time then: the
+    /// utilization gauge covers the time between two scrapes.
+    last_scrape: std::sync::Mutex<(std::time::Instant, u64)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -155,12 +158,54 @@ impl Collector for CoreCollector {
             [(Vec::new(), ConstGauge::new(self.shared.key_count() as i64))],
         )?;
         self.encode_histograms(&mut encoder)?;
+        self.encode_utilization(&mut encoder)?;
         self.encode_hsm(&mut encoder)?;
         self.encode_cloud(&mut encoder)
     }
 }
 
+/// Nanoseconds every core has been busy so far.
+fn busy_ns(shared: &Shared) -> u64 {
+    shared.counters.iter().map(|c| c.busy_ns.load(Ordering::Relaxed)).sum()
+}
+
 impl CoreCollector {
+    /// The cores' busy time: ours per core (a counter), and gokeyless's
+    /// `server_utilization{type}` gauge as the cores' mean busy share since
+    /// the previous scrape (gokeyless declares it for its worker threads;
+    /// here every core signs every type, so one series, `type="cores"`).
+    fn encode_utilization(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        family(
+            encoder,
+            "keyless_core_busy_seconds",
+            "Seconds each core's executor ran tasks or polled for I/O (not parked), updated each second.",
+            MetricType::Counter,
+            self.shared.counters.iter().enumerate().map(|(i, c)| {
+                (
+                    vec![("core", i.to_string())],
+                    ConstCounter::new(c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9),
+                )
+            }),
+        )?;
+        let now = (std::time::Instant::now(), busy_ns(&self.shared));
+        let (then, busy_then) =
+            std::mem::replace(&mut *self.last_scrape.lock().unwrap_or_else(|p| p.into_inner()), now);
+        let wall = now.0.duration_since(then).as_secs_f64() * self.shared.counters.len() as f64;
+        let share = if wall > 0.0 {
+            (now.1.saturating_sub(busy_then) as f64 / 1e9 / wall).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        family(
+            encoder,
+            "server_utilization",
+            "The [0,1]-percentage utilization of the server's worker threads (gokeyless's name): the cores' \
+             mean busy share since the previous scrape.",
+            MetricType::Gauge,
+            [(vec![("type", "cores".to_string())], ConstGauge::new(share))],
+        )
+    }
+
     /// gokeyless's duration histograms (per opcode, all cores merged), our
     /// batch sizes per core, key load time and failed connections.
     fn encode_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -276,12 +321,34 @@ impl CoreCollector {
                 per_class(|c| &c.lane_fallbacks),
             )?;
         }
+        let mut lookups = self.shared.counters[0].key_lookup.snapshot();
+        for c in &self.shared.counters[1..] {
+            AtomicHistogram::merge(&mut lookups, &c.key_lookup.snapshot());
+        }
         family(
             encoder,
             "keyless_key_load_duration",
-            "Time each load of the key stores took, start-up and reloads (gokeyless's name).",
+            "Time to load a requested key (gokeyless's name and buckets: observed for each request that \
+             names a key, found or not).",
+            MetricType::Histogram,
+            [(Vec::new(), ConstHistogram(lookups))],
+        )?;
+        family(
+            encoder,
+            "keyless_key_store_load_duration_seconds",
+            "Time each load of the key stores took, start-up and reloads.",
             MetricType::Histogram,
             [(Vec::new(), ConstHistogram(self.shared.key_load.snapshot()))],
+        )?;
+        family(
+            encoder,
+            "certificate_expiration_timestamp_seconds",
+            "Expiration times of gokeyless certs: the server's chain and CA file, each client (and dialed \
+             edge) certificate seen (gokeyless's name and labels).",
+            MetricType::Gauge,
+            crate::certmetrics::samples()
+                .into_iter()
+                .map(|(labels, expiry)| (labels.to_vec(), ConstGauge::new(expiry))),
         )?;
         family(
             encoder,
@@ -516,7 +583,10 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, dial: Vec<crate::dial::Targe
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
     let addr = server.server_addr().to_ip().unwrap_or(addr);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(CoreCollector { shared }));
+    registry.register_collector(Box::new(CoreCollector {
+        last_scrape: std::sync::Mutex::new((std::time::Instant::now(), busy_ns(&shared))),
+        shared,
+    }));
     if !dial.is_empty() {
         registry.register_collector(Box::new(DialCollector { targets: dial }));
     }

@@ -110,7 +110,10 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         "keyless_request_exec_duration_per_opcode_bucket{le=\"0.0001\",type=\"rsa\",error=\"no error\"} ",
         "keyless_request_total_duration_per_opcode_count{type=\"ecdsa\",error=\"key not found due to no matching SKI/SNI/ServerIP\"} ",
         "keyless_request_total_duration_per_opcode_bucket{le=\"1.6384\",type=\"rsa\",error=\"no error\"} ",
-        "\nkeyless_key_load_duration_count 1\n",
+        "\nkeyless_key_store_load_duration_seconds_count 1\n",
+        "\nkeyless_key_load_duration_bucket{le=\"0.0001\"} ",
+        "\nserver_utilization{type=\"cores\"} ",
+        "\nkeyless_core_busy_seconds_total{core=\"1\"} ",
         "\nkeyless_failed_connection ", // the readiness probes count: connect, no handshake
         // Ours beside them: per opcode.
         "keyless_request_exec_duration_per_opcode_seconds_count{opcode=\"OpECDSASignSHA256\"}",
@@ -118,6 +121,60 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         "keyless_core_batch_size_count{core=\"0\"}",
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    // gokeyless's meaning: one observation per request that names a key.
+    let lookups: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyless_key_load_duration_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let signed: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyless_requests{opcode=\"Op") && !l.contains("OpPing"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        lookups > 0 && lookups <= signed,
+        "{lookups} lookups, {signed} keyed requests\n{metrics}"
+    );
+    let utilization: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("server_utilization{type=\"cores\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&utilization), "{metrics}");
+    // Certificates' expiry, gokeyless's labels: the server's own chain
+    // (from its file) and the client certificate the conformance run
+    // presented (from the listener), each with its notAfter and serial.
+    for (pem, source, usage) in [
+        (
+            dir.path().join(&pki.server_cert),
+            "server.pem\"".to_string(),
+            "server=\"1\"",
+        ),
+        (
+            dir.path().join(&pki.client_cert),
+            format!("\"listener: {addr}\""),
+            "client=\"1\"",
+        ),
+    ] {
+        let der = keyless_service::tls::load_certs(&pem).unwrap().remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let serial = format!(",serial_no=\"{}\",", cert.tbs_certificate.serial);
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("certificate_expiration_timestamp_seconds{source=")
+                    && l.contains(&format!("{source}{serial}"))
+            })
+            .unwrap_or_else(|| panic!("{source}{serial} missing:\n{metrics}"));
+        assert!(line.contains(usage), "{line}");
+        assert!(
+            line.ends_with(&format!("}} {}", cert.validity().not_after.timestamp())),
+            "{line}"
+        );
     }
     for absent in ["keyless_requests_total", "keyless_failed_connection_total"] {
         assert!(!metrics.contains(absent), "{absent} (not gokeyless's name):\n{metrics}");

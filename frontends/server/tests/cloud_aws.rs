@@ -208,6 +208,12 @@ fn kms_keys_pass_the_conformance_suite_through_the_binary() {
     });
     let log = running.log();
     assert_eq!(count(&log, "throttled: "), 1, "throttling logged once:\n{log}");
+    // The SDK's threads call KMS from inside the sandbox (on by default),
+    // allowed to connect to moto's port, which AWS_ENDPOINT_URL names.
+    assert!(
+        log.contains("sandbox: landlock enforced") && log.contains("seccomp on every thread"),
+        "{log}"
+    );
 
     // A key added to the file is served after SIGHUP, on the same terms.
     configure(&running.pki, &[&later.arn], "");

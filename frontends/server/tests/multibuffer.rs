@@ -420,5 +420,7 @@ fn digests_crypto_mb_refuses_get_the_single_paths_signature_on_every_path() {
             assert_eq!(fallbacks, 0, "{flags:?}\n{metrics}");
         }
         assert!(!server.log().contains("crypto error"), "{}", server.log());
+        // crypto_mb, loaded and called under the sandbox (on by default).
+        assert!(server.log().contains("seccomp on every thread"), "{}", server.log());
     }
 }

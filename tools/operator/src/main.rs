@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use keyless_tools::conformance;
 
 mod dev;
+mod edge_yaml;
 mod manuals;
 
 /// `keyless-tool`'s command line (for its manual page).

@@ -2,7 +2,8 @@
 //! the same clap definitions the binaries parse their arguments with, so
 //! they cannot drift from what the binaries accept. Every subcommand gets
 //! its page (the SEE ALSO of its parent names it), and each binary's page
-//! ends with FILES, ENVIRONMENT and SIGNALS.
+//! ends with FILES, ENVIRONMENT and SIGNALS. The edge's file has its own
+//! page, `edge.yaml(5)` ([`crate::edge_yaml`]).
 
 use std::path::Path;
 
@@ -53,7 +54,7 @@ fn extra(name: &str) -> Extra {
         },
         "keyless-edge" => Extra {
             files: &[
-                ("./edge.yaml, /etc/keyless/edge.yaml", "The configuration when -c is not given: listen, certificates, key_servers, key_server_ca, client_cert, client_key, tickets, upstream, limits and timeouts. Every setting with its default: /usr/share/doc/keyless/edge.md."),
+                ("./edge.yaml, /etc/keyless/edge.yaml", "The configuration when -c is not given: listen, certificates, key_servers, key_server_ca, client_cert, client_key, tickets, upstream, limits and timeouts. Every setting with its default: edge.yaml(5)."),
                 ("tickets.key_file", "The session-ticket keys shared by a fleet (keyless-tool ticket-keys), followed as it changes."),
             ],
             environment: &[
@@ -65,7 +66,7 @@ fn extra(name: &str) -> Extra {
                 ("SIGHUP", "Reload the certificates (new connections get them); settings that need a restart are named."),
                 ("SIGTERM, SIGINT", "Stop accepting, let open connections finish within drain_timeout, exit 0."),
             ],
-            see_also: "keyless-server(1), keyless-tool(1), keyless-bench(1)",
+            see_also: "edge.yaml(5), keyless-server(1), keyless-tool(1), keyless-bench(1)",
         },
         "keyless-tool" => Extra {
             files: &[
@@ -113,13 +114,18 @@ fn sections(extra: &Extra) -> String {
     out
 }
 
-/// Write `man1/<name>.1` (and a page per subcommand) and
-/// `completions/{bash,zsh,fish}/...` under `out`; how many files.
+/// Write `man1/<name>.1` (and a page per subcommand),
+/// `man5/edge.yaml.5` and `completions/{bash,zsh,fish}/...` under `out`;
+/// how many files.
 pub fn write(out: &Path) -> Result<usize, String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let man = out.join("man1");
     std::fs::create_dir_all(&man).map_err(|e| io(&man, e))?;
-    let mut written = 0;
+    let man5 = out.join("man5");
+    std::fs::create_dir_all(&man5).map_err(|e| io(&man5, e))?;
+    let edge_yaml = man5.join("edge.yaml.5");
+    std::fs::write(&edge_yaml, crate::edge_yaml::page()).map_err(|e| io(&edge_yaml, e))?;
+    let mut written = 1;
     for mut cmd in commands() {
         let name = cmd.get_name().to_string();
         // Every subcommand's page, then the binary's own with its sections.

@@ -49,6 +49,11 @@ fn an_unreachable_upstream_answers_502_and_is_counted() {
         assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
         assert!(answer.ends_with("upstream unreachable\n"), "{answer}");
     }
+    // Counted as the connection ends, just after the client read its 502.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while e.metrics.upstream_failures.get() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(e.metrics.upstream_failures.get(), 2);
     let metrics = {
         use std::io::{Read, Write};

@@ -60,6 +60,17 @@ fn manual_pages_exist_for_every_name_they_give_and_render_cleanly() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    // The edge's configuration file has its page, which keyless-edge(1) names.
+    let edge_yaml = dir.path().join("man5/edge.yaml.5");
+    let edge_page = std::fs::read_to_string(man1.join("keyless-edge.1")).unwrap();
+    assert!(edge_page.contains("edge.yaml(5)"), "{edge_page}");
+    let text = std::fs::read_to_string(&edge_yaml).unwrap();
+    for setting in ["connections_per_server", "tickets.key_file", "certificates[].names"] {
+        assert!(
+            text.replace("\\-", "-").contains(setting),
+            "{setting} missing from edge.yaml(5)"
+        );
+    }
     for page in [
         "keyless-server.1",
         "keyless-edge.1",
@@ -76,6 +87,17 @@ fn manual_pages_exist_for_every_name_they_give_and_render_cleanly() {
             assert!(text.contains(section), "{binary}: {section}");
         }
     }
+    let rendered = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&edge_yaml)
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man (apt install man-db)");
+    let warnings = String::from_utf8_lossy(&rendered.stderr);
+    assert!(
+        rendered.status.success() && warnings.trim().is_empty(),
+        "edge.yaml.5: {warnings}"
+    );
     // Every name(1) a page mentions (SEE ALSO, subcommand lists) is a page.
     for page in &pages {
         let text = std::fs::read_to_string(man1.join(page)).unwrap().replace("\\-", "-");
