@@ -214,7 +214,10 @@ impl Core {
                 input,
             } = handler::prepare(&store, &request)
             {
-                self.counters().key_lookup.observe_duration(looking.elapsed());
+                let counters = self.counters();
+                counters.key_lookup.observe_duration(looking.elapsed());
+                // Counted as every other request is (gokeyless's keyless_requests).
+                counters.received(request.opcode_byte());
                 let offloaded = Offloaded::submit(offload, ski, op, input);
                 self.spawn_offloaded(self.id, conn, &request, offloaded);
                 return None;

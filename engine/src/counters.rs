@@ -39,7 +39,12 @@ pub struct CoreCounters {
     /// shows as many small hand-offs.
     pub handoff_size: AtomicHistogram,
     /// Connections that failed before serving (TLS handshake refused or
-    /// timed out): gokeyless's `keyless_failed_connection`.
+    /// timed out).
+    pub failed_handshakes: AtomicU64,
+    /// Established connections that ended other than by the idle timeout
+    /// or a drain (the client closed, or a read or write failed):
+    /// gokeyless's `keyless_failed_connection`, which counts every read
+    /// error that is not a timeout, end of stream included.
     pub failed_connections: AtomicU64,
     /// Connections turned away before TLS: accept() failed (out of file
     /// descriptors) or the core was at `max_connections_per_core`.
@@ -129,6 +134,7 @@ impl Default for CoreCounters {
             batch_size: AtomicHistogram::new(&BATCH_BOUNDS),
             handoff_size: AtomicHistogram::new(&BATCH_BOUNDS),
             failed_connections: AtomicU64::new(0),
+            failed_handshakes: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             exec_by_family: ByFamilyAndError::new(),
             total_by_family: ByFamilyAndError::new(),

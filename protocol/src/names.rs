@@ -39,16 +39,18 @@ impl Opcode {
         name.to_owned()
     }
 
-    /// The family gokeyless's duration histograms label `type`.
+    /// The family gokeyless's duration histograms label `type`: its
+    /// `Op.Type()`, case for case (pings, seal and answers are `other`,
+    /// an opcode it does not know is `unknown`).
     pub fn family(self) -> OpFamily {
         match self.0 {
             0x01..=0x07 | 0x35..=0x37 => OpFamily::Rsa,
             0x12..=0x17 => OpFamily::Ecdsa,
             0x18 => OpFamily::Ed25519,
-            0xF1 | 0xF2 => OpFamily::Ping,
-            0x21 | 0x22 => OpFamily::Seal,
-            0x23 | 0x24 => OpFamily::Rpc,
-            _ => OpFamily::Other,
+            0x24 => OpFamily::Custom,
+            0x23 => OpFamily::Rpc,
+            0x21 | 0x22 | 0xF0 | 0xF1 | 0xF2 | 0xFF => OpFamily::Other,
+            _ => OpFamily::Unknown,
         }
     }
 }
@@ -59,10 +61,10 @@ pub enum OpFamily {
     Rsa,
     Ecdsa,
     Ed25519,
-    Ping,
-    Seal,
+    Custom,
     Rpc,
     Other,
+    Unknown,
 }
 
 impl OpFamily {
@@ -70,10 +72,10 @@ impl OpFamily {
         OpFamily::Rsa,
         OpFamily::Ecdsa,
         OpFamily::Ed25519,
-        OpFamily::Ping,
-        OpFamily::Seal,
+        OpFamily::Custom,
         OpFamily::Rpc,
         OpFamily::Other,
+        OpFamily::Unknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,10 +83,10 @@ impl OpFamily {
             OpFamily::Rsa => "rsa",
             OpFamily::Ecdsa => "ecdsa",
             OpFamily::Ed25519 => "ed25519",
-            OpFamily::Ping => "ping",
-            OpFamily::Seal => "seal",
+            OpFamily::Custom => "custom",
             OpFamily::Rpc => "rpc",
             OpFamily::Other => "other",
+            OpFamily::Unknown => "unknown",
         }
     }
 
@@ -115,6 +117,27 @@ mod tests {
         assert_eq!(Opcode(0x20).gokeyless_name(), "Op(32)");
         assert_eq!(Opcode::ECDSA_SIGN_SHA256.family().as_str(), "ecdsa");
         assert_eq!(Opcode::RSA_PSS_SIGN_SHA256.family().as_str(), "rsa");
+        // gokeyless's protocol.Op.Type(), every case.
+        for (op, family) in [
+            (0x01, "rsa"),
+            (0x07, "rsa"),
+            (0x37, "rsa"),
+            (0x12, "ecdsa"),
+            (0x17, "ecdsa"),
+            (0x18, "ed25519"),
+            (0x21, "other"),
+            (0x22, "other"),
+            (0x23, "rpc"),
+            (0x24, "custom"),
+            (0xF0, "other"),
+            (0xF1, "other"),
+            (0xF2, "other"),
+            (0xFF, "other"),
+            (0x08, "unknown"),
+            (0x30, "unknown"),
+        ] {
+            assert_eq!(Opcode(op).family().as_str(), family, "opcode {op:#x}");
+        }
         assert_eq!(gokeyless_error(None), "no error");
         assert_eq!(
             gokeyless_error(Some(ErrorCode::KeyNotFound as u8)),

@@ -81,6 +81,8 @@ pub enum Closed {
     MidFrame { buffered: usize },
     /// The client sent nothing for the idle timeout.
     Idle,
+    /// The server is draining (SIGTERM) and answered what it had read.
+    Drained,
 }
 
 /// What a connection the key server opened to an edge (`dial`) does
@@ -293,10 +295,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         answer_local(core, conn, &mut local, tx, limits.batch_flush).await;
         inbuf.drain(..consumed);
         if eof || draining {
-            return Ok(if inbuf.is_empty() {
+            return Ok(if !inbuf.is_empty() {
+                Closed::MidFrame { buffered: inbuf.len() }
+            } else if eof {
                 Closed::Clean
             } else {
-                Closed::MidFrame { buffered: inbuf.len() }
+                Closed::Drained
             });
         }
     }

@@ -176,7 +176,7 @@ fn spawn_connection<S>(
             Ok(s) => s,
             Err(glommio::GlommioError::TimedOut(_)) => {
                 core.shared().counters[core.id()]
-                    .failed_connections
+                    .failed_handshakes
                     .fetch_add(1, Ordering::Relaxed);
                 if let Some(more) = FAILURES_LOGGED.with(|l| l.allow()) {
                     tracing::info!(%peer, "TLS handshake not finished within {:?}; closed{more}", limits.handshake_timeout);
@@ -185,7 +185,7 @@ fn spawn_connection<S>(
             }
             Err(e) => {
                 core.shared().counters[core.id()]
-                    .failed_connections
+                    .failed_handshakes
                     .fetch_add(1, Ordering::Relaxed);
                 if let Some(more) = FAILURES_LOGGED.with(|l| l.allow()) {
                     tracing::info!(%peer, "TLS handshake failed: {e}{more}");
@@ -197,8 +197,18 @@ fn spawn_connection<S>(
         if let Some(chain) = tls.get_ref().1.peer_certificates() {
             crate::certmetrics::observe(&source, chain);
         }
-        match connection::serve(tls, core, &limits).await {
+        let closed = connection::serve(tls, core.clone(), &limits).await;
+        // gokeyless's keyless_failed_connection: a connection that ended
+        // other than by its idle timeout (or our drain) counts, the
+        // client's own close included, as gokeyless counts its read errors.
+        if !matches!(closed, Ok(Closed::Idle | Closed::Drained)) {
+            core.shared().counters[core.id()]
+                .failed_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match closed {
             Ok(Closed::Clean) => tracing::debug!(%peer, "connection closed"),
+            Ok(Closed::Drained) => tracing::debug!(%peer, "connection closed: draining"),
             Ok(Closed::Idle) => tracing::info!(%peer, "connection idle for {:?}; closed", limits.idle_timeout),
             Ok(Closed::MidFrame { buffered }) => {
                 tracing::warn!(%peer, "connection closed mid-frame ({buffered} bytes unread)")

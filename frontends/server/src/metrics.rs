@@ -164,6 +164,17 @@ impl Collector for CoreCollector {
     }
 }
 
+impl CoreCollector {
+    /// One counter summed over every core.
+    fn total(&self, pick: fn(&keyless_engine::counters::CoreCounters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        self.shared
+            .counters
+            .iter()
+            .map(|c| pick(c).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// Nanoseconds every core has been busy so far.
 fn busy_ns(shared: &Shared) -> u64 {
     shared.counters.iter().map(|c| c.busy_ns.load(Ordering::Relaxed)).sum()
@@ -353,19 +364,22 @@ impl CoreCollector {
         family(
             encoder,
             "keyless_failed_connection",
-            "Connections that failed their TLS handshake or did not finish it in time (gokeyless's name).",
+            "Number of connection/transport failure, in tls handshake and etc. (gokeyless's name and meaning: \
+             established connections that ended other than by the idle timeout or a drain, the client's \
+             close included; failed handshakes are keyless_failed_handshakes_total).",
             // As gokeyless writes it: no `_total` suffix.
             MetricType::Unknown,
             [(
                 Vec::new(),
-                ConstGauge::new(
-                    self.shared
-                        .counters
-                        .iter()
-                        .map(|c| c.failed_connections.load(Ordering::Relaxed))
-                        .sum::<u64>() as i64,
-                ),
+                ConstGauge::new(self.total(|c| &c.failed_connections) as i64),
             )],
+        )?;
+        family(
+            encoder,
+            "keyless_failed_handshakes",
+            "Connections whose TLS handshake failed or did not finish in time.",
+            MetricType::Counter,
+            [(Vec::new(), ConstCounter::new(self.total(|c| &c.failed_handshakes)))],
         )?;
         family(
             encoder,
@@ -375,11 +389,7 @@ impl CoreCollector {
             [(
                 Vec::new(),
                 ConstCounter::new(
-                    self.shared
-                        .counters
-                        .iter()
-                        .map(|c| c.refused_connections.load(Ordering::Relaxed))
-                        .sum::<u64>(),
+                    self.total(|c| &c.refused_connections),
                 ),
             )],
         )?;

@@ -6,7 +6,7 @@ mod running;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use running::{block_on, client_tls, free_port, http_get, server, take_rsa_answers, Running};
+use running::{block_on, client_tls, free_port, http_get, http_get_within, server, take_rsa_answers, Running};
 
 fn fails_with(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -82,6 +82,11 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         let keys = keyless_tools::conformance::load_expected_keys(&pki.pubkeys_dir).unwrap();
         keyless_tools::conformance::run(&conn, &keys).await
     });
+    // The client's close reaches the server's core a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !http_get(metrics_port, "/metrics").contains("\nkeyless_failed_connection 1\n") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let metrics = http_get(metrics_port, "/metrics");
     let health = http_get(metrics_port, "/healthz");
     child.kill().unwrap();
@@ -114,7 +119,8 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         "\nkeyless_key_load_duration_bucket{le=\"0.0001\"} ",
         "\nserver_utilization{type=\"cores\"} ",
         "\nkeyless_core_busy_seconds_total{core=\"1\"} ",
-        "\nkeyless_failed_connection ", // the readiness probes count: connect, no handshake
+        "\nkeyless_failed_connection ",
+        "\nkeyless_failed_handshakes_total ", // the readiness probes count: connect, no handshake
         // Ours beside them: per opcode.
         "keyless_request_exec_duration_per_opcode_seconds_count{opcode=\"OpECDSASignSHA256\"}",
         "keyless_request_total_duration_per_opcode_seconds_bucket{le=\"+Inf\",opcode=\"OpRSAPSSSignSHA256\"}",
@@ -122,6 +128,19 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
+    // gokeyless's keyless_failed_connection: the conformance client's
+    // connection, closed by the client, counts (gokeyless counts its read
+    // of end-of-stream); the readiness probes' connections, which never
+    // finished a handshake, count as failed handshakes instead.
+    let count = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert!(count(&metrics, "keyless_failed_handshakes_total ") >= 1, "{metrics}");
+    let closed = count(&metrics, "keyless_failed_connection ");
+    assert!(closed >= 1, "the client's close is not counted\n{metrics}");
     // gokeyless's meaning: one observation per request that names a key.
     let lookups: u64 = metrics
         .lines()
@@ -454,7 +473,11 @@ fn profiles_say_what_is_wrong_and_an_idle_flame_graph_says_why() {
         assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
         assert!(answer.contains("from 1 to 300 (default 10)"), "{answer}");
     }
-    let answer = http_get(server.metrics_port, "/debug/pprof/flamegraph?seconds=1");
+    let answer = http_get_within(
+        server.metrics_port,
+        "/debug/pprof/flamegraph?seconds=1",
+        Duration::from_secs(90),
+    );
     assert!(
         answer.starts_with("HTTP/1.0 200") && answer.contains("image/svg+xml"),
         "{answer}"
@@ -644,6 +667,12 @@ fn serves_a_pkcs11_store_and_reports_its_pool() {
         metrics.contains("keyless_hsm_sessions{token=\"token=binary\"} 2"),
         "{metrics}"
     );
+    // gokeyless's families count HSM requests as any other.
+    assert!(
+        metrics.contains("\nkeyless_requests{opcode=\"OpECDSASignSHA256\"} 20\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nkeyless_key_load_duration_count 20\n"), "{metrics}");
     running.signal("-TERM");
     let status = running.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", running.log());

@@ -171,9 +171,15 @@ impl Drop for Running {
 }
 
 pub fn http_get(port: u16, path: &str) -> String {
+    http_get_within(port, path, Duration::from_secs(10))
+}
+
+/// [`http_get`] with its own bound (a profile symbolizes a debug build's
+/// frames, which takes seconds on a busy machine).
+pub fn http_get_within(port: u16, path: &str, within: Duration) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
