@@ -116,14 +116,22 @@ where
         .ring_depth(config.ring_depth)
         .preempt_timer(config.preempt_timer)
         .spin_before_park(config.spin_before_park)
-        .name(&config.name);
+        // glommio numbers its threads from 1 in its own order; each core
+        // renames its thread below, so this prefix is left on glommio's
+        // helper threads only.
+        .name(&format!("{}-io", config.name));
     let beats = crate::watchdog::Heartbeats::new(cores);
+    let name = config.name.clone();
     let handles = builder
         .on_all_shards({
             let beats = beats.clone();
+            let name = name.clone();
             let detect_stalls = config.detect_stalls;
             move || {
                 let core = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // `keyless-core-0`: the index metrics label the core with
+                // (`core="0"`), so a profile's threads and the metrics agree.
+                let _ = rustix::thread::set_name(&std::ffi::CString::new(format!("{name}-{core}")).unwrap_or_default());
                 let task = task.clone();
                 let beats = beats.clone();
                 async move {

@@ -72,7 +72,17 @@ pub fn mutual_server_config(
         .map_err(named(cert_field))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key)
-        .map_err(|e| err(key, format!("does not match {}: {e}", cert.display())))
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => err(
+                key,
+                format!(
+                    "is not the private key of the certificate in {cert_field} {} (their public keys differ): \
+                     give the key that certificate was issued for, or the certificate of this key",
+                    cert.display()
+                ),
+            ),
+            e => err(key, format!("cannot be used with {cert_field} {}: {e}", cert.display())),
+        })
         .map_err(named(key_field))?;
     Ok(Arc::new(config))
 }

@@ -326,7 +326,7 @@ async fn dial(target: &Target, dialer: &Dialer) -> std::io::Result<Stream> {
                 }
                 None => async_http_proxy::http_connect_tokio(&mut compat, host, *port).await,
             };
-            connected.map_err(|e| std::io::Error::other(format!("proxy: {e}")))?;
+            connected.map_err(|e| std::io::Error::other(proxy_refusal(proxy, host, *port, &e)))?;
             compat.into_inner()
         }
     };
@@ -340,6 +340,32 @@ async fn dial(target: &Target, dialer: &Dialer) -> std::io::Result<Stream> {
         crate::certmetrics::observe(&format!("dial: {}", target.entry), chain);
     }
     Ok(tls)
+}
+
+/// What a proxy's refusal of `CONNECT host:port` means, in our words:
+/// what it answered and what to check.
+fn proxy_refusal(proxy: &Proxy, host: &str, port: u16, e: &async_http_proxy::HttpError) -> String {
+    use async_http_proxy::HttpError;
+    let at = format!("the proxy {}:{} ", proxy.host, proxy.port);
+    let check = match e {
+        HttpError::HttpCode200(407) => match proxy.credentials {
+            Some(_) => "it refused dial_proxy's credentials: check the user and password",
+            None => "it wants credentials: give them in dial_proxy (http://user:password@host:port)",
+        },
+        HttpError::HttpCode200(401) => {
+            "it refused the credentials (401 Unauthorized): check dial_proxy's user and password"
+        }
+        HttpError::HttpCode200(403) => "it forbids this destination: ask its operator to allow CONNECT to it",
+        HttpError::HttpCode200(502..=504) => {
+            "it could not reach the edge: check the edge's address and that it listens"
+        }
+        HttpError::HttpCode200(_) => "check the proxy's log for why",
+        _ => "it did not answer as an HTTP proxy: check dial_proxy's host and port",
+    };
+    match e {
+        HttpError::HttpCode200(code) => format!("{at}answered {code} to CONNECT {host}:{port}; {check}"),
+        other => format!("{at}failed CONNECT {host}:{port} ({other}); {check}"),
+    }
 }
 
 /// A random instance number for this process.

@@ -68,6 +68,9 @@ pub struct RunningServer {
     pub metrics_addr: Option<SocketAddr>,
     /// The TLS configuration new connections get (swapped on reload).
     pub tls: Arc<listener::LiveTls>,
+    /// "serving N keys on ADDRESS with N cores": said once everything,
+    /// metrics included, is up.
+    pub serving: String,
 }
 
 impl RunningServer {
@@ -157,7 +160,7 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
     }
     let mut runtime = settings.runtime.clone();
     runtime.lanes = signing_path(settings)?;
-    let mut running = start_with(&listen, tls, keys, runtime, settings.limits.clone())?;
+    let mut running = launch(&listen, tls, keys, runtime, settings.limits.clone())?;
     running.shared.key_load.observe_duration(load_time);
     // `metrics_port: 0` turns the metrics listener off, as `port: 0` does the
     // keyless one: a key server that only dials has no listening socket.
@@ -167,6 +170,8 @@ pub fn start(settings: &Settings) -> Result<RunningServer, ServerError> {
         tracing::info!("metrics on http://{}/metrics", metrics.addr);
         running.metrics_addr = Some(metrics.addr);
     }
+    // Only now: a metrics port in use stops start-up before this is said.
+    tracing::info!("{}", running.serving);
     Ok(running)
 }
 
@@ -202,6 +207,13 @@ fn signing_path(settings: &Settings) -> Result<keyless_engine::runtime::Lanes, S
         .map_err(ServerError::Startup)?;
     match &selected.math {
         Some(_) => tracing::info!("signing: multi-buffer on every core, {}", selected.reason),
+        // A library the operator named and that cannot be used is a
+        // configuration that did not take: a warning.
+        None if settings.multibuffer_library.is_some()
+            && settings.multibuffer != keyless_keys::multibuffer::Mode::Off =>
+        {
+            tracing::warn!("signing: AWS-LC single signatures on every core ({})", selected.reason)
+        }
         None => tracing::info!("signing: AWS-LC single signatures on every core ({})", selected.reason),
     }
     Ok(keyless_engine::runtime::Lanes(selected.math))
@@ -273,6 +285,20 @@ impl From<SocketAddr> for Listen {
 
 /// Start with already-loaded parts (tests and tools use this directly).
 pub fn start_with(
+    listen: &Listen,
+    tls: Arc<rustls::ServerConfig>,
+    keys: Vec<SharedKey>,
+    runtime: RuntimeConfig,
+    limits: connection::Limits,
+) -> Result<RunningServer, ServerError> {
+    let running = launch(listen, tls, keys, runtime, limits)?;
+    tracing::info!("{}", running.serving);
+    Ok(running)
+}
+
+/// [`start_with`] without saying "serving ...": [`start`] says it once
+/// the metrics listener is up too.
+fn launch(
     listen: &Listen,
     tls: Arc<rustls::ServerConfig>,
     keys: Vec<SharedKey>,
@@ -407,13 +433,14 @@ pub fn start_with(
             keyless_service::count(d.connections, "connection", "connections")
         ));
     }
-    tracing::info!(
+    let serving = format!(
         "serving {} {} with {}",
         keyless_service::count(key_count, "key", "keys"),
         places.join(", "),
         keyless_service::count(cores, "core", "cores")
     );
     Ok(RunningServer {
+        serving,
         addr: tcp.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         dial: listen.dial.as_ref().map(|d| d.targets.clone()).unwrap_or_default(),
         key_count,

@@ -51,6 +51,24 @@ fn a_missing_server_certificate_is_named() {
 }
 
 #[test]
+fn a_server_key_of_another_certificate_is_named_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = keyless_pki::DevPki::generate(dir.path(), keyless_pki::DEFAULT_KEYS, 0).unwrap();
+    // The client's key in place of the server's: a real key, the wrong one.
+    std::fs::copy(&pki.client_key, &pki.server_key).unwrap();
+    let err = fails_with(server().arg("-c").arg(&pki.config));
+    assert!(
+        err.contains(&format!(
+            "auth_key {}: is not the private key of the certificate in auth_cert {}",
+            pki.server_key.display(),
+            pki.server_cert.display()
+        )) && err.contains("give the key that certificate was issued for"),
+        "{err}"
+    );
+    assert!(!err.contains("KeyMismatch"), "rustls's words: {err}");
+}
+
+#[test]
 fn dev_mode_creates_a_pki_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let (port, metrics_port) = (free_port(), free_port());
@@ -453,6 +471,26 @@ fn a_port_another_server_serves_stops_start_up() {
         err.contains(&format!("cannot listen on {}", first.addr)) && err.contains("address in use"),
         "{err}"
     );
+    // Its metrics port taken: start-up fails naming it, and never said it
+    // was serving.
+    let out = server()
+        .arg("-c")
+        .arg(&first.pki.config)
+        .args(["--listen-host", "127.0.0.1", "--workers", "1"])
+        .args(["--port", &free_port().to_string()])
+        .args(["--metrics-port", &first.metrics_port.to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{} for metrics",
+            first.metrics_port
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("serving "), "said it was serving before failing: {err}");
     // The first one still has every client.
     block_on(async {
         let conn = keyless_client::connect(first.addr, "localhost", client_tls(&first.pki))

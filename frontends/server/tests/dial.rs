@@ -305,8 +305,10 @@ fn the_walkthrough_works_through_an_http_connect_proxy() {
     // tinyproxy answers 401 where RFC 9110 says 407.
     let said = refused.log();
     assert!(
-        said.contains("proxy: ") && (said.contains("407") || said.contains("401")),
-        "{said}"
+        said.contains(&format!("the proxy 127.0.0.1:{proxy_port} answered"))
+            && (said.contains("answered 407") || said.contains("answered 401"))
+            && said.contains("check dial_proxy's user and password"),
+        "what the proxy answered and what to check: {said}"
     );
     assert_eq!(edge.healthy(), 1);
     stop(edge);

@@ -231,6 +231,16 @@ fn multibuffer_on_starts_only_where_crypto_mb_can_run() {
             "{stderr}"
         );
     }
+    // `auto` with a library the operator named that cannot load: a
+    // warning (their setting did not take), and single signatures.
+    let out = test_config(&["--multibuffer-library", "/nonexistent/libcrypto_mb.so.11"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot load /nonexistent/libcrypto_mb.so.11"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(" WARN "), "{line}");
     let out = test_config(&[], Some("multibuffer: maybe\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -10,12 +10,17 @@ pub fn run(dir: &Path, ports: &Ports, loglevel: u8) -> Result<(), String> {
     keyless_service::init_logging(loglevel);
     let edge_config = keyless_edge::dev::prepare(dir, ports)?;
     let pki = keyless_pki::DevPki::at(dir);
+    // A free port for the key server's metrics (port 0 would turn them off).
+    let metrics_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a free port for the key server's metrics: {e}"))?
+        .port();
     let server_cli = keyless_server::config::Options {
         config_file: Some(pki.config.clone()),
         listen_host: Some([127, 0, 0, 1].into()),
         workers: std::num::NonZeroUsize::new(1),
         port: Some(ports.key_server),
-        metrics_port: Some(0),
+        metrics_port: Some(metrics_port),
         loglevel: Some(loglevel),
         ..Default::default()
     };

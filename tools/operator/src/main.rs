@@ -46,7 +46,8 @@ enum Command {
         /// The key server's port.
         #[arg(long, default_value_t = 2407)]
         key_server_port: u16,
-        /// The edge's metrics port (the key server's is picked free).
+        /// The edge's metrics port (/metrics, /healthz, /readyz). The key
+        /// server's metrics go on a free port of 127.0.0.1, printed at start.
         #[arg(long, default_value_t = 8406)]
         metrics_port: u16,
         /// gokeyless's log levels: 0 debug, 1 info, 2 warning, 3 error.

@@ -114,6 +114,19 @@ fn walkthrough(extra: &[&str]) -> (tempfile::TempDir, String) {
         assert!(Instant::now() < deadline, "edge never became ready:\n{}", read_log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The key server's metrics: on the free port start-up printed.
+    let printed = read_log();
+    let url = printed
+        .split("its metrics: http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no key server metrics address:\n{printed}"))
+        .to_string();
+    let mut s = std::net::TcpStream::connect(url.as_str()).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("keyless_keys_loaded"), "{metrics}");
     let out = Command::new("openssl")
         .args([
             "s_client",

@@ -66,8 +66,9 @@ pub enum Command {
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
         /// crypto_mb's path, for the multi-buffer ceiling measured beside
-        /// the single one (default: libcrypto_mb.so.11 from the library path).
-        #[arg(long)]
+        /// the single one (default: libcrypto_mb.so.11 from the library
+        /// path), read from KEYLESS_MULTIBUFFER_LIBRARY as the key server does.
+        #[arg(long, env = "KEYLESS_MULTIBUFFER_LIBRARY")]
         multibuffer_library: Option<PathBuf>,
         #[arg(long)]
         json: bool,

@@ -114,7 +114,7 @@ impl CryptoMb {
                 .ok_or_else(|| {
                     format!(
                         "the library is not installed ({} not found; Debian 13 and Ubuntu: libcrypto-mb11, \
-                         Fedora: intel-ipp-crypto-mb)",
+                         Fedora: intel-ipp-crypto-mb; elsewhere, point multibuffer_library at it)",
                         NAMES[0]
                     )
                 })?,
