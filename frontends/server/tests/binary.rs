@@ -150,22 +150,13 @@ fn dev_mode_creates_a_pki_and_serves_it() {
     // connection, closed by the client, counts (gokeyless counts its read
     // of end-of-stream); the readiness probes' connections, which never
     // finished a handshake, count as failed handshakes instead.
-    let count = |metrics: &str, name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map_or(0, |v| v.trim().parse().unwrap())
-    };
-    assert!(count(&metrics, "keyless_failed_handshakes_total ") >= 1, "{metrics}");
-    let closed = count(&metrics, "keyless_failed_connection ");
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let count = |name: &str| -> u64 { value(name).map_or(0, |v| v.parse().unwrap()) };
+    assert!(count("keyless_failed_handshakes_total ") >= 1, "{metrics}");
+    let closed = count("keyless_failed_connection ");
     assert!(closed >= 1, "the client's close is not counted\n{metrics}");
     // gokeyless's meaning: one observation per request that names a key.
-    let lookups: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("keyless_key_load_duration_count "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lookups = count("keyless_key_load_duration_count ");
     let signed: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("keyless_requests{opcode=\"Op") && !l.contains("OpPing"))
@@ -175,12 +166,7 @@ fn dev_mode_creates_a_pki_and_serves_it() {
         lookups > 0 && lookups <= signed,
         "{lookups} lookups, {signed} keyed requests\n{metrics}"
     );
-    let utilization: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("server_utilization{type=\"cores\"} "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let utilization: f64 = value("server_utilization{type=\"cores\"} ").unwrap().parse().unwrap();
     assert!((0.0..=1.0).contains(&utilization), "{metrics}");
     // Certificates' expiry, gokeyless's labels: the server's own chain
     // (from its file) and the client certificate the conformance run

@@ -245,30 +245,26 @@ fn allow_list() -> Result<(BpfProgram, usize), String> {
         rules.insert(nr, r);
     }
     let count = rules.len();
+    Ok((compile(rules, SeccompAction::Trap, SeccompAction::Allow)?, count))
+}
+
+/// Compile `rules` for this architecture: calls they match get `matched`,
+/// every other call `otherwise`.
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    otherwise: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, String> {
     let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
-    let filter =
-        SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch).map_err(|e| e.to_string())?;
-    Ok((
-        filter
-            .try_into()
-            .map_err(|e: seccompiler::BackendError| e.to_string())?,
-        count,
-    ))
+    let filter = SeccompFilter::new(rules, otherwise, matched, arch).map_err(|e| e.to_string())?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
 /// `clone3` answers ENOSYS (the C library then uses `clone`, whose flags
 /// the allow-list reads); everything else passes to the allow-list.
 fn no_clone3() -> Result<BpfProgram, String> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, vec![])].into_iter().collect();
-    let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    let rules = [(libc::SYS_clone3, vec![])].into_iter().collect();
+    compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
 }
 
 /// No new process: `clone` without `CLONE_THREAD` (fork, vfork,
@@ -289,18 +285,10 @@ fn no_processes() -> Result<BpfProgram, String> {
         rules.insert(libc::SYS_fork, vec![]);
         rules.insert(libc::SYS_vfork, vec![]);
     }
-    let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32))
 }
 
-/// Install the SIGSYS reporter, then both filters on every thread of the
+/// Install the SIGSYS reporter, then the three filters on every thread of the
 /// process (TSYNC): threads started later inherit them.
 pub fn apply() -> Result<Applied, String> {
     let (list, allowed) = allow_list()?;
