@@ -44,6 +44,14 @@ const _: () = {
 };
 
 impl Shared {
+    /// Client connections open now, over every core.
+    pub fn open_connections(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.connections.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn new(cores: usize, channel_capacity: usize) -> Arc<Shared> {
         let cores = cores.max(1);
         Arc::new(Shared {

@@ -129,8 +129,25 @@ pub struct EdgeConfig {
     /// The edge's client certificate and key for mutual TLS to key servers.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    /// Connections to each key server (default 2).
-    pub connections_per_server: Option<usize>,
+    /// Connections to each dialed key server for the whole edge process,
+    /// spread over its cores; a core holding none hands its requests to one
+    /// that does (default 2, or the number of cores if fewer). What a fleet
+    /// wants: a key server's connections grow with the edge processes, not
+    /// with their cores.
+    pub key_server_connections: Option<std::num::NonZeroUsize>,
+    /// Connections to each dialed key server from every core instead
+    /// (`key_server_connections` times the cores, and no core hands
+    /// requests to another); set one or the other.
+    pub connections_per_server: Option<std::num::NonZeroUsize>,
+    /// DNS servers to ask for the `key_servers` names, `IP:PORT` each
+    /// (default: the system's, as /etc/resolv.conf and /etc/hosts say).
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Time between lookups of the `key_servers` names (default 30s); a
+    /// SIGHUP looks them up at once. Key servers new in the answer get
+    /// connections, those gone from it finish what they carry and close.
+    #[serde(default, deserialize_with = "duration")]
+    pub resolve_interval: Option<Duration>,
     /// How long a remote signature may take (default 2s).
     #[serde(default, deserialize_with = "duration")]
     pub request_timeout: Option<Duration>,
@@ -213,6 +230,15 @@ impl EdgeConfig {
             ("key_server_listen", self.key_server_listen != next.key_server_listen),
             ("key_server_name", self.key_server_name != next.key_server_name),
             (
+                "key_server_connections or connections_per_server",
+                (self.key_server_connections, self.connections_per_server)
+                    != (next.key_server_connections, next.connections_per_server),
+            ),
+            (
+                "nameservers or resolve_interval",
+                (&self.nameservers, self.resolve_interval()) != (&next.nameservers, next.resolve_interval()),
+            ),
+            (
                 "key_server_ca, client_cert or client_key",
                 (&self.key_server_ca, &self.client_cert, &self.client_key)
                     != (&next.key_server_ca, &next.client_cert, &next.client_key),
@@ -254,6 +280,22 @@ impl EdgeConfig {
         match (&self.upstream, &self.upstream_protocols) {
             (Some(_), Some(protocols)) => protocols.clone(),
             _ => vec!["http/1.1".to_string()],
+        }
+    }
+
+    pub fn resolve_interval(&self) -> Duration {
+        self.resolve_interval
+            .unwrap_or(Duration::from_secs(30))
+            .max(Duration::from_secs(1))
+    }
+
+    /// Who holds the connections to the dialed key servers, on `cores` cores.
+    pub fn links(&self, cores: usize) -> keyless_client::glommio::Links {
+        use keyless_client::glommio::Links;
+        match (self.connections_per_server, self.key_server_connections) {
+            (Some(per_core), _) => Links::PerCore(per_core.get()),
+            (None, Some(n)) => Links::PerProcess(n.get()),
+            (None, None) => Links::PerProcess(2.min(cores.max(1))),
         }
     }
 
@@ -333,6 +375,14 @@ pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, String> {
             "{}: key_server_listen: key servers that dial in serve the coroutine handshake mode only; \
              remove handshake_mode: threads",
             path.display()
+        ));
+    }
+    if config.key_server_connections.is_some() && config.connections_per_server.is_some() {
+        return Err(format!(
+            "{}:{}: connections_per_server: key_server_connections says how many connections the whole \
+             process keeps to each key server, connections_per_server how many every core keeps: set one",
+            path.display(),
+            top_level_line(text, "connections_per_server"),
         ));
     }
     if config.upstream.is_none() && config.upstream_protocols.is_some() {
@@ -476,6 +526,39 @@ mod tests {
         assert!(e.contains("key_server_listen"), "{e}");
         let e = parse_with("key_server_listen: 127.0.0.1:0\nhandshake_mode: threads\n").unwrap_err();
         assert!(e.contains("coroutine"), "{e}");
+    }
+
+    #[test]
+    fn connections_are_per_process_unless_per_core_is_asked_for() {
+        use keyless_client::glommio::Links;
+        assert_eq!(parse_with("").unwrap().links(8), Links::PerProcess(2));
+        assert_eq!(parse_with("").unwrap().links(1), Links::PerProcess(1));
+        assert_eq!(
+            parse_with("key_server_connections: 4\n").unwrap().links(2),
+            Links::PerProcess(4)
+        );
+        assert_eq!(
+            parse_with("connections_per_server: 3\n").unwrap().links(2),
+            Links::PerCore(3)
+        );
+        let e = parse_with("key_server_connections: 4\nconnections_per_server: 1\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:8: connections_per_server:") && e.contains("set one"),
+            "{e}"
+        );
+        let e = parse_with("key_server_connections: 0\n").unwrap_err();
+        assert!(
+            e.starts_with("edge.yaml:7:") && e.contains("key_server_connections"),
+            "{e}"
+        );
+        let c = parse_with("nameservers: [\"127.0.0.1:5353\"]\nresolve_interval: 5s\n").unwrap();
+        assert_eq!(c.resolve_interval(), Duration::from_secs(5));
+        assert_eq!(c.nameservers, ["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(parse_with("").unwrap().resolve_interval(), Duration::from_secs(30));
+        assert_eq!(
+            parse_with("").unwrap().restart_needed(&c),
+            ["nameservers or resolve_interval"]
+        );
     }
 
     #[test]

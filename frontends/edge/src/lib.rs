@@ -30,8 +30,10 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use keyless_client::core::Names;
 use keyless_client::glommio::{Directory, KeyClient, Settings as KeyClientSettings};
 use keyless_client::pool::{KeyServerPool, PoolConfig};
+use keyless_client::tokio::dns::{self, Lookup, Resolving};
 use keyless_client::ServerState;
 use keyless_engine::accept::Admission;
 use keyless_engine::drain::{Drain, DrainSignal};
@@ -137,17 +139,23 @@ pub struct RunningEdge {
     pub ticketer: Arc<Ticketer>,
     live: Arc<LiveConfig>,
     drain: Arc<DrainSignal>,
+    /// Looks the `key_servers` names up again and again (coroutine mode).
+    resolving: Option<Resolving>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<Result<(), keyless_engine::runtime::RuntimeError>>>>,
 }
 
 impl RunningEdge {
     /// SIGHUP: load the certificates again; new connections get them,
     /// connections in flight keep theirs. On any error nothing changes.
-    /// (Key servers and listeners change with a restart.)
+    /// The `key_servers` names are looked up again at once. (The
+    /// `key_servers` list and listeners change with a restart.)
     pub fn reload(&self, config: &EdgeConfig) -> Result<usize, String> {
         let (server, _) = server_config(config, &self.pool, &self.metrics, &self.ticketer)?;
         self.live.publish(server);
         self.ticketer.refresh()?;
+        if let Some(resolving) = &self.resolving {
+            resolving.resolve_now();
+        }
         Ok(config.certificates.len())
     }
 
@@ -193,7 +201,15 @@ impl RunningEdge {
 pub fn check(config: &EdgeConfig) -> Result<String, String> {
     keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
-    let servers = resolve(config)?;
+    let names = resolve(config)?;
+    let unresolved = names.unresolved();
+    if !unresolved.is_empty() {
+        return Err(format!(
+            "key_servers: {}: no address (DNS); the edge would start and keep looking",
+            unresolved.join(", ")
+        ));
+    }
+    let servers = names.wanted();
     if config.key_server_listen.is_some() {
         key_server_listener::tls_config(config)?;
     }
@@ -227,12 +243,28 @@ struct CoreTemplate {
     listen_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The key servers the edge dials (none when all dial in).
-fn resolve(config: &EdgeConfig) -> Result<Vec<Arc<ServerState>>, String> {
-    if config.key_servers.is_empty() {
-        return Ok(Vec::new());
+/// The key servers `names` resolve to now.
+fn states(names: &Names) -> Vec<Arc<ServerState>> {
+    names
+        .wanted()
+        .into_iter()
+        .map(|(addr, name)| Arc::new(ServerState::new(addr, name)))
+        .collect()
+}
+
+/// Where the `key_servers` names are looked up, and how often.
+fn lookup(config: &EdgeConfig) -> Lookup {
+    Lookup {
+        nameservers: config.nameservers.clone(),
+        every: config.resolve_interval(),
     }
-    keyless_client::core::resolve(&config.key_servers, config.key_server_name.as_deref()).map_err(|e| e.to_string())
+}
+
+/// The key servers the edge dials (none when all dial in), looked up once.
+fn resolve(config: &EdgeConfig) -> Result<Names, String> {
+    let mut names = Names::parse(&config.key_servers, config.key_server_name.as_deref()).map_err(|e| e.to_string())?;
+    dns::resolve_once(&mut names, &lookup(config)).map_err(|e| e.to_string())?;
+    Ok(names)
 }
 
 /// Start an edge as `config` says.
@@ -240,7 +272,11 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let tls = keyless_client::client_config_from_files(&config.key_server_ca, &config.client_cert, &config.client_key)
         .map_err(|e| format!("key server TLS: {e}"))?;
     let key_server_tls = tls.clone();
-    let key_servers = resolve(config)?;
+    // A name that does not resolve yet (a key server not scheduled yet) is
+    // looked up again each period: the edge starts, /readyz says when a
+    // key server is up.
+    let names = resolve(config)?;
+    let key_servers = states(&names);
     let directory = Directory::new(key_servers.clone());
     let listen_tls = match config.key_server_listen {
         Some(_) => Some(key_server_listener::tls_config(config)?),
@@ -251,7 +287,11 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     // coroutine mode through each core's own connections (below).
     let pool = if config.handshake_mode == config::HandshakeMode::Threads {
         let mut pool_config = PoolConfig::new(config.key_servers.clone(), tls);
-        pool_config.connections_per_server = config.connections_per_server.unwrap_or(2);
+        // One pool for the process: its connections are the process's.
+        pool_config.connections_per_server = config
+            .key_server_connections
+            .or(config.connections_per_server)
+            .map_or(2, std::num::NonZeroUsize::get);
         pool_config.request_timeout = config.request_timeout();
         pool_config.health_interval = health_interval;
         Some(KeyServerPool::start_with(key_servers.clone(), pool_config).map_err(|e| e.to_string())?)
@@ -323,7 +363,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     let access_log = config.access_log;
     let key_client_settings = KeyClientSettings {
         tls: key_server_tls,
-        connections_per_server: config.connections_per_server.unwrap_or(2).max(1),
+        links: config.links(cores),
         request_timeout: config.request_timeout(),
         health_interval,
         connect_timeout: Duration::from_secs(2),
@@ -378,7 +418,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
                     drop(ready);
                     let drain = Drain::watch(drain);
                     let key_client = (mode == conn::HandshakeMode::Coroutine)
-                        .then(|| KeyClient::start(directory.clone(), key_client_settings.clone()));
+                        .then(|| KeyClient::start(directory.clone(), key_client_settings.clone(), index, cores));
                     if let (Some(listener), Some(tls), Some(client)) = (key_server_listener, listen_tls, &key_client) {
                         glommio::spawn_local(key_server_listener::accept(
                             listener,
@@ -453,6 +493,22 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     }
     drop(reservation);
     drop(key_server_reservation);
+    // Names, not addresses: follow what they resolve to (the threads
+    // mode's pool keeps the key servers of the start).
+    let resolving = if names.lookups().is_empty() {
+        None
+    } else if mode == conn::HandshakeMode::Threads {
+        tracing::info!("handshake_mode threads: the key_servers names were looked up once, at start");
+        None
+    } else {
+        let directory = directory.clone();
+        Some(
+            dns::spawn(names, lookup(config), move |wanted| {
+                directory.set_dialed(wanted);
+            })
+            .map_err(|e| e.to_string())?,
+        )
+    };
     let mut sources = config.key_servers.clone();
     if let Some(at) = key_server_addr {
         sources.push(format!("those that dial in on {at}"));
@@ -472,6 +528,7 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
         ticketer,
         live,
         drain,
+        resolving,
         thread: std::sync::Mutex::new(Some(thread)),
     })
 }

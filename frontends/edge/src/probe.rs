@@ -36,7 +36,7 @@ fn request(public: &PublicKeyInfo) -> (Message, Operation, Vec<u8>) {
 /// at least one reachable key server); `Err`: which certificate no
 /// reachable key server holds, or that none could be reached.
 pub fn probe(config: &EdgeConfig) -> Result<String, String> {
-    let servers: Vec<Arc<ServerState>> = crate::resolve(config)?;
+    let servers: Vec<Arc<ServerState>> = crate::states(&crate::resolve(config)?);
     if servers.is_empty() {
         return Ok("key servers dial in: their keys are not checked here".into());
     }

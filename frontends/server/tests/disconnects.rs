@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use keyless_protocol::{Frame, Message, Opcode};
@@ -17,14 +16,7 @@ async fn a_client_leaving_with_requests_in_flight_leaks_nothing() {
     let server = common::server();
     let keys = load_expected_keys(server.pubkeys()).unwrap();
     let rsa = keys.iter().find(|k| k.name == "rsa-4096").unwrap();
-    let open = || -> u64 {
-        server
-            .shared
-            .counters
-            .iter()
-            .map(|c| c.connections.load(Ordering::Relaxed))
-            .sum()
-    };
+    let open = || server.shared.open_connections();
     for round in 0..3 {
         let mut stream = keyless_client::connect_stream(server.addr, "localhost", server.client_tls())
             .await

@@ -9,16 +9,20 @@
 //!   waiter failed at once when the connection goes.
 //! - [`ServerState`]: one key server's health and counters, shared by every
 //!   connection and every core that talks to it.
+//! - [`Names`]: the `HOST:PORT` entries and what their names resolve to
+//!   now, kept through DNS failures.
 //! - [`Retry`] and [`Backoff`]: which server a request tries (healthy ones
 //!   in turn, once more elsewhere if its connection fails, never again for
 //!   the server's own answer) and how long a reconnect waits.
 
 mod answers;
+mod names;
 mod pipeline;
 mod policy;
 mod servers;
 
 pub use answers::{expect_pong, expect_response, AnswerReader};
+pub use names::Names;
 pub use pipeline::answered;
 pub use pipeline::{Answer, Pipeline};
 pub use policy::{Backoff, Retry, Supervision};

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ pub struct ServerState {
     pub reconnects: AtomicU64,
     /// It dials in (we cannot reconnect to it: it must dial again).
     dials_in: bool,
+    /// Its name no longer resolves to it: its connections close once what
+    /// they carry is answered, and none opens again.
+    retired: AtomicBool,
 }
 
 /// How long a key-not-found answer keeps requests for that key away from
@@ -48,6 +51,7 @@ impl ServerState {
             missing: Mutex::new(HashMap::new()),
             reconnects: AtomicU64::new(0),
             dials_in: false,
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -58,6 +62,16 @@ impl ServerState {
             dials_in: true,
             ..ServerState::new(addr, name)
         }
+    }
+
+    /// Its name no longer resolves to it (DNS): no new connection, and
+    /// those up close once they are idle.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// Connections up now.
@@ -105,7 +119,12 @@ impl ServerState {
     pub fn link_down(&self, reason: &str) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
         if self.links_up.fetch_sub(1, Ordering::Relaxed) == 1 {
-            if self.dials_in {
+            if self.retired() {
+                tracing::info!(
+                    "key server {}: left the DNS answer; its last connection closed",
+                    self.addr
+                );
+            } else if self.dials_in {
                 tracing::warn!(
                     "key server {} ({}): no connection left ({reason}); waiting for it to dial in again",
                     self.addr,
