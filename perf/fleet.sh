@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The fleet's figures, same machine, same run:
+#  1. full TLS 1.3 handshakes/s of a 2-core edge holding 1 connection per
+#     key server for the whole process (key_server_connections: 1, so one
+#     core hands its signatures to the other) against 2 on every core
+#     (connections_per_server: 2), alternating for ROUNDS rounds;
+#  2. the key server's connections and resident memory with EDGES edge
+#     processes of 2 cores each: per process (the default, 2) against per
+#     core (connections_per_server: 2);
+#  3. DNS: the fleet test's own figures (a key server added to the answer
+#     signs after ..., one removed has its connections closed after ...),
+#     with zero failed handshakes (the test fails otherwise).
+#
+#   perf/fleet.sh            # about 3 minutes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+PORT=${PORT:-24590}
+OUT=${OUT:-target/perf-fleet}
+ROUNDS=${ROUNDS:-3}
+EDGES=${EDGES:-20}
+source perf/common.sh
+EDGE_PORT=$((PORT + 10))
+cargo build --release --bin keyless-edge >/dev/null 2>&1
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, d))" "$1"; }
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+open_connections() {
+  curl -sf "http://127.0.0.1:$((PORT + 1))/metrics" | awk '/^keyless_connections_open/ {s += $2} END {print s + 0}'
+}
+
+edge_config() { # $1 = port, $2 = the connections setting
+  cat <<YAML
+listen: 127.0.0.1:$1
+workers: 2
+disable_mlock: true
+certificates:
+  - cert: $PKI/sites/p256.pem
+    default: true
+key_servers: ["127.0.0.1:$PORT"]
+key_server_name: localhost
+key_server_ca: $PKI/ca.pem
+client_cert: $PKI/client.pem
+client_key: $PKI/client-key.pem
+$2
+YAML
+}
+EDGE_PIDS=()
+start_edge() { # $1 = port, $2 = config file
+  "$BIN/keyless-edge" -c "$2" -l 2 >>"$OUT/edge.log" 2>&1 &
+  EDGE_PIDS+=($!)
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && break; sleep 0.1; done
+}
+stop_edges() {
+  for p in "${EDGE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${EDGE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  EDGE_PIDS=()
+}
+trap 'stop_edges; stop_server' EXIT
+hs() {
+  "$BIN/keyless-bench" handshake --server 127.0.0.1:$EDGE_PORT --ca "$PKI/ca.pem" --duration "$DURATION" \
+    --warmup "$WARMUP" --json --mode full --tls 1.3 --concurrency 32
+}
+
+echo "# keyless fleet figures, same machine, same run ($(date -u +%FT%TZ))"
+start_server 0,1 1 "$OUT/server.log"
+
+# 1. Hand-over between cores: 1 connection for the process vs 2 per core.
+edge_config $EDGE_PORT "key_server_connections: 1" >"$OUT/edge-process.yaml"
+edge_config $EDGE_PORT "connections_per_server: 2" >"$OUT/edge-core.yaml"
+ratios=()
+for round in $(seq "$ROUNDS"); do
+  start_edge $EDGE_PORT "$OUT/edge-core.yaml"; sleep 0.5
+  core=$(hs | field handshakes_per_sec); stop_edges
+  start_edge $EDGE_PORT "$OUT/edge-process.yaml"; sleep 0.5
+  process=$(hs | field handshakes_per_sec); stop_edges
+  ratio=$(python3 -c "import sys; print(f'{float(sys.argv[2]) / float(sys.argv[1]) * 100:.1f}')" "$core" "$process")
+  echo "round $round: 2-core edge, full TLS 1.3 P-256, 32 clients: 2 connections per core $core/s, 1 for the process $process/s -> $ratio%"
+  ratios+=("$ratio")
+done
+python3 - "${ratios[@]}" <<'PY'
+import statistics, sys
+r = [float(x) for x in sys.argv[1:]]
+print(f"1 connection per edge process vs 2 per core: median {statistics.median(r):.1f}% over {len(r)} alternating rounds (min {min(r):.1f}%, max {max(r):.1f}%)")
+PY
+
+# 2. The key server's side of EDGES 2-core edge processes.
+fan_in() { # $1 = label, $2 = connections setting
+  local before rss0 i
+  sleep 1
+  before=$(open_connections); rss0=$(rss_kib "$SERVER_PID")
+  for i in $(seq "$EDGES"); do
+    edge_config $((EDGE_PORT + i)) "$2" >"$OUT/edge-$i.yaml"
+    start_edge $((EDGE_PORT + i)) "$OUT/edge-$i.yaml"
+  done
+  sleep 3
+  local after rss1
+  after=$(open_connections); rss1=$(rss_kib "$SERVER_PID")
+  python3 - "$1" "$EDGES" "$before" "$after" "$rss0" "$rss1" <<'PY'
+import sys
+label, edges, c0, c1, r0, r1 = sys.argv[1], *map(int, sys.argv[2:])
+links = c1 - c0
+print(f"{edges} edge processes x 2 cores, {label}: key server holds {links} connections "
+      f"({links / edges:.0f} per edge), resident memory +{(r1 - r0) / 1024:.1f} MiB")
+PY
+  stop_edges
+}
+fan_in "per process (default)" ""
+fan_in "per core (connections_per_server: 2)" "connections_per_server: 2"
+
+# 3. DNS: the fleet test (the test build), its own timings.
+cargo test -p keyless-tool --test fleet -- --nocapture --test-threads 1 2>&1 \
+  | grep -E "after it (joined|left)|test result" | sed 's/^/DNS test: /'
