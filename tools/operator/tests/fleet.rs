@@ -342,3 +342,40 @@ fn key_servers_follow_their_name_in_dns_with_no_handshake_lost() {
 fn two_core_yaml(extra: &str) -> String {
     edge_yaml(&[], extra).replace("workers: 1\n", "workers: 2\n")
 }
+
+/// By default names go through the system's configuration (/etc/hosts
+/// here); a name that does not resolve yet is an error for
+/// `--test-config` but not for starting: the edge starts, is not ready,
+/// and becomes ready once the name resolves.
+#[test]
+fn names_resolve_through_the_system_and_an_unresolved_one_does_not_stop_the_start() {
+    let _serial = serial();
+    let server = key_server("127.0.0.1:0".parse().unwrap());
+    let port = server.addr.port();
+    let yaml = two_core_yaml("").replace("key_servers: []", &format!("key_servers: [\"localhost:{port}\"]"));
+    let config = keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap();
+    let e = keyless_edge::start(&config).unwrap();
+    assert!(e.wait_healthy(Duration::from_secs(10)), "localhost, from /etc/hosts");
+    assert!(dialed(&e).contains(&IpAddr::from(Ipv4Addr::LOCALHOST)));
+    full_handshake(e.addr).unwrap();
+    e.start_drain();
+    e.wait().unwrap();
+
+    let dns = Dns::start(&[Ipv4Addr::LOCALHOST]);
+    dns.failing.store(true, Ordering::Relaxed);
+    let yaml = two_core_yaml(&format!("nameservers: [\"{}\"]\nresolve_interval: 1s\n", dns.addr))
+        .replace("key_servers: []", &format!("key_servers: [\"later.test:{port}\"]"));
+    let config = keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap();
+    let e = keyless_edge::check(&config).unwrap_err();
+    assert!(e.contains("later.test") && e.contains("no address"), "{e}");
+    let e = keyless_edge::start(&config).unwrap();
+    assert_eq!(e.healthy(), 0);
+    assert!(dialed(&e).is_empty());
+    dns.failing.store(false, Ordering::Relaxed);
+    assert!(e.wait_healthy(Duration::from_secs(5)), "ready once the name resolves");
+    full_handshake(e.addr).unwrap();
+    e.start_drain();
+    e.wait().unwrap();
+    server.shared.start_drain();
+    server.wait().unwrap();
+}

@@ -31,12 +31,41 @@ pub struct Lookup {
     pub every: Duration,
 }
 
+/// Who answers: hickory, or (when the system's DNS configuration cannot be
+/// read, as in a container with no /etc/resolv.conf) the C library's
+/// getaddrinfo, as the edge did before it followed DNS.
+enum Resolver {
+    Hickory(Box<TokioResolver>),
+    Libc,
+}
+
+impl Resolver {
+    async fn lookup(&self, host: &str) -> Result<Vec<std::net::IpAddr>, String> {
+        match self {
+            Resolver::Hickory(r) => r
+                .lookup_ip(host)
+                .await
+                .map(|found| found.iter().collect())
+                .map_err(|e| e.to_string()),
+            Resolver::Libc => tokio::net::lookup_host((host, 0))
+                .await
+                .map(|found| found.map(|a| a.ip()).collect())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl Lookup {
-    fn resolver(&self) -> Result<TokioResolver, ClientError> {
+    fn resolver(&self) -> Resolver {
         let provider = TokioConnectionProvider::default();
         let mut builder = if self.nameservers.is_empty() {
-            TokioResolver::builder(provider)
-                .map_err(|e| ClientError::Config(format!("the system's DNS configuration: {e}")))?
+            match TokioResolver::builder(provider) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::warn!("the system's DNS configuration: {e}; looking names up with getaddrinfo instead");
+                    return Resolver::Libc;
+                }
+            }
         } else {
             let servers: Vec<NameServerConfig> = self
                 .nameservers
@@ -55,21 +84,16 @@ impl Lookup {
         let options = builder.options_mut();
         options.positive_max_ttl = Some(every);
         options.negative_max_ttl = Some(every);
-        Ok(builder.build())
+        Resolver::Hickory(Box::new(builder.build()))
     }
 }
 
 /// Look every name up once, as [`Names::answered`] takes it. Whether the
 /// key servers to dial changed.
-async fn lookup_all(resolver: &TokioResolver, names: &mut Names) -> bool {
+async fn lookup_all(resolver: &Resolver, names: &mut Names) -> bool {
     let mut changed = false;
     for (i, host) in names.lookups() {
-        let answer = resolver
-            .lookup_ip(host.as_str())
-            .await
-            .map(|found| found.iter().collect())
-            .map_err(|e| e.to_string());
-        changed |= names.answered(i, answer);
+        changed |= names.answered(i, resolver.lookup(&host).await);
     }
     changed
 }
@@ -83,8 +107,7 @@ pub fn resolve_once(names: &mut Names, lookup: &Lookup) -> Result<(), ClientErro
         .enable_all()
         .build()
         .map_err(|e| ClientError::Config(format!("DNS: {e}")))?;
-    let resolver = runtime.block_on(async { lookup.resolver() })?;
-    runtime.block_on(lookup_all(&resolver, names));
+    runtime.block_on(async { lookup_all(&lookup.resolver(), names).await });
     Ok(())
 }
 
@@ -113,7 +136,7 @@ pub fn spawn(
         .enable_all()
         .build()
         .map_err(|e| ClientError::Config(format!("DNS: {e}")))?;
-    let resolver = runtime.block_on(async { lookup.resolver() })?;
+    let resolver = runtime.block_on(async { lookup.resolver() });
     std::thread::Builder::new()
         .name("keyless-dns".into())
         .spawn(move || {
