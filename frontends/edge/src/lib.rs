@@ -493,18 +493,20 @@ pub fn start(config: &EdgeConfig) -> Result<RunningEdge, String> {
     }
     drop(reservation);
     drop(key_server_reservation);
-    // Names, not addresses: follow what they resolve to (the threads
-    // mode's pool keeps the key servers of the start).
+    // Names, not addresses: follow what they resolve to (the cores'
+    // directory, and the threads mode's pool).
     let resolving = if names.lookups().is_empty() {
-        None
-    } else if mode == conn::HandshakeMode::Threads {
-        tracing::info!("handshake_mode threads: the key_servers names were looked up once, at start");
         None
     } else {
         let directory = directory.clone();
+        let pool = pool.clone();
         Some(
             dns::spawn(names, lookup(config), move |wanted| {
                 directory.set_dialed(wanted);
+                if let Some(pool) = &pool {
+                    let states: Vec<_> = directory.dialed().iter().map(|d| d.route.state.clone()).collect();
+                    pool.follow(&states);
+                }
             })
             .map_err(|e| e.to_string())?,
         )

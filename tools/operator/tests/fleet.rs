@@ -1,8 +1,10 @@
 //! The edge in a fleet, over real sockets with real key servers: a few
 //! connections per key server for the whole edge process serve every core
-//! (the cores without one hand their requests over), and the key servers
-//! behind a DNS name follow its answer while handshakes run, with a DNS
-//! server of the test's own on loopback.
+//! (the cores without one hand their requests over, failover included),
+//! and the key servers behind a DNS name follow its answer while
+//! handshakes run (both handshake modes; a DNS server of the test's own on
+//! loopback that can also fail), with the system's configuration by
+//! default, and a name that does not resolve yet at start.
 //!
 //! Every handshake is a full TLS 1.3 handshake by rustls, which verifies
 //! the key server's signature in it.
@@ -378,4 +380,46 @@ fn names_resolve_through_the_system_and_an_unresolved_one_does_not_stop_the_star
     e.wait().unwrap();
     server.shared.start_drain();
     server.wait().unwrap();
+}
+
+/// The threads handshake mode's pool follows the name too.
+#[test]
+fn the_threads_mode_follows_the_name_too() {
+    let _serial = serial();
+    let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5));
+    let a = key_server(SocketAddr::new(ip_a.into(), 0));
+    let port = a.addr.port();
+    let b = key_server(SocketAddr::new(ip_b.into(), port));
+    let dns = Dns::start(&[ip_a]);
+    let yaml = edge_yaml(
+        &[],
+        &format!(
+            "handshake_mode: threads\nnameservers: [\"{}\"]\nresolve_interval: 1s\n",
+            dns.addr
+        ),
+    )
+    .replace("key_servers: []", &format!("key_servers: [\"keyservers.test:{port}\"]"));
+    let config = keyless_edge::config::parse(Path::new("edge.yaml"), &yaml).unwrap();
+    let e = keyless_edge::start(&config).unwrap();
+    assert!(e.wait_healthy(Duration::from_secs(10)));
+    let load = Load::start(e.addr, 2);
+    wait_for("A signing", Duration::from_secs(5), || signatures(&a) > 10);
+    dns.answer(&[ip_b]);
+    wait_for("B signing", Duration::from_secs(3), || signatures(&b) > 10);
+    wait_for("A's connections closing", Duration::from_secs(5), || {
+        a.shared.open_connections() == 0
+    });
+    assert!(e.healthy() == 1, "the edge's readiness sees B's connections");
+    let (done, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {done} handshakes failed: {failures:?}",
+        failures.len()
+    );
+    e.start_drain();
+    e.wait().unwrap();
+    for server in [a, b] {
+        server.shared.start_drain();
+        server.wait().unwrap();
+    }
 }

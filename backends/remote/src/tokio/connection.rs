@@ -151,6 +151,11 @@ impl Connection {
     }
 
     /// Why the connection is closed, if it is.
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.pipeline).in_flight()
+    }
+
     pub fn closed(&self) -> Option<String> {
         lock(&self.pipeline).closed().map(str::to_owned)
     }

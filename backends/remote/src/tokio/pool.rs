@@ -64,11 +64,17 @@ impl Links {
     }
 }
 
+/// The key servers as of now, with their connections.
+struct Servers {
+    states: Vec<Arc<ServerState>>,
+    links: Vec<Arc<Links>>,
+}
+
 /// Connections to every configured key server.
 pub struct KeyServerPool {
     runtime: tokio::runtime::Runtime,
-    servers: Vec<Arc<ServerState>>,
-    links: Vec<Arc<Links>>,
+    servers: RwLock<Arc<Servers>>,
+    config: PoolConfig,
     next: AtomicUsize,
     request_timeout: Duration,
 }
@@ -90,28 +96,65 @@ impl KeyServerPool {
             .enable_all()
             .build()
             .map_err(|e| ClientError::Config(format!("cannot start the key-server runtime: {e}")))?;
-        let links: Vec<Arc<Links>> = servers.iter().map(|_| Arc::default()).collect();
-        for (server, links) in servers.iter().zip(&links) {
-            for _ in 0..config.connections_per_server.max(1) {
-                runtime.spawn(supervise(server.clone(), links.clone(), config.clone()));
-            }
-        }
-        Ok(Arc::new(KeyServerPool {
+        let pool = Arc::new(KeyServerPool {
             runtime,
-            servers,
-            links,
-            next: AtomicUsize::new(0),
+            servers: RwLock::new(Arc::new(Servers {
+                states: Vec::new(),
+                links: Vec::new(),
+            })),
             request_timeout: config.request_timeout,
-        }))
+            config,
+            next: AtomicUsize::new(0),
+        });
+        pool.follow(&servers);
+        Ok(pool)
     }
 
-    pub fn servers(&self) -> &[Arc<ServerState>] {
-        &self.servers
+    /// The key servers are now `wanted` (DNS changed; the states may be
+    /// shared with whoever else counts them, the edge's metrics): new ones
+    /// get connections, those no longer wanted are retired (no new request;
+    /// their connections close once what they carry is answered).
+    pub fn follow(&self, wanted: &[Arc<ServerState>]) {
+        let mut current = self.servers.write().unwrap_or_else(|e| e.into_inner());
+        let same = |a: &ServerState, b: &ServerState| a.addr == b.addr && a.name == b.name;
+        let mut next = Servers {
+            states: Vec::new(),
+            links: Vec::new(),
+        };
+        for (state, links) in current.states.iter().zip(&current.links) {
+            if wanted.iter().any(|w| same(w, state)) {
+                next.states.push(state.clone());
+                next.links.push(links.clone());
+            } else {
+                state.retire();
+            }
+        }
+        for state in wanted {
+            if next.states.iter().any(|s| same(s, state)) {
+                continue;
+            }
+            let links = Arc::new(Links::default());
+            for _ in 0..self.config.connections_per_server.max(1) {
+                self.runtime
+                    .spawn(supervise(state.clone(), links.clone(), self.config.clone()));
+            }
+            next.states.push(state.clone());
+            next.links.push(links);
+        }
+        *current = Arc::new(next);
+    }
+
+    pub fn servers(&self) -> Vec<Arc<ServerState>> {
+        self.current().states.clone()
+    }
+
+    fn current(&self) -> Arc<Servers> {
+        self.servers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Servers with at least one live connection.
     pub fn healthy(&self) -> usize {
-        self.servers.iter().filter(|s| s.healthy()).count()
+        self.current().states.iter().filter(|s| s.healthy()).count()
     }
 
     /// Wait until at least one server is reachable, or `timeout` passes.
@@ -131,11 +174,12 @@ impl KeyServerPool {
     pub async fn perform(&self, request: Message) -> Result<Vec<u8>, ClientError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let timeout = self.request_timeout;
-        let answer = Retry::new(n, self.servers.len())
-            .run(request.ski.as_ref(), &self.servers, |i| {
-                let conn = self.links[i].pick(n)?;
+        let servers = self.current();
+        let answer = Retry::new(n, servers.states.len())
+            .run(request.ski.as_ref(), &servers.states, |i| {
+                let conn = servers.links[i].pick(n)?;
                 let request = request.clone();
-                let addr = self.servers[i].addr;
+                let addr = servers.states[i].addr;
                 Some(async move {
                     tokio::time::timeout(timeout, conn.call(request))
                         .await
@@ -153,10 +197,12 @@ impl KeyServerPool {
     }
 }
 
-/// Keep one connection slot to `server` alive, as [`Supervision`] says.
+/// Keep one connection slot to `server` alive, as [`Supervision`] says,
+/// until the server is retired (then what the connection carries is
+/// answered first).
 async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConfig) {
     let mut life = Supervision::new(server.clone());
-    loop {
+    while !server.retired() {
         let connected = tokio::time::timeout(
             config.connect_timeout,
             connect(server.addr, &server.name, config.tls.clone()),
@@ -183,6 +229,9 @@ async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConf
         life.up();
         let reason = loop {
             tokio::time::sleep(config.health_interval).await;
+            if server.retired() {
+                break "no longer in the DNS answer".to_string();
+            }
             let ping = tokio::time::timeout(config.request_timeout, conn.ping(b"health")).await;
             match (ping, conn.closed()) {
                 (_, Some(reason)) => break reason,
@@ -196,6 +245,13 @@ async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConf
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !Arc::ptr_eq(c, &conn));
+        if server.retired() {
+            let deadline = Instant::now() + config.request_timeout;
+            while conn.closed().is_none() && conn.in_flight() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        drop(conn);
         life.down(&reason);
     }
 }
@@ -203,7 +259,7 @@ async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConf
 impl std::fmt::Debug for KeyServerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyServerPool")
-            .field("servers", &self.servers.iter().map(|s| s.addr).collect::<Vec<_>>())
+            .field("servers", &self.servers().iter().map(|s| s.addr).collect::<Vec<_>>())
             .field("healthy", &self.healthy())
             .finish()
     }
