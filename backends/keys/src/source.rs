@@ -134,19 +134,28 @@ fn load_file(path: &Path) -> Result<SharedKey, LoadError> {
     Ok(Arc::new(KeyMaterial::load(path)?))
 }
 
-/// A private key file group or others may read is a key that has left
-/// this server's user already; say so (gokeyless does not), load it anyway.
+/// A private key file others may read, or a group other than the server's
+/// own, is a key that has left this server's user already; say so
+/// (gokeyless does not), load it anyway. The server's own group may read
+/// it: the keyless group of the package, a Kubernetes pod's fsGroup (a
+/// Secret volume's files are root's, readable through it).
 fn warn_if_others_may_read(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o044 != 0 {
+        if exposed(mode, meta.gid(), rustix::process::getegid().as_raw()) {
             tracing::warn!(
                 "{}: group or others may read this private key (mode {mode:o}); chmod 600 it",
                 path.display()
             );
         }
     }
+}
+
+/// Whether a key file of `mode` and group `gid` reaches users other than a
+/// server whose group is `ours`.
+fn exposed(mode: u32, gid: u32, ours: u32) -> bool {
+    mode & 0o004 != 0 || (mode & 0o040 != 0 && gid != ours)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
@@ -167,4 +176,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_may_be_read_by_the_servers_own_group_only() {
+        assert!(!exposed(0o600, 0, 1000));
+        assert!(!exposed(0o440, 1000, 1000), "a pod's fsGroup, the package's group");
+        assert!(exposed(0o440, 50, 1000), "another group");
+        assert!(exposed(0o604, 1000, 1000), "others");
+    }
 }
