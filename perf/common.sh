@@ -24,6 +24,27 @@ start_server() {
   echo "server did not start" >&2; cat "$log" >&2; exit 1
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+
+# edge_yaml PORT WORKERS [LINES...]: an edge on 127.0.0.1:PORT serving the
+# P-256 site, signing with the key server on $PORT, each of LINES appended.
+edge_yaml() {
+  local port=$1 workers=$2
+  shift 2
+  cat <<YAML
+listen: 127.0.0.1:$port
+workers: $workers
+certificates:
+  - cert: $PKI/sites/p256.pem
+    default: true
+key_servers: ["127.0.0.1:$PORT"]
+key_server_name: localhost
+key_server_ca: $PKI/ca.pem
+client_cert: $PKI/client.pem
+client_key: $PKI/client-key.pem
+YAML
+  local line
+  for line in "$@"; do echo "$line"; done
+}
 trap stop_server EXIT
 
 # CPU time (ms) used so far by the kernel's DAMON threads (kdamond). On this

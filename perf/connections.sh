@@ -77,20 +77,7 @@ echo "# connections at scale, same machine, same run ($(date -u +%FT%TZ)); $CONN
 
 # 1 and 2: the edge (signing through the key server), then nginx.
 start_server 1 1 "$OUT/server.log"
-cat >"$OUT/edge.yaml" <<YAML
-listen: 127.0.0.1:$EDGE_PORT
-workers: 1
-certificates:
-  - cert: $PKI/sites/p256.pem
-    default: true
-key_servers: ["127.0.0.1:$PORT"]
-key_server_name: localhost
-key_server_ca: $PKI/ca.pem
-client_cert: $PKI/client.pem
-client_key: $PKI/client-key.pem
-idle_timeout: 300s
-max_connections_per_core: $((CONNECTIONS + 1000))
-YAML
+edge_yaml "$EDGE_PORT" 1 "idle_timeout: 300s" "max_connections_per_core: $((CONNECTIONS + 1000))" >"$OUT/edge.yaml"
 taskset -c 0 "$BIN/keyless-edge" -c "$OUT/edge.yaml" -l 2 >"$OUT/edge.log" 2>&1 &
 EDGE_PID=$!; PIDS+=("$EDGE_PID")
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$EDGE_PORT) 2>/dev/null && break; sleep 0.1; done

@@ -30,20 +30,7 @@ open_connections() {
 }
 
 edge_config() { # $1 = port, $2 = the connections setting
-  cat <<YAML
-listen: 127.0.0.1:$1
-workers: 2
-disable_mlock: true
-certificates:
-  - cert: $PKI/sites/p256.pem
-    default: true
-key_servers: ["127.0.0.1:$PORT"]
-key_server_name: localhost
-key_server_ca: $PKI/ca.pem
-client_cert: $PKI/client.pem
-client_key: $PKI/client-key.pem
-$2
-YAML
+  edge_yaml "$1" 2 "disable_mlock: true" "$2"
 }
 EDGE_PIDS=()
 start_edge() { # $1 = port, $2 = config file

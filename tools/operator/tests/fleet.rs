@@ -93,6 +93,21 @@ impl Load {
     }
 }
 
+/// Drain and stop edges, then key servers.
+fn stop(
+    edges: impl IntoIterator<Item = keyless_edge::RunningEdge>,
+    servers: impl IntoIterator<Item = keyless_server::RunningServer>,
+) {
+    for e in edges {
+        e.start_drain();
+        e.wait().unwrap();
+    }
+    for s in servers {
+        s.shared.start_drain();
+        s.wait().unwrap();
+    }
+}
+
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
@@ -135,8 +150,7 @@ fn one_connection_per_key_server_serves_every_core_of_the_edge() {
         (1, 1),
         "still one connection"
     );
-    e.start_drain();
-    e.wait().unwrap();
+    stop([e], []);
     // (A stopped edge's connections close with its process; this one's
     // process goes on, so they are counted from here.)
     let earlier = server.shared.open_connections();
@@ -149,13 +163,9 @@ fn one_connection_per_key_server_serves_every_core_of_the_edge() {
     wait_for("6 more connections at the key server", Duration::from_secs(5), || {
         server.shared.open_connections() == earlier + 6
     });
-    for e in [by_default, per_core] {
-        full_handshake(e.addr).unwrap();
-        e.start_drain();
-        e.wait().unwrap();
-    }
-    server.shared.start_drain();
-    server.wait().unwrap();
+    full_handshake(by_default.addr).unwrap();
+    full_handshake(per_core.addr).unwrap();
+    stop([by_default, per_core], [server]);
 }
 
 /// Two key servers, one connection to each for the whole 2-core edge (on
@@ -185,10 +195,7 @@ fn losing_a_key_server_fails_over_through_the_other_cores_connection() {
         failures.len()
     );
     assert_eq!(e.healthy(), 1);
-    e.start_drain();
-    e.wait().unwrap();
-    second.shared.start_drain();
-    second.wait().unwrap();
+    stop([e], [second]);
 }
 
 /// A DNS server on loopback that answers every A question with `answer`
@@ -308,36 +315,38 @@ fn key_servers_follow_their_name_in_dns_with_no_handshake_lost() {
     );
     let a_after = signatures(&a);
     std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(signatures(&a), a_after, "A gets nothing once gone");
+
+    // {B} -> {A} at once (pods replaced): B serves until A is up, then its
+    // connections close; nothing is lost.
+    dns.answer(&[ip_a]);
+    wait_for("A signing again", Duration::from_secs(3), || signatures(&a) > a_after);
+    wait_for("B's connections closing", Duration::from_secs(5), || {
+        b.shared.open_connections() == 0
+    });
     let (done, failures) = load.finish();
     assert!(
         failures.is_empty(),
-        "{} handshakes failed: {failures:?}",
+        "{} of {done} handshakes failed: {failures:?}",
         failures.len()
     );
     assert!(done > 50, "only {done} handshakes");
-    assert_eq!(signatures(&a), a_after, "A gets nothing once gone");
-    e.start_drain();
-    e.wait().unwrap();
+    stop([e], []);
 
     // A long period: a SIGHUP (reload) looks the name up at once.
     let slow = named("1h");
     let e = keyless_edge::start(&slow).unwrap();
     assert!(e.wait_healthy(Duration::from_secs(10)));
-    assert_eq!(dialed(&e), [IpAddr::from(ip_b)]);
-    dns.answer(&[ip_a]);
+    assert_eq!(dialed(&e), [IpAddr::from(ip_a)]);
+    dns.answer(&[ip_b]);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(dialed(&e), [IpAddr::from(ip_b)], "no lookup before the period");
+    assert_eq!(dialed(&e), [IpAddr::from(ip_a)], "no lookup before the period");
     e.reload(&slow).unwrap();
-    wait_for("A after the reload", Duration::from_secs(3), || {
-        dialed(&e) == [IpAddr::from(ip_a)] && e.healthy() == 1
+    wait_for("B after the reload", Duration::from_secs(3), || {
+        dialed(&e) == [IpAddr::from(ip_b)] && e.healthy() == 1
     });
     full_handshake(e.addr).unwrap();
-    e.start_drain();
-    e.wait().unwrap();
-    for server in [a, b] {
-        server.shared.start_drain();
-        server.wait().unwrap();
-    }
+    stop([e], [a, b]);
 }
 
 /// The YAML of a 2-core edge with no key server address yet.
@@ -360,8 +369,7 @@ fn names_resolve_through_the_system_and_an_unresolved_one_does_not_stop_the_star
     assert!(e.wait_healthy(Duration::from_secs(10)), "localhost, from /etc/hosts");
     assert!(dialed(&e).contains(&IpAddr::from(Ipv4Addr::LOCALHOST)));
     full_handshake(e.addr).unwrap();
-    e.start_drain();
-    e.wait().unwrap();
+    stop([e], []);
 
     let dns = Dns::start(&[Ipv4Addr::LOCALHOST]);
     dns.failing.store(true, Ordering::Relaxed);
@@ -376,10 +384,7 @@ fn names_resolve_through_the_system_and_an_unresolved_one_does_not_stop_the_star
     dns.failing.store(false, Ordering::Relaxed);
     assert!(e.wait_healthy(Duration::from_secs(5)), "ready once the name resolves");
     full_handshake(e.addr).unwrap();
-    e.start_drain();
-    e.wait().unwrap();
-    server.shared.start_drain();
-    server.wait().unwrap();
+    stop([e], [server]);
 }
 
 /// The threads handshake mode's pool follows the name too.
@@ -416,10 +421,5 @@ fn the_threads_mode_follows_the_name_too() {
         "{} of {done} handshakes failed: {failures:?}",
         failures.len()
     );
-    e.start_drain();
-    e.wait().unwrap();
-    for server in [a, b] {
-        server.shared.start_drain();
-        server.wait().unwrap();
-    }
+    stop([e], [a, b]);
 }

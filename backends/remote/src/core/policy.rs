@@ -207,8 +207,12 @@ impl Retry {
     {
         let now = std::time::Instant::now();
         let lacks = |i: usize| ski.is_some_and(|k| servers[i].lacks(k, now));
+        // A server gone from the DNS answer is asked only while none of
+        // those in it is up (its connections close once one is).
+        let current_up = servers.iter().any(|s| !s.retired() && s.healthy());
+        let usable = |i: usize| servers[i].healthy() && !(current_up && servers[i].retired());
         let mut not_found: Option<Message> = None;
-        while let Some(index) = self.next_server(|i| servers[i].healthy(), lacks) {
+        while let Some(index) = self.next_server(usable, lacks) {
             let server = &servers[index];
             let Some(answer) = call(index) else {
                 self.failed(ClientError::Closed(format!("{}: no connection up", server.addr)));

@@ -30,8 +30,7 @@ pub struct ServerState {
     pub reconnects: AtomicU64,
     /// It dials in (we cannot reconnect to it: it must dial again).
     dials_in: bool,
-    /// Its name no longer resolves to it: its connections close once what
-    /// they carry is answered, and none opens again.
+    /// Its name no longer resolves to it (see [`ServerState::retire`]).
     retired: AtomicBool,
 }
 
@@ -64,8 +63,9 @@ impl ServerState {
         }
     }
 
-    /// Its name no longer resolves to it (DNS): no new connection, and
-    /// those up close once they are idle.
+    /// Its name no longer resolves to it (DNS): no new connection; those
+    /// up take requests only while no server still in the answer is up,
+    /// and close once one is and what they carry is answered.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
     }

@@ -94,6 +94,9 @@ pub struct Change {
 /// Every key server the edge knows, shared by every core.
 pub struct Directory {
     dialed: RwLock<Vec<Arc<Dialed>>>,
+    /// Dialed key servers gone from the answer whose connections are
+    /// still up: they serve while none in the answer is up.
+    retired: RwLock<Vec<Arc<Dialed>>>,
     peers: RwLock<Vec<Arc<Peer>>>,
     /// Bumped at each change of either list: cores compare it to theirs.
     version: AtomicU64,
@@ -111,6 +114,7 @@ impl Directory {
     pub fn new(dialed: Vec<Arc<ServerState>>) -> Arc<Directory> {
         let directory = Directory {
             dialed: RwLock::new(Vec::new()),
+            retired: RwLock::new(Vec::new()),
             peers: RwLock::new(Vec::new()),
             version: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
@@ -131,15 +135,34 @@ impl Directory {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Every key server's state: dialed ones first, then those that dialed in.
+    /// Every key server's state: dialed ones first (those retired with
+    /// connections still up after them), then those that dialed in.
     pub fn states(&self) -> Vec<Arc<ServerState>> {
         let mut states: Vec<_> = self.dialed().iter().map(|d| d.route.state.clone()).collect();
+        states.extend(self.retired().iter().map(|d| d.route.state.clone()));
         states.extend(self.peers().iter().map(|p| p.route.state.clone()));
         states
     }
 
+    /// The dialed key servers in the answer.
     pub fn dialed(&self) -> Vec<Arc<Dialed>> {
         self.dialed.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Dialed key servers gone from the answer, connections still up.
+    pub fn retired(&self) -> Vec<Arc<Dialed>> {
+        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
+        retired
+            .iter()
+            .filter(|d| d.route.state.links_up() > 0)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a dialed key server in the answer has a connection up: the
+    /// retired ones' connections may close.
+    pub fn answer_up(&self) -> bool {
+        self.dialed().iter().any(|d| d.route.state.healthy())
     }
 
     pub fn peers(&self) -> Vec<Arc<Peer>> {
@@ -152,6 +175,8 @@ impl Directory {
     /// their connections close once what they carry is answered).
     pub fn set_dialed(&self, wanted: &[(SocketAddr, String)]) -> Change {
         let mut dialed = self.dialed.write().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|d| d.route.state.links_up() > 0);
         let mut change = Change::default();
         dialed.retain(|d| {
             let state = &d.route.state;
@@ -159,6 +184,7 @@ impl Directory {
             if !keep {
                 state.retire();
                 change.removed.push(state.addr);
+                retired.push(d.clone());
             }
             keep
         });
@@ -255,10 +281,15 @@ mod tests {
         assert_eq!(change.added, [b]);
         assert!(dir.version() > v);
         assert!(Arc::ptr_eq(&dir.dialed()[0], &first), "A is kept as it was");
+        first.route.state.link_up();
         let change = dir.set_dialed(&[(b, "ks".into())]);
         assert_eq!(change.removed, [a]);
         assert!(first.route.state.retired());
-        assert_eq!(dir.states().iter().map(|s| s.addr).collect::<Vec<_>>(), [b]);
+        let addrs = |dir: &Directory| dir.states().iter().map(|s| s.addr).collect::<Vec<_>>();
+        assert_eq!(addrs(&dir), [b, a], "A still has a connection up");
+        assert!(!dir.answer_up(), "B has none yet");
+        first.route.state.link_down("closed");
+        assert_eq!(addrs(&dir), [b]);
         assert_ne!(dir.dialed()[0].id, first.id);
     }
 }

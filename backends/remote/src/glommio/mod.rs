@@ -149,12 +149,25 @@ impl KeyClient {
                 None => {
                     let server = Server::new(entry.route.state.clone());
                     for _ in 0..self.settings.links.on_core(entry.id, self.core, self.cores) {
-                        glommio::spawn_local(supervise(server.clone(), entry.clone(), self.settings.clone())).detach();
+                        glommio::spawn_local(supervise(
+                            server.clone(),
+                            entry.clone(),
+                            self.directory.clone(),
+                            self.settings.clone(),
+                        ))
+                        .detach();
                     }
                     server
                 }
             };
             dialed.push((entry, server));
+        }
+        // Retired ones serve (through the connections they still have)
+        // while none in the answer is up.
+        for entry in self.directory.retired() {
+            if let Some(known) = current.dialed.iter().find(|(d, _)| d.id == entry.id) {
+                dialed.push(known.clone());
+            }
         }
         let peers = self.directory.peers();
         let mut states: Vec<Arc<ServerState>> = dialed.iter().map(|(d, _)| d.route.state.clone()).collect();
@@ -298,9 +311,9 @@ impl KeyClient {
 }
 
 /// Keep one connection to `server` alive, as [`Supervision`] says, and
-/// let other cores send through it; once the key server is retired, let it
-/// finish what it carries and stop.
-async fn supervise(server: Rc<Server>, entry: Arc<Dialed>, settings: Settings) {
+/// let other cores send through it; once the key server is retired and a
+/// key server in the answer is up, let it finish what it carries and stop.
+async fn supervise(server: Rc<Server>, entry: Arc<Dialed>, directory: Arc<Directory>, settings: Settings) {
     let state = server.state.clone();
     let mut life = Supervision::new(state.clone());
     while !state.retired() {
@@ -346,7 +359,7 @@ async fn supervise(server: Rc<Server>, entry: Arc<Dialed>, settings: Settings) {
             if let Some(reason) = link.closed() {
                 break reason;
             }
-            if state.retired() {
+            if state.retired() && directory.answer_up() {
                 break "no longer in the DNS answer".to_string();
             }
             let ping = Message::request(Opcode::PING, None, b"health".to_vec());

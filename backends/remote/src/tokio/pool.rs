@@ -73,7 +73,7 @@ struct Servers {
 /// Connections to every configured key server.
 pub struct KeyServerPool {
     runtime: tokio::runtime::Runtime,
-    servers: RwLock<Arc<Servers>>,
+    servers: Arc<RwLock<Arc<Servers>>>,
     config: PoolConfig,
     next: AtomicUsize,
     request_timeout: Duration,
@@ -98,10 +98,10 @@ impl KeyServerPool {
             .map_err(|e| ClientError::Config(format!("cannot start the key-server runtime: {e}")))?;
         let pool = Arc::new(KeyServerPool {
             runtime,
-            servers: RwLock::new(Arc::new(Servers {
+            servers: Arc::new(RwLock::new(Arc::new(Servers {
                 states: Vec::new(),
                 links: Vec::new(),
-            })),
+            }))),
             request_timeout: config.request_timeout,
             config,
             next: AtomicUsize::new(0),
@@ -121,13 +121,24 @@ impl KeyServerPool {
             states: Vec::new(),
             links: Vec::new(),
         };
+        let mut retired = Servers {
+            states: Vec::new(),
+            links: Vec::new(),
+        };
         for (state, links) in current.states.iter().zip(&current.links) {
-            if wanted.iter().any(|w| same(w, state)) {
-                next.states.push(state.clone());
-                next.links.push(links.clone());
+            let into = if wanted.iter().any(|w| same(w, state)) {
+                &mut next
             } else {
+                // Kept (last) while its connections are up: it serves while
+                // none in the answer is up.
                 state.retire();
-            }
+                if state.links_up() == 0 {
+                    continue;
+                }
+                &mut retired
+            };
+            into.states.push(state.clone());
+            into.links.push(links.clone());
         }
         for state in wanted {
             if next.states.iter().any(|s| same(s, state)) {
@@ -135,12 +146,18 @@ impl KeyServerPool {
             }
             let links = Arc::new(Links::default());
             for _ in 0..self.config.connections_per_server.max(1) {
-                self.runtime
-                    .spawn(supervise(state.clone(), links.clone(), self.config.clone()));
+                self.runtime.spawn(supervise(
+                    state.clone(),
+                    links.clone(),
+                    self.servers.clone(),
+                    self.config.clone(),
+                ));
             }
             next.states.push(state.clone());
             next.links.push(links);
         }
+        next.states.extend(retired.states);
+        next.links.extend(retired.links);
         *current = Arc::new(next);
     }
 
@@ -198,9 +215,19 @@ impl KeyServerPool {
 }
 
 /// Keep one connection slot to `server` alive, as [`Supervision`] says,
-/// until the server is retired (then what the connection carries is
-/// answered first).
-async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConfig) {
+/// until the server is retired and one in the answer is up (then what the
+/// connection carries is answered first).
+async fn supervise(
+    server: Arc<ServerState>,
+    links: Arc<Links>,
+    servers: Arc<RwLock<Arc<Servers>>>,
+    config: PoolConfig,
+) {
+    // A server in the answer is up: a retired one's connections may close.
+    let answer_up = || {
+        let servers = servers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        servers.states.iter().any(|s| !s.retired() && s.healthy())
+    };
     let mut life = Supervision::new(server.clone());
     while !server.retired() {
         let connected = tokio::time::timeout(
@@ -229,7 +256,7 @@ async fn supervise(server: Arc<ServerState>, links: Arc<Links>, config: PoolConf
         life.up();
         let reason = loop {
             tokio::time::sleep(config.health_interval).await;
-            if server.retired() {
+            if server.retired() && answer_up() {
                 break "no longer in the DNS answer".to_string();
             }
             let ping = tokio::time::timeout(config.request_timeout, conn.ping(b"health")).await;
