@@ -254,6 +254,17 @@ impl Dns {
     }
 }
 
+/// Key servers A and B on two loopback addresses, the same port (one
+/// name's two addresses), and a DNS server answering with A.
+fn behind_one_name(
+    ip_a: Ipv4Addr,
+    ip_b: Ipv4Addr,
+) -> (keyless_server::RunningServer, keyless_server::RunningServer, Dns) {
+    let a = key_server(SocketAddr::new(ip_a.into(), 0));
+    let b = key_server(SocketAddr::new(ip_b.into(), a.addr.port()));
+    (a, b, Dns::start(&[ip_a]))
+}
+
 fn dialed(e: &keyless_edge::RunningEdge) -> Vec<IpAddr> {
     e.key_servers.states().iter().map(|s| s.addr.ip()).collect()
 }
@@ -262,10 +273,8 @@ fn dialed(e: &keyless_edge::RunningEdge) -> Vec<IpAddr> {
 fn key_servers_follow_their_name_in_dns_with_no_handshake_lost() {
     let _serial = serial();
     let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    let a = key_server(SocketAddr::new(ip_a.into(), 0));
+    let (a, b, dns) = behind_one_name(ip_a, ip_b);
     let port = a.addr.port();
-    let b = key_server(SocketAddr::new(ip_b.into(), port));
-    let dns = Dns::start(&[ip_a]);
     let named = |interval: &str| {
         let yaml = two_core_yaml(&format!(
             "nameservers: [\"{}\"]\nresolve_interval: {interval}\n",
@@ -392,10 +401,8 @@ fn names_resolve_through_the_system_and_an_unresolved_one_does_not_stop_the_star
 fn the_threads_mode_follows_the_name_too() {
     let _serial = serial();
     let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5));
-    let a = key_server(SocketAddr::new(ip_a.into(), 0));
+    let (a, b, dns) = behind_one_name(ip_a, ip_b);
     let port = a.addr.port();
-    let b = key_server(SocketAddr::new(ip_b.into(), port));
-    let dns = Dns::start(&[ip_a]);
     let yaml = edge_yaml(
         &[],
         &format!(

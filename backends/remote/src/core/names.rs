@@ -31,15 +31,7 @@ impl Names {
     pub fn parse(entries: &[String], server_name: Option<&str>) -> Result<Names, ClientError> {
         let mut parsed = Vec::new();
         for text in entries {
-            let bad = |why: &str| ClientError::Config(format!("key server {text:?}: {why}"));
-            let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
-            let port: u16 = port
-                .parse()
-                .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
-            let host = host.trim_matches(['[', ']']).to_owned();
-            if host.is_empty() {
-                return Err(bad("expected HOST:PORT"));
-            }
+            let (host, port) = parse_entry(text)?;
             let literal = host.parse::<IpAddr>().ok();
             parsed.push(Entry {
                 text: text.clone(),
@@ -103,7 +95,7 @@ impl Names {
         }
     }
 
-    /// Entries that resolved to nothing yet, and why not if a lookup said.
+    /// Entries that resolved to nothing yet.
     pub fn unresolved(&self) -> Vec<&str> {
         self.entries
             .iter()
@@ -126,6 +118,20 @@ impl Names {
         }
         wanted
     }
+}
+
+/// One `HOST:PORT` entry (an IPv6 address in brackets): host and port.
+pub fn parse_entry(text: &str) -> Result<(String, u16), ClientError> {
+    let bad = |why: &str| ClientError::Config(format!("key server {text:?}: {why}"));
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    let host = host.trim_matches(['[', ']']).to_owned();
+    if host.is_empty() {
+        return Err(bad("expected HOST:PORT"));
+    }
+    Ok((host, port))
 }
 
 fn list(addrs: &[IpAddr]) -> String {

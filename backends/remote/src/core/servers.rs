@@ -158,11 +158,8 @@ impl ServerState {
 pub fn resolve(entries: &[String], server_name: Option<&str>) -> Result<Vec<Arc<ServerState>>, ClientError> {
     let mut servers = Vec::new();
     for entry in entries {
-        let host = entry
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-            .ok_or_else(|| ClientError::Config(format!("key server {entry:?}: expected HOST:PORT")))?;
-        let addrs: Vec<SocketAddr> = entry
+        let (host, port) = super::names::parse_entry(entry)?;
+        let addrs: Vec<SocketAddr> = (host.as_str(), port)
             .to_socket_addrs()
             .map_err(|e| ClientError::Config(format!("key server {entry:?}: {e}")))?
             .collect();
